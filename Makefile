@@ -1,0 +1,29 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 $(BIN)/healthfed demo
+
+test: $(STAMP)
+	FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 $(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check healthfed tests bench
+	$(BIN)/mypy healthfed
+
+bench: $(STAMP)
+	$(BIN)/python bench/stats.py
+
+clean:
+	rm -rf $(VENV) healthfed-demo .pytest_cache
