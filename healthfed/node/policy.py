@@ -59,7 +59,9 @@ class SitePolicy:
         for name in ("min_cell_count", "min_subset", "max_levels", "min_sites", "histogram_bins"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise PolicyError(f"policy field {name!r} must be a positive integer, got {value!r}")
+                raise PolicyError(
+                    f"policy field {name!r} must be a positive integer, got {value!r}"
+                )
         if not 0 < float(self.max_param_ratio) <= 1:
             raise PolicyError(
                 f"policy field 'max_param_ratio' must be in (0, 1], got {self.max_param_ratio!r}"
@@ -73,7 +75,9 @@ class SitePolicy:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise PolicyError(f"{source}: unknown policy field(s) {unknown}; known: {sorted(known)}")
+            raise PolicyError(
+                f"{source}: unknown policy field(s) {unknown}; known: {sorted(known)}"
+            )
         try:
             return cls(**data)
         except TypeError as exc:  # pragma: no cover - defensive

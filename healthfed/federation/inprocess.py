@@ -1,0 +1,141 @@
+"""The embedded engine: Flower's ServerApp/ClientApp seam driven in one process.
+
+``InProcessGrid`` implements Flower's ``Grid`` so ``collect`` and every other
+hub-side routine run unchanged; each node's ``ClientApp`` is called directly
+(no Ray, no network), in a thread per node so a slow node can time out and be
+reported by name while the others are used.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+
+from healthfed.federation.client_app import make_client_app
+from healthfed.node.runtime import Node
+
+HUB_NODE_ID = 1  # Flower's SuperLink node id
+_FIRST_NODE_ID = 1001
+
+
+def _set_task_identity(run_id: int) -> None:
+    """Outside Flower's runtimes a ``Message`` needs the task identity set."""
+    TaskIdentity.run_id = run_id
+    TaskIdentity.node_id = HUB_NODE_ID
+    TaskIdentity.task_id = 0
+
+
+class InProcessGrid(Grid):
+    """A Flower ``Grid`` whose nodes are ``Node`` objects in this process.
+
+    Parameters
+    ----------
+    nodes
+        The hospital nodes, each served by its own ClientApp and Context.
+    max_workers
+        Threads used to run the nodes concurrently.
+    """
+
+    def __init__(self, nodes: Sequence[Node], max_workers: int | None = None) -> None:
+        names = [n.name for n in nodes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"node names must be unique, got {names}")
+        self._run = Run.create_empty(run_id=int(uuid.uuid4().int % 2**62))
+        _set_task_identity(self._run.run_id)
+        self._nodes = {_FIRST_NODE_ID + i: node for i, node in enumerate(nodes)}
+        self._apps: dict[int, ClientApp] = {
+            nid: make_client_app(lambda _ctx, node=node: node) for nid, node in self._nodes.items()
+        }
+        self._contexts = {
+            nid: Context(
+                run_id=self._run.run_id,
+                node_id=nid,
+                node_config={"healthfed-site": node.name},
+                state=RecordDict(),
+                run_config={},
+            )
+            for nid, node in self._nodes.items()
+        }
+        self._pool = ThreadPoolExecutor(max_workers=max_workers or max(1, len(nodes)))
+        self._pending: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def site_names(self) -> list[str]:
+        return [node.name for node in self._nodes.values()]
+
+    # --- flwr.serverapp.Grid -------------------------------------------------
+    def set_run(self, run: Run) -> None:  # noqa: D102
+        self._run = run
+
+    @property
+    def run(self) -> Run:  # noqa: D102
+        return self._run
+
+    def create_message(  # noqa: D102
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        _set_task_identity(self._run.run_id)
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:  # noqa: D102
+        return list(self._nodes)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:  # noqa: D102
+        ids = []
+        for msg in messages:
+            nid = msg.metadata.dst_node_id
+            if nid not in self._nodes:
+                raise ValueError(f"no node with id {nid}")
+            msg_id = str(uuid.uuid4())
+            msg.metadata.__dict__["_message_id"] = msg_id
+            with self._lock:
+                self._pending[msg_id] = self._pool.submit(self._deliver, nid, msg)
+            ids.append(msg_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:  # noqa: D102
+        out = []
+        with self._lock:
+            for msg_id in list(message_ids):
+                future = self._pending.get(msg_id)
+                if future is not None and future.done():
+                    del self._pending[msg_id]
+                    out.append(future.result())
+        return out
+
+    def send_and_receive(  # noqa: D102
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        ids = list(self.push_messages(messages))
+        with self._lock:
+            futures = [self._pending[i] for i in ids]
+        wait(futures, timeout=timeout)
+        return self.pull_messages(ids)
+
+    # --- internals --------------------------------------------------------------
+    def _deliver(self, node_id: int, msg: Message) -> Message:
+        try:
+            reply = self._apps[node_id](msg, self._contexts[node_id])
+        except Exception as exc:  # noqa: BLE001 - reported like Flower reports a ClientApp failure
+            reply = msg.create_error_reply(Error(code=1, reason=f"{type(exc).__name__}: {exc}"))
+        reply.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+        return reply
+
+    def close(self) -> None:
+        """Stop the worker threads (a timed-out node's thread finishes in the background)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,81 @@
+"""The hub side of the federation: a Flower ``ServerApp`` and its one round.
+
+Every analysis is designed to need as few rounds as the maths allows: a
+deployed round trip costs seconds, so e.g. a whole Table 1 is one round.
+``collect`` sends one request to every node and gathers the replies; it is
+used unchanged by the in-process engine (with our own Grid) and by the
+deployed ServerApp below (with Flower's Grid).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context, Message
+from flwr.serverapp import Grid, ServerApp
+
+from healthfed.errors import FederationError
+from healthfed.federation.messages import QUERY, decode_reply, encode_request
+
+REQUEST_KEY = "healthfed-request"
+RESULT_KEY = "healthfed-result"
+
+
+def collect(grid: Grid, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Send ``request`` to every node in one round and gather what comes back.
+
+    Returns
+    -------
+    dict
+        ``replies`` (site name -> the node's reply), ``missing`` (names of
+        ``request['expected_sites']`` that did not answer in ``timeout``
+        seconds), ``unanswered_nodes`` (count of nodes without a reply) and
+        ``elapsed_s``.
+    """
+    envelope = {k: v for k, v in request.items() if k != "expected_sites"}
+    node_ids = list(grid.get_node_ids())
+    if not node_ids:
+        raise FederationError("no nodes are connected to the federation")
+    started = time.perf_counter()
+    messages = [
+        Message(content=encode_request(envelope), dst_node_id=node_id, message_type=QUERY)
+        for node_id in node_ids
+    ]
+    replies: dict[str, dict[str, Any]] = {}
+    for message in grid.send_and_receive(messages, timeout=timeout):
+        if message.has_error():
+            continue
+        reply = decode_reply(message.content)
+        site = str(reply.get("site", f"node-{message.metadata.src_node_id}"))
+        replies[site] = reply
+    expected = request.get("expected_sites") or []
+    return {
+        "replies": replies,
+        "missing": sorted(set(expected) - set(replies)),
+        "unanswered_nodes": len(node_ids) - len(replies),
+        "elapsed_s": time.perf_counter() - started,
+    }
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Deployed entry point: request in the run config, result to a hub-side file."""
+    raw = context.run_config.get(REQUEST_KEY)
+    out = context.run_config.get(RESULT_KEY)
+    if not isinstance(raw, str) or not isinstance(out, str):
+        raise FederationError(f"run config needs {REQUEST_KEY!r} and {RESULT_KEY!r}")
+    request = json.loads(raw)
+    timeout = float(request.pop("timeout", 120.0))
+    result = collect(grid, request, timeout=timeout)
+    # Wait until the SuperLink has seen every expected node before giving up is the
+    # caller's job; here we only write atomically so the hub never reads half a file.
+    tmp = Path(out).with_suffix(".tmp")
+    tmp.write_text(json.dumps(result), encoding="utf-8")
+    os.replace(tmp, out)
