@@ -21,6 +21,7 @@ A node is described by one TOML file the data steward owns::
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import tomllib
 from dataclasses import dataclass, field
@@ -168,3 +169,37 @@ def load_node(path: str | Path) -> Node:
         if key not in _node_cache:
             _node_cache[key] = Node.from_toml(key)
         return _node_cache[key]
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def write_node_file(
+    path: str | Path,
+    name: str,
+    descriptors: list[str | Path],
+    policy: SitePolicy | None = None,
+) -> Path:
+    """Write a node TOML (name, policy, dataset descriptors) for a data steward to edit.
+
+    Descriptor paths are written relative to the node file, so the folder holding
+    both can be moved as a whole.
+    """
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["[node]", f"name = {_toml_value(name)}", "", "[policy]"]
+    for key, value in (policy or SitePolicy()).to_dict().items():
+        lines.append(f"{key} = {_toml_value(value)}")
+    for desc in descriptors:
+        rel = os.path.relpath(Path(desc).resolve(), path.parent)
+        lines += ["", "[[datasets]]", f"descriptor = {_toml_value(rel)}"]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
