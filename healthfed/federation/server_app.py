@@ -36,7 +36,7 @@ def collect(grid: Grid, request: dict[str, Any], timeout: float) -> dict[str, An
         seconds), ``unanswered_nodes`` (count of nodes without a reply) and
         ``elapsed_s``.
     """
-    envelope = {k: v for k, v in request.items() if k != "expected_sites"}
+    envelope = {k: v for k, v in request.items() if k not in ("expected_sites", "timeout")}
     node_ids = list(grid.get_node_ids())
     if not node_ids:
         raise FederationError("no nodes are connected to the federation")

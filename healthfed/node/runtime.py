@@ -124,6 +124,7 @@ class Node:
     def _run(self, request: dict[str, Any]) -> dict[str, Any]:
         from healthfed.compute import get_computation
         from healthfed.privacy.disclosure import disclose
+        from healthfed.privacy.model_release import ModelStatistics, disclose_model_statistics
 
         if not isinstance(request, dict):
             raise PolicyDenied("a request must be a JSON object")
@@ -141,6 +142,9 @@ class Node:
         params = computation.validate(params, dataset.descriptor, self.policy)
         with _connection(dataset) as con:
             release = computation.run(con, dataset.descriptor, params, self.policy)
+        # The node, not the computation, applies the filter; each release type has one.
+        if isinstance(release, ModelStatistics):
+            return disclose_model_statistics(release, self.policy)
         return disclose(release, self.policy)
 
 
