@@ -32,6 +32,7 @@ class RoundOutcome:
     replies: dict[str, dict[str, Any]]
     refused: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
     @property
@@ -132,7 +133,9 @@ class Federation:
             "timeout": self.timeout,
         }
         raw = self._transport(request, self.timeout)
-        outcome = RoundOutcome(replies={}, missing=list(raw.get("missing", [])))
+        outcome = RoundOutcome(
+            replies={}, missing=list(raw.get("missing", [])), errors=dict(raw.get("errors", {}))
+        )
         outcome.elapsed_s = float(raw.get("elapsed_s", 0.0))
         for site, reply in raw.get("replies", {}).items():
             if reply.get("status") == "ok":
@@ -159,6 +162,10 @@ class Federation:
             if outcome.refused:
                 detail.append(
                     "refused: " + "; ".join(f"{s}: {r}" for s, r in sorted(outcome.refused.items()))
+                )
+            if outcome.errors:
+                detail.append(
+                    "errors: " + "; ".join(f"{n}: {r}" for n, r in sorted(outcome.errors.items()))
                 )
             if outcome.missing:
                 detail.append(f"no answer within {self.timeout:g}s: {', '.join(outcome.missing)}")

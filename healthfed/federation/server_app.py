@@ -33,7 +33,8 @@ def collect(grid: Grid, request: dict[str, Any], timeout: float) -> dict[str, An
     dict
         ``replies`` (site name -> the node's reply), ``missing`` (names of
         ``request['expected_sites']`` that did not answer in ``timeout``
-        seconds), ``unanswered_nodes`` (count of nodes without a reply) and
+        seconds), ``errors`` (node -> Flower error reason, e.g. a refused app
+        bundle), ``unanswered_nodes`` (count of nodes without a reply) and
         ``elapsed_s``.
     """
     envelope = {k: v for k, v in request.items() if k not in ("expected_sites", "timeout")}
@@ -46,8 +47,11 @@ def collect(grid: Grid, request: dict[str, Any], timeout: float) -> dict[str, An
         for node_id in node_ids
     ]
     replies: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
     for message in grid.send_and_receive(messages, timeout=timeout):
         if message.has_error():
+            # e.g. a node refused the pushed app bundle; the site name is not in an error.
+            errors[f"node-{message.metadata.src_node_id}"] = message.error.reason
             continue
         reply = decode_reply(message.content)
         site = str(reply.get("site", f"node-{message.metadata.src_node_id}"))
@@ -56,6 +60,7 @@ def collect(grid: Grid, request: dict[str, Any], timeout: float) -> dict[str, An
     return {
         "replies": replies,
         "missing": sorted(set(expected) - set(replies)),
+        "errors": errors,
         "unanswered_nodes": len(node_ids) - len(replies),
         "elapsed_s": time.perf_counter() - started,
     }

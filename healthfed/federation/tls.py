@@ -1,0 +1,128 @@
+"""Throwaway TLS material for a local Flower deployment.
+
+A fresh certificate authority is made for every deployment and signs one
+server certificate valid for ``127.0.0.1``, ``::1`` and ``localhost``. The
+SuperLink serves all its APIs (Fleet, Control, Runtime) with that certificate
+and every client (SuperNodes, the hub's control client, SuperExec) trusts only
+that CA. Keys never leave the deployment's work directory and are written with
+``0600`` permissions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+LOOPBACK_NAMES = ("localhost",)
+LOOPBACK_IPS = ("127.0.0.1", "::1")
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Paths of the PEM files of one throwaway CA and its server certificate."""
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` readable by the owner only (created 0600, never wider)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.chmod(path, 0o600)
+
+
+def generate_loopback_tls(directory: str | Path, days: int = 2) -> TlsFiles:
+    """Make a throwaway CA and a loopback server certificate in ``directory``.
+
+    Parameters
+    ----------
+    directory
+        Where ``ca.pem``, ``server.pem`` and ``server.key`` are written (created
+        with mode 0700 if missing; files are 0600).
+    days
+        Validity of both certificates, from one minute ago.
+
+    Returns
+    -------
+    TlsFiles
+        Paths of the CA certificate, server certificate and server private key.
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    until = now + dt.timedelta(days=days)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "healthfed throwaway CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(until)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in LOOPBACK_NAMES]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in LOOPBACK_IPS]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(until)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    files = TlsFiles(out / "ca.pem", out / "server.pem", out / "server.key")
+    _write_private(files.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(files.server_cert, cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(
+        files.server_key,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    return files
