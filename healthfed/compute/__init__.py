@@ -1,0 +1,25 @@
+"""Registered computations: importing this package registers them all.
+
+``stats`` (table1, describe, crosstab, count) is always registered. The model
+computations (``fedavg``, ``evaluation``) register themselves when their modules
+are installed; a module that is absent is skipped, any other import error is raised.
+"""
+
+import importlib
+
+from healthfed.compute import stats as stats  # registers the descriptive statistics
+from healthfed.compute.registry import (
+    Computation,
+    get_computation,
+    register,
+    registered_computations,
+)
+
+for _name in ("fedavg", "evaluation"):
+    try:
+        importlib.import_module(f"healthfed.compute.{_name}")
+    except ModuleNotFoundError as _exc:  # pragma: no cover - depends on the installation
+        if _exc.name != f"healthfed.compute.{_name}":
+            raise
+
+__all__ = ["Computation", "get_computation", "register", "registered_computations"]

@@ -1,0 +1,601 @@
+"""Hub-side result objects: pooling the sites' disclosed replies.
+
+Pooling rule (documented choice): a pooled cell is the sum (counts) or the exact
+combination (moments, histograms) of the sites' released cells, and is ``None``
+as soon as one contributing site withheld that cell. A pooled value is thus
+never a partial sum that could be mistaken for the total, and no suppressed
+site cell can be derived from a pooled cell minus the released site cells.
+A site whose count for a cell is a released 0 contributes nothing to that cell.
+
+Every result has ``sites`` (contributing sites), ``suppressed_cells`` (the sites'
+total), ``to_frame()``, ``to_dict()`` (JSON-able, suppressed values ``None``) and
+``to_text()``. The federation sets ``missing_sites``, ``refusals``, ``engine``
+and ``elapsed_s`` after combining.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from healthfed.compute.quantiles import pooled_quantiles
+
+__all__ = [
+    "ALL",
+    "MISSING",
+    "OVERALL",
+    "CountResult",
+    "CrosstabResult",
+    "DescribeResult",
+    "SummaryResult",
+    "Table1Result",
+]
+
+MISSING = "(missing)"
+ALL = "all"
+OVERALL = "overall"
+POOLED = "pooled"
+TOTAL = "Total"
+SUPP = "supp."
+
+
+def _pname(p: float) -> str:
+    return f"p{100 * p:g}"
+
+
+def _cells(t: dict[str, Any]) -> dict[tuple[str, str], int | None]:
+    """A disclosed table as {(row, col): value}; totals under row/col ``Total``/``overall``."""
+    cols = [OVERALL if c == ALL else c for c in t["cols"]]
+    d: dict[tuple[str, str], int | None] = {}
+    for i, r in enumerate(t["rows"]):
+        for j, c in enumerate(cols):
+            d[(r, c)] = t["counts"][i][j]
+        d[(r, OVERALL)] = t["row_totals"][i]
+    for j, c in enumerate(cols):
+        d[(TOTAL, c)] = t["col_totals"][j]
+    d[(TOTAL, OVERALL)] = t["total"]
+    return d
+
+
+def _pool_counts(
+    views: list[dict[tuple[str, str], int | None]],
+) -> dict[tuple[str, str], int | None]:
+    keys: dict[tuple[str, str], None] = {}
+    for v in views:
+        keys.update(dict.fromkeys(v))
+    out: dict[tuple[str, str], int | None] = {}
+    for k in keys:
+        vals = [v.get(k, 0) for v in views]
+        out[k] = None if any(x is None for x in vals) else int(sum(vals))  # type: ignore[arg-type]
+    return out
+
+
+def _moments(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pool released cells exactly: Chan et al.'s formula for (n, mean, M2)."""
+    n = sum(int(p["n"]) for p in parts)
+    mean = math.fsum(p["n"] * p["mean"] for p in parts) / n
+    m2 = math.fsum(p["m2"] for p in parts) + math.fsum(
+        p["n"] * (p["mean"] - mean) ** 2 for p in parts
+    )
+    out: dict[str, Any] = {"n": n, "mean": mean, "sd": math.sqrt(m2 / (n - 1)) if n > 1 else None}
+    if all("min" in p for p in parts):
+        out["min"] = min(p["min"] for p in parts)
+        out["max"] = max(p["max"] for p in parts)
+    ok = all("hist" in p or "hists" in p for p in parts)
+    out["hists"] = [h for p in parts for h in p.get("hists", [p.get("hist")])] if ok else None
+    return out
+
+
+def _records_numeric(
+    rec: list[dict[str, Any]],
+    site: str,
+    v: str,
+    col: str,
+    n: int | None,
+    missing: int | None,
+    parts: list[dict[str, Any]] | None,
+    probs: list[float],
+) -> None:
+    def add(row: str, value: Any) -> None:
+        rec.append({"site": site, "variable": v, "row": row, "group": col, "value": value})
+
+    add("n", n)
+    add("missing", missing)
+    m = _moments(parts) if parts else None
+    add("mean", None if m is None else m["mean"])
+    add("sd", None if m is None else m["sd"])
+    if m is not None and "min" in m:
+        add("min", m["min"])
+        add("max", m["max"])
+    qs = None
+    if m is not None and m["hists"] is not None and probs:
+        qs = pooled_quantiles([(h["edges"], h["counts"]) for h in m["hists"]], probs)
+    for i, p in enumerate(probs):
+        q = qs[i] if qs else None
+        add(_pname(p), None if q is None else q.estimate)
+        add(_pname(p) + "_lo", None if q is None else q.lo)
+        add(_pname(p) + "_hi", None if q is None else q.hi)
+
+
+@dataclass
+class SummaryResult:
+    """Pooled and per-site summaries of a ``table1`` or ``describe`` request.
+
+    Attributes
+    ----------
+    records
+        Long format: dicts ``site`` ("pooled" or a site name), ``variable``,
+        ``row`` (``n``, ``missing``, ``mean``, ``sd``, ``p50``, ``p50_lo``,
+        ``p50_hi``, a level, ``<level> %``...), ``group`` (``overall`` or a level
+        of ``by``), ``value`` (``None`` = suppressed or undefined).
+    """
+
+    computation: str
+    variables: list[str]
+    kinds: dict[str, str]
+    by: str | None
+    groups: list[str]
+    sites: list[str]
+    quantiles: list[float]
+    suppressed_cells: int
+    records: list[dict[str, Any]]
+    missing_sites: list[str] = field(default_factory=list)
+    refusals: dict[str, str] = field(default_factory=dict)
+    engine: str | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def columns(self) -> list[str]:
+        """``overall`` then the groups of ``by``; the ``(missing)`` group only if non-empty."""
+        return [OVERALL, *self.groups]
+
+    @property
+    def n_total(self) -> int | None:
+        """Pooled number of patients (``None`` if a site withheld its total)."""
+        return self.value("N", "patients", OVERALL)
+
+    def value(self, variable: str, row: str, group: str = OVERALL, site: str = POOLED) -> Any:
+        """One value of the long records (``None`` when suppressed or absent)."""
+        for r in self.records:
+            if (r["site"], r["variable"], r["row"], r["group"]) == (site, variable, row, group):
+                return r["value"]
+        return None
+
+    def _long(self) -> pd.DataFrame:
+        return pd.DataFrame.from_records(
+            self.records, columns=["site", "variable", "row", "group", "value"]
+        )
+
+    def _wide(self, site: str = POOLED) -> pd.DataFrame:
+        df = self._long()
+        df = df[(df["site"] == site) & df["group"].isin(self.columns)]
+        order = list(dict.fromkeys(zip(df["variable"], df["row"], strict=True)))
+        wide = df.pivot_table(
+            index=["variable", "row"],
+            columns="group",
+            values="value",
+            aggfunc="first",
+            dropna=False,
+        )
+        wide = wide.reindex(index=pd.MultiIndex.from_tuples(order, names=["variable", "row"]))
+        wide = wide.reindex(columns=self.columns).astype(float)
+        wide.columns.name = None
+        return wide
+
+    def to_frame(self, per_site: bool = False) -> pd.DataFrame:
+        """Pooled wide frame (rows variable/row, columns overall + groups), or long per site."""
+        if per_site:
+            return self._long()
+        return self._wide()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: metadata, pooled rows and per-site rows; suppressed values are None."""
+
+        def rows(site: str) -> list[dict[str, Any]]:
+            out: dict[tuple[str, str], dict[str, Any]] = {}
+            for r in self.records:
+                if r["site"] == site and r["group"] in self.columns:
+                    out.setdefault(
+                        (r["variable"], r["row"]),
+                        {"variable": r["variable"], "row": r["row"], "values": {}},
+                    )["values"][r["group"]] = r["value"]
+            return list(out.values())
+
+        return {
+            "computation": self.computation,
+            "variables": self.variables,
+            "by": self.by,
+            "columns": self.columns,
+            "sites": self.sites,
+            "missing_sites": list(self.missing_sites),
+            "quantiles": self.quantiles,
+            "n_total": self.n_total,
+            "suppressed_cells": self.suppressed_cells,
+            "pooled": rows(POOLED),
+            "per_site": {s: rows(s) for s in self.sites},
+        }
+
+    def _fmt(self, x: Any, digits: int = 1) -> str:
+        if x is None or (isinstance(x, float) and math.isnan(x)):
+            return SUPP
+        if isinstance(x, int) or float(x).is_integer() and digits == 0:
+            return f"{int(x)}"
+        return f"{x:.{digits}f}"
+
+    def _footer(self) -> str:
+        lines = [
+            f"Sites contributed: {', '.join(self.sites)}",
+            f"Cells suppressed by the sites' policies: {self.suppressed_cells} "
+            f"('{SUPP}' = withheld, never 0)",
+        ]
+        if self.missing_sites:
+            lines.append(f"No answer: {', '.join(self.missing_sites)}")
+        if self.quantiles:
+            lines.append(
+                "Quantiles are estimated from merged-bin histograms; brackets [_lo, _hi] "
+                "in to_frame() are guaranteed to contain the pooled sample quantile."
+            )
+        return "\n".join(lines)
+
+    def to_text(self) -> str:  # pragma: no cover - overridden
+        return self._wide().to_string()
+
+
+class Table1Result(SummaryResult):
+    """A federated Table 1.
+
+    ``to_frame()``: rows ``(variable, row)`` -- ``("N", "patients")``, per numeric
+    variable ``n``, ``missing``, ``mean``, ``sd``, ``p25``/``p50``/``p75`` with
+    ``_lo``/``_hi`` brackets, per categorical variable each level's count and
+    ``"<level> %"`` (percent of the column's patients; binary variables show
+    level ``1`` only) and ``(missing)`` -- columns ``overall`` and each group.
+    ``to_frame(per_site=True)`` is the long format with a ``site`` column.
+    ``to_text()`` is the conventional formatted table.
+    """
+
+    def to_text(self) -> str:
+        w = self._wide()
+        out: dict[str, dict[str, str]] = {}
+
+        def get(v: str, r: str, c: str) -> Any:
+            try:
+                x = w.loc[(v, r), c]
+            except KeyError:
+                return None
+            return None if pd.isna(x) else x
+
+        for c in self.columns:
+            out.setdefault("N", {})[c] = self._fmt(get("N", "patients", c), 0)
+        probs = self.quantiles
+        for v in self.variables:
+            if self.kinds.get(v) in ("numeric", "integer"):
+                for c in self.columns:
+                    m, s = get(v, "mean", c), get(v, "sd", c)
+                    out.setdefault(f"{v}, mean (SD)", {})[c] = (
+                        SUPP if m is None else f"{m:.1f} ({self._fmt(s)})"
+                    )
+                    if 0.5 in probs:
+                        med = get(v, "p50", c)
+                        lo = get(v, "p25", c) if 0.25 in probs else None
+                        hi = get(v, "p75", c) if 0.75 in probs else None
+                        label = (
+                            f"{v}, median [IQR]"
+                            if 0.25 in probs and 0.75 in probs
+                            else f"{v}, median"
+                        )
+                        text = SUPP if med is None else f"{med:.1f}"
+                        if med is not None and 0.25 in probs and 0.75 in probs:
+                            text += f" [{self._fmt(lo)}, {self._fmt(hi)}]"
+                        out.setdefault(label, {})[c] = text
+                    out.setdefault(f"{v}, missing", {})[c] = self._fmt(get(v, "missing", c), 0)
+            else:
+                levels = [r for (vv, r) in w.index if vv == v and not r.endswith(" %")]
+                for lv in levels:
+                    for c in self.columns:
+                        n, pct = get(v, lv, c), get(v, f"{lv} %", c)
+                        text = SUPP if n is None else f"{int(n)}"
+                        if n is not None and pct is not None:
+                            text += f" ({pct:.1f}%)"
+                        out.setdefault(f"{v} = {lv}, n (%)", {})[c] = text
+        frame = pd.DataFrame.from_dict(out, orient="index")[self.columns]
+        return frame.to_string() + "\n\n" + self._footer()
+
+
+class DescribeResult(SummaryResult):
+    """Numeric summaries. ``to_frame()``: rows ``(variable, group)``, columns
+    ``n, missing, mean, sd, [min, max], p25, p25_lo, p25_hi, ...``."""
+
+    def to_frame(self, per_site: bool = False) -> pd.DataFrame:
+        if per_site:
+            return self._long()
+        df = self._long()
+        df = df[(df["site"] == POOLED) & (df["variable"] != "N") & df["group"].isin(self.columns)]
+        stats = list(dict.fromkeys(df["row"]))
+        wide = df.pivot_table(
+            index=["variable", "group"],
+            columns="row",
+            values="value",
+            aggfunc="first",
+            dropna=False,
+        )
+        idx = pd.MultiIndex.from_tuples(
+            [(v, g) for v in self.variables for g in self.columns], names=["variable", "group"]
+        )
+        wide = wide.reindex(index=idx, columns=stats).astype(float)
+        wide.columns.name = None
+        return wide
+
+    def to_text(self) -> str:
+        return (
+            self.to_frame().to_string(float_format=lambda x: f"{x:.2f}") + "\n\n" + self._footer()
+        )
+
+
+def combine_summary(
+    replies: dict[str, dict[str, Any]], params: dict[str, Any], cls: type[SummaryResult]
+) -> SummaryResult:
+    """Pool ``table1``/``describe`` replies into ``cls`` (see the module docstring)."""
+    sites = sorted(replies)
+    if not sites:
+        raise ValueError("no site replies to combine")
+    first = replies[sites[0]]
+    meta = first.get("meta", {})
+    variables = list(params.get("variables") or meta.get("variables") or [])
+    if isinstance(variables, str):
+        variables = [variables]
+    kinds = dict(meta.get("kinds", {}))
+    by = meta.get("by")
+    probs = [float(p) for p in params.get("quantiles", [0.25, 0.5, 0.75]) or []]
+    views = {s: {k: _cells(t) for k, t in replies[s]["tables"].items()} for s in sites}
+    groups: list[str] = []
+    for s in sites:
+        for c in replies[s]["tables"]["N"]["cols"]:
+            if c not in groups and c != ALL:
+                groups.append(c)
+    if MISSING in groups:
+        groups.remove(MISSING)
+        groups.append(MISSING)
+    pooled_views = {k: _pool_counts([views[s].get(k, {}) for s in sites]) for k in views[sites[0]]}
+    cols = [OVERALL, *groups]
+    rec: list[dict[str, Any]] = []
+    for site in [POOLED, *sites]:
+        site_views = pooled_views if site == POOLED else views[site]
+        contributing = sites if site == POOLED else [site]
+        N = site_views["N"]
+        for c in cols:
+            rec.append(
+                {
+                    "site": site,
+                    "variable": "N",
+                    "row": "patients",
+                    "group": c,
+                    "value": N.get(("N", c), 0),
+                }
+            )
+        for v in variables:
+            t = site_views.get(f"var:{v}", {})
+            if kinds.get(v) in ("numeric", "integer"):
+                for c in cols:
+                    parts: list[dict[str, Any]] | None = []
+                    for s in contributing:
+                        n_s = views[s].get(f"var:{v}", {}).get(("n", c), 0)
+                        if n_s == 0:
+                            continue
+                        cell = _numeric_cell(replies[s], v, c)
+                        if n_s is None or cell is None:
+                            parts = None
+                            break
+                        parts.append(cell)  # type: ignore[union-attr]
+                    _records_numeric(
+                        rec, site, v, c, t.get(("n", c), 0), t.get(("missing", c), 0), parts, probs
+                    )
+            else:
+                levels = list(dict.fromkeys(r for (r, _) in t if r not in (TOTAL, MISSING)))
+                if kinds.get(v) == "binary":
+                    levels = [lv for lv in levels if lv == "1"]
+                for lv in [*levels, MISSING]:
+                    for c in cols:
+                        n = t.get((lv, c), 0)
+                        tot = t.get((TOTAL, c), 0)
+                        pct = None if n is None or not tot else 100.0 * n / tot
+                        rec.append({"site": site, "variable": v, "row": lv, "group": c, "value": n})
+                        rec.append(
+                            {
+                                "site": site,
+                                "variable": v,
+                                "row": f"{lv} %",
+                                "group": c,
+                                "value": pct,
+                            }
+                        )
+    if MISSING in groups and pooled_views["N"].get(("N", MISSING), 0) == 0:
+        groups.remove(MISSING)
+    return cls(
+        computation=str(first.get("computation", "")),
+        variables=variables,
+        kinds=kinds,
+        by=by,
+        groups=groups,
+        sites=sites,
+        quantiles=probs,
+        suppressed_cells=int(sum(int(replies[s].get("suppressed_cells", 0)) for s in sites)),
+        records=rec,
+    )
+
+
+def _numeric_cell(reply: dict[str, Any], v: str, col: str) -> dict[str, Any] | None:
+    block = reply.get("numeric", {}).get(v)
+    if block is None:
+        return None
+    t = reply["tables"][block["table"]]
+    if t["cols"] == [ALL]:
+        return block["cells"][0] if col == OVERALL else None
+    if col == OVERALL:
+        cell = block["overall"]
+        if cell is None or "hist" in cell or block.get("grid") is None:
+            return cell
+        # no overall histogram: the released groups' histograms partition the overall
+        n_row = t["counts"][t["rows"].index(block["row"])]
+        groups = [g for g, n in zip(block["cells"], n_row, strict=True) if n != 0]
+        if all(g is not None and "hist" in g for g in groups):
+            return {**cell, "hists": [g["hist"] for g in groups]}
+        return cell
+    if col not in t["cols"]:
+        return None
+    return block["cells"][t["cols"].index(col)]
+
+
+@dataclass
+class CrosstabResult:
+    """Counts of ``row`` x ``col`` with margins, pooled and per site.
+
+    ``counts[site][(row_level, col_level)]`` with ``Total`` margins;
+    ``site`` is ``"pooled"`` or a site name; ``None`` = suppressed.
+    """
+
+    row: str
+    col: str
+    row_levels: list[str]
+    col_levels: list[str]
+    sites: list[str]
+    counts: dict[str, dict[tuple[str, str], int | None]]
+    suppressed_cells: int
+    missing_sites: list[str] = field(default_factory=list)
+    refusals: dict[str, str] = field(default_factory=dict)
+    engine: str | None = None
+    elapsed_s: float = 0.0
+
+    @classmethod
+    def combine(cls, replies: dict[str, dict[str, Any]], params: dict[str, Any]) -> CrosstabResult:
+        """Pool the sites' disclosed crosstabs (a pooled cell is None if any site withheld it)."""
+        sites = sorted(replies)
+        views = {}
+        for s in sites:
+            t = replies[s]["tables"]["crosstab"]
+            d = _cells({**t, "cols": [c if c != ALL else ALL for c in t["cols"]]})
+            views[s] = {(r, TOTAL if c == OVERALL else c): v for (r, c), v in d.items()}
+        rl: list[str] = []
+        cl: list[str] = []
+        for s in sites:
+            t = replies[s]["tables"]["crosstab"]
+            rl += [r for r in t["rows"] if r not in rl]
+            cl += [c for c in t["cols"] if c not in cl]
+        for lst in (rl, cl):
+            if MISSING in lst:
+                lst.remove(MISSING)
+                lst.append(MISSING)
+        meta = replies[sites[0]].get("meta", {})
+        counts = {POOLED: _pool_counts([views[s] for s in sites]), **views}
+        return cls(
+            row=str(params.get("row", meta.get("row"))),
+            col=str(params.get("col", meta.get("col"))),
+            row_levels=rl,
+            col_levels=cl,
+            sites=sites,
+            counts=counts,
+            suppressed_cells=int(sum(int(replies[s].get("suppressed_cells", 0)) for s in sites)),
+        )
+
+    def to_frame(self, per_site: bool = False, site: str = POOLED) -> pd.DataFrame:
+        """Wide counts with ``Total`` margins (nullable Int64), or long with a site column."""
+        rows, cols = [*self.row_levels, TOTAL], [*self.col_levels, TOTAL]
+        if per_site:
+            return pd.DataFrame.from_records(
+                [
+                    {"site": s, self.row: r, self.col: c, "count": self.counts[s].get((r, c), 0)}
+                    for s in [POOLED, *self.sites]
+                    for r in rows
+                    for c in cols
+                ]
+            ).astype({"count": "Int64"})
+        data = [[self.counts[site].get((r, c), 0) for c in cols] for r in rows]
+        df = pd.DataFrame(data, index=pd.Index(rows, name=self.row), columns=cols, dtype="Int64")
+        df.columns.name = self.col
+        return df
+
+    def to_dict(self) -> dict[str, Any]:
+        rows, cols = [*self.row_levels, TOTAL], [*self.col_levels, TOTAL]
+
+        def table(s: str) -> list[list[int | None]]:
+            return [[self.counts[s].get((r, c), 0) for c in cols] for r in rows]
+
+        return {
+            "computation": "crosstab",
+            "row": self.row,
+            "col": self.col,
+            "rows": rows,
+            "cols": cols,
+            "sites": self.sites,
+            "missing_sites": list(self.missing_sites),
+            "suppressed_cells": self.suppressed_cells,
+            "pooled": table(POOLED),
+            "per_site": {s: table(s) for s in self.sites},
+        }
+
+    def to_text(self) -> str:
+        df = self.to_frame().astype(object).where(lambda d: d.notna(), SUPP)
+        return (
+            df.to_string()
+            + f"\n\nSites contributed: {', '.join(self.sites)}; cells suppressed: {self.suppressed_cells}"
+        )
+
+
+@dataclass
+class CountResult:
+    """Number of patients (where ``variable == level``), pooled and per site."""
+
+    variable: str | None
+    level: str | None
+    count: int | None
+    per_site: dict[str, int | None]
+    sites: list[str]
+    suppressed_cells: int
+    missing_sites: list[str] = field(default_factory=list)
+    refusals: dict[str, str] = field(default_factory=dict)
+    engine: str | None = None
+    elapsed_s: float = 0.0
+
+    @classmethod
+    def combine(cls, replies: dict[str, dict[str, Any]], params: dict[str, Any]) -> CountResult:
+        """Sum the sites' released counts (None if any site withheld its count)."""
+        sites = sorted(replies)
+        per_site = {s: replies[s]["tables"]["count"]["counts"][0][0] for s in sites}
+        vals = list(per_site.values())
+        meta = replies[sites[0]].get("meta", {})
+        return cls(
+            variable=meta.get("variable"),
+            level=meta.get("level"),
+            count=None if any(v is None for v in vals) else int(sum(vals)),  # type: ignore[arg-type]
+            per_site=per_site,
+            sites=sites,
+            suppressed_cells=int(sum(int(replies[s].get("suppressed_cells", 0)) for s in sites)),
+        )
+
+    def to_frame(self, per_site: bool = True) -> pd.DataFrame:
+        """One row per site plus ``pooled``; column ``count`` (nullable Int64)."""
+        data = {**self.per_site, POOLED: self.count}
+        return pd.DataFrame(
+            {"count": pd.array(list(data.values()), dtype="Int64")}, index=list(data)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "computation": "count",
+            "variable": self.variable,
+            "level": self.level,
+            "count": self.count,
+            "per_site": dict(self.per_site),
+            "sites": self.sites,
+            "missing_sites": list(self.missing_sites),
+            "suppressed_cells": self.suppressed_cells,
+        }
+
+    def to_text(self) -> str:
+        what = (
+            "patients" if self.variable is None else f"patients with {self.variable} = {self.level}"
+        )
+        shown = SUPP if self.count is None else str(self.count)
+        return f"{what}: {shown} (sites: {', '.join(self.sites)})"
