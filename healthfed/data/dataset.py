@@ -1,0 +1,585 @@
+"""A dataset held by a hospital node, queried locally through DuckDB.
+
+:class:`NodeDataset` turns a data file plus its descriptor into a DuckDB view
+named ``data`` that has exactly the declared columns, each with one fixed SQL
+type and, for numeric columns, in the variable's canonical unit. Every
+computation a node runs is written against that view, so it never sees the file
+format, the file's own column types or the site's units.
+
+Why DuckDB: queries stream over Parquet, so a site's data need not fit in
+memory, and each request gets its own cheap connection (no shared state between
+requests). CSV files are converted once to a typed Parquet cache; a Parquet file
+is read in place.
+
+Column typing in the view::
+
+    numeric, integer -> DOUBLE   (NaN read as NULL; converted to the canonical unit)
+    binary           -> INTEGER  0/1 (the declared levels' order gives the coding)
+    categorical      -> VARCHAR  (1 and 1.0 both read as '1')
+    id               -> VARCHAR
+
+Validation runs on first use and raises :class:`~healthfed.errors.DataError`
+naming the file and every offending column (missing file, missing column, value
+not of the declared type, categorical level not declared, binary not 0/1, null
+or duplicate patient id). The messages may quote a value; they stay on the node.
+A successful validation is remembered in the cache directory, keyed by the
+file's path, size and mtime and by the declared types, so a restarted node does
+not rescan an unchanged file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from healthfed.data.descriptor import ColumnSpec, DatasetDescriptor, load_descriptor
+from healthfed.data.harmonise import conversion
+from healthfed.errors import DataError
+
+__all__ = ["NodeDataset", "render_descriptor_toml"]
+
+_CACHE_VERSION = "1"
+_ROW_GROUP_SIZE = 122_880  # DuckDB's own row-group size: lets scans run in parallel
+_FRAME_TABLE = "__healthfed_src"
+_FLOAT_TYPES = ("FLOAT", "DOUBLE", "REAL")
+_INT_TYPES = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+)
+
+
+def _q(name: str) -> str:
+    """Quote an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: str) -> str:
+    """Quote an SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _base_type(sql_type: str) -> str:
+    return sql_type.split("(")[0].strip().upper()
+
+
+def _is_float(sql_type: str) -> bool:
+    return _base_type(sql_type) in _FLOAT_TYPES or _base_type(sql_type) == "DECIMAL"
+
+
+def _is_int(sql_type: str) -> bool:
+    return _base_type(sql_type) in _INT_TYPES
+
+
+def _str_expr(col: str, sql_type: str) -> str:
+    """The column as VARCHAR, writing integral floats without '.0' so 1.0 reads as '1'."""
+    q = _q(col)
+    if _base_type(sql_type) == "VARCHAR":
+        return q
+    if _is_float(sql_type):
+        d = f"CAST({q} AS DOUBLE)"
+        return (
+            f"(CASE WHEN isnan({d}) THEN NULL "
+            f"WHEN {d} = trunc({d}) AND abs({d}) < 1e15 THEN CAST(CAST({d} AS BIGINT) AS VARCHAR) "
+            f"ELSE CAST({d} AS VARCHAR) END)"
+        )
+    if _base_type(sql_type) == "BOOLEAN":
+        return f"CAST(CAST({q} AS INTEGER) AS VARCHAR)"
+    return f"CAST({q} AS VARCHAR)"
+
+
+def _double_expr(col: str, sql_type: str) -> str:
+    """The column as DOUBLE, NaN read as NULL (assumes validation passed)."""
+    q = _q(col)
+    if _is_int(sql_type):
+        return f"CAST({q} AS DOUBLE)"
+    d = q if _base_type(sql_type) == "DOUBLE" else f"CAST({q} AS DOUBLE)"
+    return f"NULLIF({d}, 'NaN'::DOUBLE)"
+
+
+def _binary_levels(spec: ColumnSpec) -> tuple[str, str]:
+    levels = spec.levels or ("0", "1")
+    return levels[0], levels[1]
+
+
+def _binary_expr(spec: ColumnSpec, sql_type: str) -> str:
+    """The column as INTEGER 0/1; the first declared level is 0, the second 1."""
+    lo, hi = _binary_levels(spec)
+    if (lo, hi) == ("0", "1") and _is_int(sql_type):
+        return f"CAST({_q(spec.name)} AS INTEGER)"
+    if (lo, hi) == ("0", "1") and _base_type(sql_type) == "DOUBLE":
+        return f"CAST(NULLIF({_q(spec.name)}, 'NaN'::DOUBLE) AS INTEGER)"
+    s = _str_expr(spec.name, sql_type)
+    return f"(CASE {s} WHEN {_lit(lo)} THEN 0 WHEN {_lit(hi)} THEN 1 END)"
+
+
+def _bad_value_predicate(spec: ColumnSpec, sql_type: str) -> tuple[str, str] | None:
+    """(SQL predicate true for an invalid value, what was expected) or None if no check applies."""
+    q = _q(spec.name)
+    if spec.is_numeric:
+        d = q if (_is_float(sql_type) or _is_int(sql_type)) else f"TRY_CAST({q} AS DOUBLE)"
+        if _is_int(sql_type):
+            return None
+        pred = f"({q} IS NOT NULL AND ({d} IS NULL OR isinf({d})"
+        if spec.type == "integer":
+            pred += f" OR (isfinite({d}) AND {d} <> round({d}))"
+            return pred + "))", "an integer"
+        return pred + "))", "a finite number"
+    if spec.type == "binary":
+        lo, hi = _binary_levels(spec)
+        if (lo, hi) == ("0", "1") and _is_int(sql_type):
+            return f"({q} NOT IN (0, 1))", "0 or 1"
+        s = _str_expr(spec.name, sql_type)
+        return f"({s} IS NOT NULL AND {s} NOT IN ({_lit(lo)}, {_lit(hi)}))", f"{lo!r} or {hi!r}"
+    if spec.type == "categorical" and spec.levels:
+        s = _str_expr(spec.name, sql_type)
+        levels = ", ".join(_lit(v) for v in spec.levels)
+        return f"({s} IS NOT NULL AND {s} NOT IN ({levels}))", f"one of {list(spec.levels)}"
+    return None
+
+
+def _default_cache_dir(data_path: Path) -> Path | None:
+    """A writable cache dir: next to the data file if possible, else the user cache dir."""
+    candidates = [data_path.parent / ".healthfed-cache"]
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    candidates.append((Path(xdg) if xdg else Path.home() / ".cache") / "healthfed")
+    for cand in candidates:
+        try:
+            cand.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(cand, os.W_OK | os.X_OK):
+            return cand
+    return None
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class NodeDataset:
+    """A dataset held by a hospital node, exposed as a typed, unit-harmonised DuckDB view.
+
+    Parameters
+    ----------
+    descriptor
+        The dataset's validated descriptor (which file, which columns, which units).
+    cache_dir
+        Where CSV-to-Parquet caches and validation stamps go. Default: a
+        ``.healthfed-cache`` folder next to the data file, or the user cache dir
+        when that folder is not writable.
+
+    Notes
+    -----
+    Nothing is read at construction except the descriptor's units (an unknown unit
+    fails fast); the file is validated on first use (``connect``, ``n_rows``).
+    """
+
+    def __init__(self, descriptor: DatasetDescriptor, cache_dir: Path | str | None = None) -> None:
+        self.descriptor = descriptor
+        self._cache_dir_arg = Path(cache_dir).resolve() if cache_dir is not None else None
+        self._frame: pa.Table | None = None
+        self._lock = threading.Lock()
+        self._view_sql: str | None = None
+        self._n_rows: int | None = None
+        self._hash: tuple[Any, str] | None = None
+        for spec in descriptor.columns.values():
+            if spec.type == "binary" and spec.levels is not None and len(spec.levels) != 2:
+                raise DataError(
+                    f"{self._label}: column {spec.name!r} is binary but declares "
+                    f"{len(spec.levels)} levels {list(spec.levels)}; a binary column has exactly 2"
+                )
+        # Unknown units are a descriptor problem: fail before touching the data.
+        self._conversions = {
+            name: conversion(name, spec.unit, dataset=descriptor.name)
+            for name, spec in descriptor.columns.items()
+            if spec.is_numeric
+        }
+
+    # --- constructors -------------------------------------------------------------------------
+    @classmethod
+    def from_descriptor_file(
+        cls, path: str | Path, cache_dir: Path | str | None = None
+    ) -> NodeDataset:
+        """Load the descriptor TOML at ``path`` and wrap its dataset."""
+        return cls(load_descriptor(path), cache_dir=cache_dir)
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame, descriptor: DatasetDescriptor) -> NodeDataset:
+        """An in-memory dataset (tests, notebooks) with the same typing and validation.
+
+        The descriptor's ``path`` and ``format`` are ignored; the frame is the data.
+        """
+        ds = cls(descriptor)
+        try:
+            ds._frame = pa.Table.from_pandas(df, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise DataError(f"{ds._label}: cannot read the frame: {exc}") from None
+        return ds
+
+    # --- public API ---------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The dataset name requests refer to (``[dataset].name``)."""
+        return self.descriptor.name
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows (patients); validates the data on first use."""
+        self._prepare()
+        assert self._n_rows is not None
+        return self._n_rows
+
+    def validate(self) -> None:
+        """Validate the data now (otherwise done on first use); raise DataError if invalid."""
+        self._prepare()
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A NEW in-memory DuckDB connection with the view ``data``; the caller closes it."""
+        self._prepare()
+        assert self._view_sql is not None
+        con = duckdb.connect()
+        try:
+            if self._frame is not None:
+                con.register(_FRAME_TABLE, self._frame)
+            con.execute(self._view_sql)
+        except duckdb.Error as exc:
+            con.close()
+            raise DataError(f"{self._label}: cannot open the data: {exc}") from None
+        return con
+
+    def content_hash(self) -> str:
+        """sha256 (hex) of the data file's bytes: pins exactly which data a result came from.
+
+        For an in-memory frame, the sha256 of its Arrow IPC serialisation.
+        """
+        if self._frame is not None:
+            if self._hash is None:
+                sink = pa.BufferOutputStream()
+                with pa.ipc.new_stream(sink, self._frame.schema) as writer:
+                    writer.write_table(self._frame)
+                self._hash = (None, hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest())
+            return self._hash[1]
+        path = self.descriptor.path
+        try:
+            st = path.stat()
+            key = (st.st_size, st.st_mtime_ns)
+            if self._hash is None or self._hash[0] != key:
+                self._hash = (key, _sha256_file(path))
+        except OSError as exc:
+            raise DataError(f"{self._label}: cannot read data file: {exc}") from None
+        return self._hash[1]
+
+    def __repr__(self) -> str:
+        src = "<frame>" if self._frame is not None else str(self.descriptor.path)
+        return f"NodeDataset(name={self.name!r}, file={src!r})"
+
+    # --- internals ----------------------------------------------------------------------------
+    @property
+    def _label(self) -> str:
+        d = self.descriptor
+        if self._frame is not None:
+            return f"in-memory frame for dataset {d.name!r}"
+        return f"{d.path} (dataset {d.name!r})"
+
+    def _cache_key(self, st: os.stat_result) -> tuple[str, str]:
+        """(prefix for this file, key of this version of file + declared types)."""
+        d = self.descriptor
+        prefix = f"{d.path.stem}-{hashlib.sha256(str(d.path).encode()).hexdigest()[:12]}"
+        ident = {
+            "v": _CACHE_VERSION,
+            "path": str(d.path),
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "format": d.format,
+            "csv": [d.csv_delimiter, d.csv_header, list(d.na_values)],
+            "id": d.id_column,
+            "columns": [[c.name, c.type, list(c.levels or ())] for c in d.columns.values()],
+        }
+        key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+        return prefix, key
+
+    def _prepare(self) -> None:
+        if self._view_sql is not None:
+            return
+        with self._lock:
+            if self._view_sql is not None:
+                return
+            if self._frame is not None:
+                self._prepare_frame()
+            else:
+                self._prepare_file()
+
+    def _prepare_frame(self) -> None:
+        assert self._frame is not None
+        con = duckdb.connect()
+        try:
+            con.register(_FRAME_TABLE, self._frame)
+            types = self._source_types(con, _FRAME_TABLE)
+            n = self._check(con, _FRAME_TABLE, types, row_base=1, row_word="row")
+        finally:
+            con.close()
+        self._n_rows = n
+        self._view_sql = self._build_view(_FRAME_TABLE, types)
+
+    def _prepare_file(self) -> None:
+        d = self.descriptor
+        path = d.path
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise DataError(f"{self._label}: data file not found: {path}") from None
+        except OSError as exc:
+            raise DataError(f"{self._label}: cannot read data file {path}: {exc}") from None
+        if not path.is_file():
+            raise DataError(f"{self._label}: data file is not a regular file: {path}")
+        if not os.access(path, os.R_OK):
+            raise DataError(f"{self._label}: data file is not readable: {path}")
+        cache_dir = self._cache_dir_arg or _default_cache_dir(path)
+        prefix, key = self._cache_key(st)
+        con = duckdb.connect()
+        try:
+            if d.format == "parquet":
+                source = f"read_parquet({_lit(str(path))})"
+                types = self._source_types(con, source)
+                stamp = cache_dir / f"{prefix}-{key}.json" if cache_dir else None
+                n = self._read_stamp(stamp)
+                if n is None:
+                    n = self._check(con, source, types, row_base=1, row_word="row")
+                    if stamp is not None:
+                        self._write_stamp(stamp, prefix, n)
+            else:
+                if cache_dir is None:
+                    raise DataError(
+                        f"{self._label}: no writable cache directory for the CSV's Parquet cache; "
+                        "set the node's cache_dir"
+                    )
+                cached = cache_dir / f"{prefix}-{key}.parquet"
+                if not cached.is_file():
+                    self._csv_to_cache(con, cached, prefix)
+                source = f"read_parquet({_lit(str(cached))})"
+                types = self._source_types(con, source)
+                n = int(con.execute(f"SELECT count(*) FROM {source}").fetchone()[0])  # type: ignore[index]
+        finally:
+            con.close()
+        self._n_rows = n
+        self._view_sql = self._build_view(source, types)
+
+    def _csv_source(self) -> str:
+        d = self.descriptor
+        opts = [
+            "all_varchar = true",
+            f"header = {'true' if d.csv_header else 'false'}",
+            f"delim = {_lit(d.csv_delimiter)}",
+            f"nullstr = [{', '.join(_lit(v) for v in d.na_values)}]",
+        ]
+        if not d.csv_header:
+            opts.append(f"names = [{', '.join(_lit(c) for c in d.columns)}]")
+        return f"read_csv({_lit(str(d.path))}, {', '.join(opts)})"
+
+    def _csv_to_cache(self, con: duckdb.DuckDBPyConnection, cached: Path, prefix: str) -> None:
+        """Validate the CSV, then write it as typed Parquet atomically (temp file + rename)."""
+        source = self._csv_source()
+        types = self._source_types(con, source)
+        row_base = 2 if self.descriptor.csv_header else 1  # report the line number in the file
+        self._check(con, source, types, row_base=row_base, row_word="line")
+        exprs = []
+        for name, spec in self.descriptor.columns.items():
+            t = types[name]
+            if spec.is_numeric:
+                exprs.append(f"{_double_expr(name, t)} AS {_q(name)}")
+            elif spec.type == "binary":
+                exprs.append(f"{_binary_expr(spec, t)} AS {_q(name)}")
+            else:
+                exprs.append(f"{_str_expr(name, t)} AS {_q(name)}")
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.parent / f".{cached.name}.{uuid.uuid4().hex}.tmp"
+        try:
+            con.execute(
+                f"COPY (SELECT {', '.join(exprs)} FROM {source}) TO {_lit(str(tmp))} "
+                f"(FORMAT parquet, ROW_GROUP_SIZE {_ROW_GROUP_SIZE})"
+            )
+            os.replace(tmp, cached)
+        except duckdb.Error as exc:
+            raise DataError(f"{self._label}: cannot convert the CSV to Parquet: {exc}") from None
+        except OSError as exc:
+            raise DataError(f"{self._label}: cannot write the CSV cache {cached}: {exc}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._remove_stale(cached.parent, prefix, keep=cached.name)
+
+    @staticmethod
+    def _remove_stale(cache_dir: Path, prefix: str, keep: str) -> None:
+        """Drop caches of older versions of the same file (best effort)."""
+        for old in cache_dir.glob(f"{prefix}-*"):
+            if old.name != keep and old.suffix in (".parquet", ".json"):
+                try:
+                    old.unlink()
+                except OSError:
+                    pass
+
+    @staticmethod
+    def _read_stamp(stamp: Path | None) -> int | None:
+        if stamp is None:
+            return None
+        try:
+            return int(json.loads(stamp.read_text())["n_rows"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _write_stamp(self, stamp: Path, prefix: str, n: int) -> None:
+        """Remember a successful validation; failure to write only costs a rescan later."""
+        try:
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=stamp.parent, prefix=f".{stamp.name}.")
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"n_rows": n, "file": str(self.descriptor.path)}, fh)
+            os.replace(tmp, stamp)
+            self._remove_stale(stamp.parent, prefix, keep=stamp.name)
+        except OSError:
+            pass
+
+    def _source_types(self, con: duckdb.DuckDBPyConnection, source: str) -> dict[str, str]:
+        """Column name -> SQL type of the source; missing declared columns raise."""
+        what = "Parquet" if "read_parquet" in source else "CSV" if "read_csv" in source else "frame"
+        try:
+            rows = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
+        except duckdb.Error as exc:
+            raise DataError(f"{self._label}: cannot read as {what}: {exc}") from None
+        types = {str(r[0]): str(r[1]) for r in rows}
+        missing = [c for c in self.descriptor.columns if c not in types]
+        if missing:
+            raise DataError(
+                f"{self._label}: declared column(s) {missing} not found in the data; "
+                f"it has columns {list(types)}"
+            )
+        return types
+
+    def _check(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        source: str,
+        types: dict[str, str],
+        row_base: int,
+        row_word: str,
+    ) -> int:
+        """Validate values against the declared types in one scan; return the row count."""
+        d = self.descriptor
+        checks: dict[str, tuple[str, str]] = {}
+        aggs = ["count(*)"]
+        for name, spec in d.columns.items():
+            if spec.type == "id":
+                continue
+            bad = _bad_value_predicate(spec, types[name])
+            if bad is not None:
+                checks[name] = bad
+                aggs.append(f"count_if({bad[0]})")
+        ident = _str_expr(d.id_column, types[d.id_column])
+        aggs += [f"count_if({ident} IS NULL)", f"count({ident}) - count(DISTINCT {ident})"]
+        try:
+            row = con.execute(f"SELECT {', '.join(aggs)} FROM {source}").fetchone()
+        except duckdb.Error as exc:
+            raise DataError(f"{self._label}: cannot read the data: {exc}") from None
+        assert row is not None
+        n = int(row[0])
+        problems: list[str] = []
+        numbered = f"(SELECT row_number() OVER () AS __row, * FROM {source})"
+        for (name, (pred, expected)), count in zip(checks.items(), row[1:-2], strict=True):
+            if not count:
+                continue
+            spec = d.columns[name]
+            shown = (
+                _str_expr(name, types[name])
+                if spec.is_categorical
+                else f"CAST({_q(name)} AS VARCHAR)"
+            )
+            ex = con.execute(
+                f"SELECT __row, {shown} FROM {numbered} WHERE {pred} LIMIT 1"
+            ).fetchone()
+            where = f", e.g. {ex[1]!r} at {row_word} {int(ex[0]) + row_base - 1}" if ex else ""
+            problems.append(
+                f"column {name!r} ({spec.type}): {count} value(s) are not {expected}{where}"
+            )
+        nulls, dups = int(row[-2]), int(row[-1])
+        if nulls:
+            ex = con.execute(
+                f"SELECT __row FROM {numbered} WHERE {ident} IS NULL LIMIT 1"
+            ).fetchone()
+            where = f", e.g. at {row_word} {int(ex[0]) + row_base - 1}" if ex else ""
+            problems.append(f"id column {d.id_column!r}: {nulls} missing patient id(s){where}")
+        if dups:
+            ex = con.execute(
+                f"SELECT {ident}, count(*) FROM {source} GROUP BY 1 HAVING count(*) > 1 LIMIT 1"
+            ).fetchone()
+            where = f", e.g. {ex[0]!r} appears {ex[1]} times" if ex else ""
+            problems.append(f"id column {d.id_column!r}: {dups} duplicate patient id(s){where}")
+        if problems:
+            raise DataError(f"{self._label}: invalid data:\n  " + "\n  ".join(problems))
+        return n
+
+    def _build_view(self, source: str, types: dict[str, str]) -> str:
+        """SQL creating the typed, harmonised view ``data`` (exactly the declared columns)."""
+        exprs = []
+        for name, spec in self.descriptor.columns.items():
+            t = types[name]
+            if spec.is_numeric:
+                expr = self._conversions[name].sql(_double_expr(name, t))
+            elif spec.type == "binary":
+                expr = _binary_expr(spec, t)
+            else:
+                expr = _str_expr(name, t)
+            exprs.append(f"{expr} AS {_q(name)}")
+        return f"CREATE VIEW data AS SELECT {', '.join(exprs)} FROM {source}"
+
+
+# --- descriptor writing (used by the synthetic and bundled datasets) -------------------------
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    if key and all(c.isalnum() or c in "_-" for c in key):
+        return key
+    return json.dumps(key)
+
+
+def render_descriptor_toml(dataset: dict[str, Any], columns: dict[str, dict[str, Any]]) -> str:
+    """A descriptor TOML text from ``[dataset]`` fields and per-column specs, in a fixed order.
+
+    Deterministic output (same input, same bytes) so written cohorts are reproducible.
+    """
+    lines = ["[dataset]"]
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in dataset.items()]
+    for name, spec in columns.items():
+        lines += ["", f"[columns.{_toml_key(name)}]"]
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in spec.items() if v is not None]
+    return "\n".join(lines) + "\n"
