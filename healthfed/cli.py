@@ -70,17 +70,12 @@ def demo(
             engine=engine.value, sites=sites, rows=rows, out=out, seed=seed, console=console
         )
     )
-    t1 = result.table1
-    console.print(t1.to_text())
+    # Plain print: the table must not be re-wrapped to the terminal width.
+    print(result.table1.to_text())
     missing = result.summary.get("missing_sites") or []
-    console.print(
-        f"\nSites contributed: {', '.join(result.summary['sites'])}"
-        + (f"; no answer from: {', '.join(missing)}" if missing else "")
-    )
-    console.print(
-        f"Patients: {result.summary['n_total']}; cells suppressed by the nodes' policies: "
-        f"{result.summary['suppressed_cells']} (shown as '<5' / null, never as 0)"
-    )
+    if missing:
+        console.print(f"No answer in time from: {', '.join(missing)}")
+    console.print(f"Patients: {result.summary['n_total']}")
     console.print(f"Wrote {result.out_dir / 'summary.json'} and {result.out_dir / 'table1.csv'}")
 
 

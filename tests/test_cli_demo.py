@@ -39,7 +39,15 @@ def test_synth_then_stats_table1_as_csv_and_json(tmp_path: Path) -> None:
         node = tmp_path / "nodes" / f"h{k}.toml"
         r = runner.invoke(
             app,
-            ["node", "init", str(node), "--name", f"h{k}", "--dataset", str(data / f"hospital_{k}.toml")],
+            [
+                "node",
+                "init",
+                str(node),
+                "--name",
+                f"h{k}",
+                "--dataset",
+                str(data / f"hospital_{k}.toml"),
+            ],
         )
         assert r.exit_code == 0, r.output
         nodes.append(str(node))
@@ -48,8 +56,19 @@ def test_synth_then_stats_table1_as_csv_and_json(tmp_path: Path) -> None:
     out_json = tmp_path / "t1.json"
     r = runner.invoke(
         app,
-        ["stats", "table1", *nodes, "--vars", "age,sex,crp", "--by", "death_28d",
-         "--format", "json", "--out", str(out_json)],
+        [
+            "stats",
+            "table1",
+            *nodes,
+            "--vars",
+            "age,sex,crp",
+            "--by",
+            "death_28d",
+            "--format",
+            "json",
+            "--out",
+            str(out_json),
+        ],
     )
     assert r.exit_code == 0, r.output
     assert json.loads(out_json.read_text())
@@ -66,14 +85,25 @@ def test_synth_then_stats_table1_as_csv_and_json(tmp_path: Path) -> None:
         (["stats", "table1", "missing-node.toml", "--vars", "age"], "missing-node.toml"),
     ],
 )
-def test_bad_input_names_the_argument_and_exits_2(tmp_path: Path, args: list[str], needle: str) -> None:
+def test_bad_input_names_the_argument_and_exits_2(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
     data = tmp_path / "data"
     runner.invoke(app, ["synth", "covid", "--sites", "2", "--rows", "100", "--out", str(data)])
     nodes = []
     for k in (1, 2):
         node = tmp_path / f"h{k}.toml"
         runner.invoke(
-            app, ["node", "init", str(node), "--name", f"h{k}", "--dataset", str(data / f"hospital_{k}.toml")]
+            app,
+            [
+                "node",
+                "init",
+                str(node),
+                "--name",
+                f"h{k}",
+                "--dataset",
+                str(data / f"hospital_{k}.toml"),
+            ],
         )
         nodes.append(str(node))
     argv: list[str] = []

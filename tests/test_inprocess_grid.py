@@ -28,7 +28,9 @@ class EchoNode(Node):
 def test_collect_reaches_every_node_through_flower_messages() -> None:
     nodes = [EchoNode("a"), EchoNode("b"), EchoNode("c")]
     grid = InProcessGrid(nodes)
-    out = collect(grid, {"computation": "x", "params": {"k": 1}, "expected_sites": ["a", "b", "c"]}, 5)
+    out = collect(
+        grid, {"computation": "x", "params": {"k": 1}, "expected_sites": ["a", "b", "c"]}, 5
+    )
     assert sorted(out["replies"]) == ["a", "b", "c"]
     assert out["missing"] == []
     assert all(n.seen and "expected_sites" not in n.seen[0] for n in nodes)

@@ -163,7 +163,9 @@ def descriptor_from_dict(
     if id_column not in columns:
         columns = {id_column: ColumnSpec(name=id_column, type="id"), **columns}
     elif columns[id_column].type != "id":
-        raise DataError(f"{_where(source, f'[columns.{id_column}]')}: the id column must have type 'id'")
+        raise DataError(
+            f"{_where(source, f'[columns.{id_column}]')}: the id column must have type 'id'"
+        )
     csv = raw.get("csv", {})
     na_values = tuple(str(v) for v in csv.get("na_values", ["", "NA"]))
     known = {"name", "file", "format", "id_column", "title", "description"}

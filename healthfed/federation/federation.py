@@ -224,6 +224,6 @@ class Federation:
         if where:
             if len(where) != 1:
                 raise FederationError("count takes at most one variable=level condition")
-            (var, level), = where.items()
+            ((var, level),) = where.items()
             params = {"variable": var, "level": str(level)}
         return self.run("count", dataset, params)
