@@ -15,7 +15,7 @@ from healthfed.compute.registry import (
     registered_computations,
 )
 
-for _name in ("fedavg", "evaluation"):
+for _name in ("preprocess", "glm", "fedavg", "evaluation", "survival"):
     try:
         importlib.import_module(f"healthfed.compute.{_name}")
     except ModuleNotFoundError as _exc:  # pragma: no cover - depends on the installation
