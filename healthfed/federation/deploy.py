@@ -51,7 +51,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -346,6 +346,251 @@ class _Proc:
             )
 
 
+def flower_env(home: Path, pythonpath: Sequence[str] = ()) -> dict[str, str]:
+    """Environment for one Flower process: no telemetry, own ``FLWR_HOME``, this venv first."""
+    env = {k: v for k, v in os.environ.items() if k not in _STRIPPED_ENV}
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join([*pythonpath, env.get("PYTHONPATH", "")])
+    env.update(_FLOWER_ENV)
+    env["FLWR_HOME"] = str(home)  # never the real ~/.flwr
+    # Flower starts `flower-superexec`, `flwr-serverapp` by name: use this venv's.
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def spawn(
+    role: str, argv: list[str], home: Path, log_dir: Path, pythonpath: Sequence[str] = ()
+) -> _Proc:
+    """Start ``argv`` in its own session, output to ``log_dir/<role>.log``, cwd ``home``."""
+    log = log_dir / f"{role}.log"
+    home.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as fh:
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=flower_env(home, pythonpath),
+            cwd=str(home),
+            start_new_session=True,  # own process group: stop_procs() signals the group
+        )
+    return _Proc(role, popen, log)
+
+
+def write_secret_file(path: Path, secret: bytes) -> Path:
+    """Write a SuperExec shared secret readable by the owner only (0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(secret)
+    os.chmod(path, 0o600)
+    return path
+
+
+def wait_ready(
+    ready: Callable[[], bool], procs: Sequence[_Proc], what: str, timeout: float
+) -> None:
+    """Poll ``ready()`` until true; raise with log tails if a process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for proc in procs:
+            proc.check_alive()
+        if ready():
+            return
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {p.role} ({p.log}):\n{_tail(p.log, 15)}" for p in procs)
+            raise FederationError(f"timed out after {timeout:g}s waiting for {what}\n{logs}")
+        time.sleep(0.2)
+
+
+def stop_procs(procs: Sequence[_Proc], grace: float = STOP_GRACE_S) -> None:
+    """Stop processes and everything they started.
+
+    Descendants are gathered first (Flower detaches SuperExec into its own
+    session), then SIGTERM goes to them and to each process group in reverse
+    start order; after ``grace`` seconds whatever is left gets SIGKILL.
+    """
+    groups: set[int] = set()
+    extra: set[int] = set()
+    for proc in procs:
+        if proc.popen.poll() is None:
+            groups.add(proc.popen.pid)
+            extra.update(_descendants(proc.popen.pid))
+    for pid in extra:
+        _signal_pid(pid, signal.SIGTERM)
+    for proc in reversed(procs):  # nodes first, SuperLink last
+        _signal_group(proc.popen.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGKILL)
+    for pid in extra:
+        _signal_pid(pid, signal.SIGKILL)
+    for proc in procs:
+        try:
+            proc.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILLed
+            pass
+
+
+class HubControl:
+    """Control API client of a running SuperLink: start healthfed runs, follow them.
+
+    Shared by ``LocalFlowerDeployment`` and ``healthfed.federation.serve.run_on_hub``.
+    The open-source Control API has no login: whoever reaches it may start runs,
+    which is why the SuperLink is bound to loopback/an internal address.
+
+    Parameters
+    ----------
+    address
+        The SuperLink's ``host:port`` (Fleet, Control and Runtime share it).
+    root_certificates
+        CA certificate (path or PEM bytes) the SuperLink's certificate chains to.
+    diagnostics
+        Returns text appended to errors (e.g. the SuperLink's log tail).
+    check_alive
+        Raises if the SuperLink process is known to be dead (local deployments).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        root_certificates: str | Path | bytes,
+        *,
+        diagnostics: Callable[[], str] | None = None,
+        check_alive: Callable[[], None] | None = None,
+    ) -> None:
+        from flwr.supercore.control.control_http_client import ControlHttpClient
+        from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+
+        ca = (
+            root_certificates
+            if isinstance(root_certificates, bytes)
+            else Path(root_certificates).read_bytes()
+        )
+        self.address = address
+        self._diagnostics = diagnostics or (lambda: "")
+        self._check_alive = check_alive or (lambda: None)
+        self.last_round_s: float | None = None
+        self._client: Any = ControlHttpClient.from_server_address(
+            server_address=address,
+            insecure=False,
+            root_certificates=ca,
+            interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr CLI")],
+        )
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:  # noqa: BLE001 - closing must not fail
+            pass
+
+    def list_nodes(self) -> list[Any] | None:
+        """The SuperLink's nodes (``ListNodes``), or ``None`` if it cannot be reached."""
+        from flwr.proto.control_pb2 import ListNodesRequest
+
+        try:
+            return list(self._client.ListNodes(ListNodesRequest()).nodes_info)
+        except Exception:  # noqa: BLE001 - not up yet
+            return None
+
+    def online_nodes(self) -> int:
+        """How many nodes are ``online`` now (0 if the SuperLink cannot be reached)."""
+        return sum(1 for n in self.list_nodes() or [] if n.status == "online")
+
+    def start_run(self, run_config: dict[str, Any], fab: bytes | None = None) -> int:
+        """Push ``fab`` (default: ``app_fab()``) with run-config overrides; return the run id."""
+        from flwr.common.serde import fab_to_proto, user_config_to_proto
+        from flwr.proto.control_pb2 import StartRunRequest
+        from flwr.supercore.fab import Fab
+
+        content = app_fab() if fab is None else fab
+        proto = fab_to_proto(Fab(hashlib.sha256(content).hexdigest(), content, {}))
+        try:
+            res = self._client.StartRun(
+                StartRunRequest(fab=proto, override_config=user_config_to_proto(run_config))
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise FederationError(
+                f"SuperLink {self.address} refused to start the run: {exc}\n{self._diagnostics()}"
+            ) from None
+        if not res.HasField("run_id"):
+            raise FederationError(
+                f"SuperLink {self.address} did not start the run\n{self._diagnostics()}"
+            )
+        return int(res.run_id)
+
+    def run_status(self, run_id: int) -> tuple[str, str, str]:
+        """``(status, sub_status, details)`` of a run, e.g. ``("finished", "completed", "")``."""
+        from flwr.proto.control_pb2 import ListRunsRequest
+
+        res = self._client.ListRuns(ListRunsRequest(run_id=run_id))
+        run = res.run_dict[run_id]
+        return run.status.status, run.status.sub_status, run.status.details
+
+    def wait_run(
+        self, run_id: int, timeout: float, sites: Sequence[str] = ()
+    ) -> tuple[str, str, str]:
+        """Poll until the run is finished or ``timeout`` passes (then the run is stopped)."""
+        from flwr.proto.control_pb2 import StopRunRequest
+
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.run_status(run_id)
+            if status[0] == "finished":
+                return status
+            self._check_alive()
+            if time.monotonic() > deadline:
+                try:
+                    self._client.StopRun(StopRunRequest(run_id=run_id))
+                except Exception:  # noqa: BLE001
+                    pass
+                raise NodeTimeout(
+                    f"run {run_id} did not finish within {timeout:g}s (status {status})\n"
+                    f"{self._diagnostics()}",
+                    sites=list(sites),
+                )
+            time.sleep(0.1)
+
+    def run(
+        self,
+        request: dict[str, Any],
+        timeout: float,
+        result_dir: str | Path,
+        sites: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Run the healthfed ServerApp once with ``request``; return its result JSON.
+
+        The request travels in the run config (``healthfed-request``, JSON); the
+        ServerApp, which the SuperLink starts on the hub machine, writes
+        ``collect``'s dict to ``healthfed-result``, a file in ``result_dir``: so
+        ``result_dir`` must be writable by the SuperLink's user on the hub machine.
+        """
+        envelope = dict(request)
+        envelope.setdefault("timeout", timeout)
+        out = Path(result_dir).resolve() / f"{uuid.uuid4().hex}.json"
+        started = time.perf_counter()
+        run_id = self.start_run(
+            {REQUEST_KEY: json.dumps(envelope, allow_nan=False), RESULT_KEY: str(out)}
+        )
+        status, sub_status, details = self.wait_run(run_id, float(timeout) + RUN_OVERHEAD_S, sites)
+        self.last_round_s = time.perf_counter() - started
+        if sub_status != "completed" or not out.exists():
+            raise FederationError(
+                f"run {run_id} ended {status}:{sub_status} {details}\n{self._diagnostics()}"
+            )
+        try:
+            result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+        finally:
+            out.unlink(missing_ok=True)
+        return result
+
+
 class LocalFlowerDeployment:
     """A SuperLink and one SuperNode per hospital on free loopback ports, with TLS.
 
@@ -396,7 +641,7 @@ class LocalFlowerDeployment:
         self.tls: TlsFiles | None = None
         self.last_round_s: float | None = None
         self._procs: list[_Proc] = []
-        self._control: Any = None
+        self._hub: HubControl | None = None
         self._started = False
 
     @staticmethod
@@ -418,33 +663,10 @@ class LocalFlowerDeployment:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _env(self, home: Path, pythonpath: Sequence[str] = ()) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _STRIPPED_ENV}
-        if pythonpath:
-            env["PYTHONPATH"] = os.pathsep.join([*pythonpath, env.get("PYTHONPATH", "")])
-        env.update(_FLOWER_ENV)
-        env["FLWR_HOME"] = str(home)  # never the real ~/.flwr
-        # Flower starts `flower-superexec`, `flwr-serverapp` by name: use this venv's.
-        env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
-
     def _spawn(
         self, role: str, argv: list[str], home: Path, pythonpath: Sequence[str] = ()
     ) -> _Proc:
-        log = self.work_dir / "logs" / f"{role}.log"
-        home.mkdir(parents=True, exist_ok=True)
-        with log.open("wb") as fh:
-            popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                env=self._env(home, pythonpath),
-                cwd=str(home),
-                start_new_session=True,  # own process group: close() signals the group
-            )
-        proc = _Proc(role, popen, log)
+        proc = spawn(role, argv, home, self.work_dir / "logs", pythonpath)
         self._procs.append(proc)
         return proc
 
@@ -487,7 +709,12 @@ class LocalFlowerDeployment:
             ],
             self.work_dir / "home" / "superlink",
         )
-        self._control = self._control_client()
+        self._hub = HubControl(
+            self.superlink_address,
+            tls.ca_cert,
+            diagnostics=lambda: self._log_tail("superlink"),
+            check_alive=self._check_superlink,
+        )
         self._wait(lambda: self._list_nodes() is not None, [superlink], "the SuperLink to listen")
 
         secret = secrets.token_bytes(32)
@@ -495,10 +722,7 @@ class LocalFlowerDeployment:
             role = f"supernode-{i}-{_safe(name)}"
             home = self.work_dir / "home" / role
             home.mkdir(parents=True, exist_ok=True)
-            secret_file = home / "superexec.secret"
-            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(secret)
+            secret_file = write_secret_file(home / "superexec.secret", secret)
             node_port = free_port()
             self._spawn(
                 role,
@@ -559,131 +783,43 @@ class LocalFlowerDeployment:
         self._wait(nodes_ready, self._procs, f"{len(self.node_files)} SuperNodes to register")
 
     def _wait(self, ready: Any, procs: Sequence[_Proc], what: str) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            for proc in procs:
+        wait_ready(ready, procs, what, self.startup_timeout)
+
+    def _check_superlink(self) -> None:
+        for proc in self._procs:
+            if proc.role == "superlink":
                 proc.check_alive()
-            if ready():
-                return
-            if time.monotonic() > deadline:
-                logs = "\n".join(f"--- {p.role} ({p.log}):\n{_tail(p.log, 15)}" for p in procs)
-                raise FederationError(
-                    f"timed out after {self.startup_timeout:g}s waiting for {what}\n{logs}"
-                )
-            time.sleep(0.2)
 
     def close(self) -> None:
         """Stop every process (SIGTERM to its group, SIGKILL after a grace period); clean up."""
-        if self._control is not None:
-            try:
-                self._control.close()
-            except Exception:  # noqa: BLE001 - closing must not fail
-                pass
-            self._control = None
+        if self._hub is not None:
+            self._hub.close()
+            self._hub = None
         procs, self._procs = self._procs, []
-        # Flower detaches SuperExec into its own session: collect descendants first.
-        groups: set[int] = set()
-        extra: set[int] = set()
-        for proc in procs:
-            if proc.popen.poll() is None:
-                groups.add(proc.popen.pid)
-                extra.update(_descendants(proc.popen.pid))
-        for pid in extra:
-            _signal_pid(pid, signal.SIGTERM)
-        for proc in reversed(procs):  # nodes first, SuperLink last
-            _signal_group(proc.popen.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for proc in procs:
-            try:
-                proc.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for pgid in groups:
-            _signal_group(pgid, signal.SIGKILL)
-        for pid in extra:
-            _signal_pid(pid, signal.SIGKILL)
-        for proc in procs:
-            try:
-                proc.popen.wait(timeout=5)
-            except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILLed
-                pass
+        stop_procs(procs)
         if self._own_dir and self.work_dir.exists():
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
-    # --- control API ----------------------------------------------------------------
-    def _control_client(self) -> Any:
-        from flwr.supercore.control.control_http_client import ControlHttpClient
-        from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
-
-        assert self.tls is not None
-        return ControlHttpClient.from_server_address(
-            server_address=self.superlink_address,
-            insecure=False,
-            root_certificates=self.tls.ca_cert.read_bytes(),
-            interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr CLI")],
-        )
-
+    # --- control API (shared with serve.run_on_hub through HubControl) -------------
     def _list_nodes(self) -> list[Any] | None:
-        from flwr.proto.control_pb2 import ListNodesRequest
+        return None if self._hub is None else self._hub.list_nodes()
 
-        try:
-            return list(self._control.ListNodes(ListNodesRequest()).nodes_info)
-        except Exception:  # noqa: BLE001 - not up yet
-            return None
+    def _require_hub(self) -> HubControl:
+        if self._hub is None:
+            raise FederationError("the deployment is not started")
+        return self._hub
 
     def start_run(self, run_config: dict[str, Any], fab: bytes | None = None) -> int:
         """Push ``fab`` (default: ``app_fab()``) with run-config overrides; return the run id."""
-        from flwr.common.serde import fab_to_proto, user_config_to_proto
-        from flwr.proto.control_pb2 import StartRunRequest
-        from flwr.supercore.fab import Fab
-
-        if self._control is None:
-            raise FederationError("the deployment is not started")
-        content = app_fab() if fab is None else fab
-        proto = fab_to_proto(Fab(hashlib.sha256(content).hexdigest(), content, {}))
-        try:
-            res = self._control.StartRun(
-                StartRunRequest(fab=proto, override_config=user_config_to_proto(run_config))
-            )
-        except Exception as exc:  # noqa: BLE001
-            raise FederationError(
-                f"SuperLink refused to start the run: {exc}\n{self._log_tail('superlink')}"
-            ) from None
-        if not res.HasField("run_id"):
-            raise FederationError(f"SuperLink did not start the run\n{self._log_tail('superlink')}")
-        return int(res.run_id)
+        return self._require_hub().start_run(run_config, fab)
 
     def run_status(self, run_id: int) -> tuple[str, str, str]:
         """``(status, sub_status, details)`` of a run, e.g. ``("finished", "completed", "")``."""
-        from flwr.proto.control_pb2 import ListRunsRequest
-
-        res = self._control.ListRuns(ListRunsRequest(run_id=run_id))
-        run = res.run_dict[run_id]
-        return run.status.status, run.status.sub_status, run.status.details
+        return self._require_hub().run_status(run_id)
 
     def wait_run(self, run_id: int, timeout: float) -> tuple[str, str, str]:
         """Poll until the run is finished or ``timeout`` passes (then the run is stopped)."""
-        from flwr.proto.control_pb2 import StopRunRequest
-
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.run_status(run_id)
-            if status[0] == "finished":
-                return status
-            for proc in self._procs:
-                if proc.role == "superlink":
-                    proc.check_alive()
-            if time.monotonic() > deadline:
-                try:
-                    self._control.StopRun(StopRunRequest(run_id=run_id))
-                except Exception:  # noqa: BLE001
-                    pass
-                raise NodeTimeout(
-                    f"run {run_id} did not finish within {timeout:g}s (status {status})\n"
-                    f"{self._log_tail('superlink')}",
-                    sites=list(self.site_names),
-                )
-            time.sleep(0.1)
+        return self._require_hub().wait_run(run_id, timeout, self.site_names)
 
     def run(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Run the healthfed ServerApp once with ``request``; return its result JSON.
@@ -692,24 +828,11 @@ class LocalFlowerDeployment:
         ServerApp writes ``collect``'s dict to ``healthfed-result`` (a file in the
         work dir) which is read back here.
         """
-        envelope = dict(request)
-        envelope.setdefault("timeout", timeout)
-        out = self.work_dir / "results" / f"{uuid.uuid4().hex}.json"
-        started = time.perf_counter()
-        run_id = self.start_run(
-            {REQUEST_KEY: json.dumps(envelope, allow_nan=False), RESULT_KEY: str(out)}
-        )
-        status, sub_status, details = self.wait_run(run_id, float(timeout) + RUN_OVERHEAD_S)
-        self.last_round_s = time.perf_counter() - started
-        if sub_status != "completed" or not out.exists():
-            raise FederationError(
-                f"run {run_id} ended {status}:{sub_status} {details}\n{self._log_tail('superlink')}"
-            )
+        hub = self._require_hub()
         try:
-            result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+            return hub.run(request, timeout, self.work_dir / "results", self.site_names)
         finally:
-            out.unlink(missing_ok=True)
-        return result
+            self.last_round_s = hub.last_round_s
 
     def _log_tail(self, role_prefix: str) -> str:
         for proc in self._procs:
