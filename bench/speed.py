@@ -1,0 +1,418 @@
+"""Benchmark: exact federated logistic regression versus pooled scikit-learn and Flower FedAvg.
+
+Synthetic COVID-19 cohort (``healthfed.data.synth``), ``--sites`` hospitals x ``--rows``
+admissions (default 4 x 250,000), outcome 28-day death, 17 raw features (age, sex,
+5 comorbidities, vaccination, 9 vitals/labs) -> the shared design (pooled
+standardisation, one-hot, missing indicators; ``healthfed.compute.preprocess``).
+Every arm sees the same rows and the same design matrix.
+
+Arms (wall time, same process, same machine):
+
+* ``healthfed exact (in-process)``: ``FederatedLogisticRegression().fit`` over an
+  in-process ``Federation`` of file-backed nodes, from a cold design cache: the
+  preprocessing round, each node building its design matrix in DuckDB, and every
+  Newton round. Nodes are validated (as at node start-up) before timing.
+* ``healthfed exact (warm)``: the same fit again (design matrices cached at the nodes).
+* ``healthfed exact over Flower``: the same through a real SuperLink and SuperNodes on
+  loopback with TLS (``LocalFlowerDeployment``), if it starts (``--no-flower`` skips).
+* ``pooled scikit-learn`` (baseline): ``LogisticRegression(C=inf)`` (default lbfgs) on the
+  concatenated, already-built design matrix; ``newton-cholesky`` is shown too.
+* ``Flower FedAvg (SGDClassifier)``: a Flower ``ClientApp`` per hospital running
+  scikit-learn ``SGDClassifier(loss="log_loss").partial_fit`` for one local epoch per
+  round, on healthfed's in-process Flower ``Grid`` (no Ray, no network), aggregated by
+  Flower's own ``aggregate_arrayrecords`` (what ``flwr.serverapp.strategy.FedAvg``
+  uses), until its pooled AUROC is within 0.005 of the exact model's (or ``--max-rounds``).
+  AUROC evaluation at the hub is excluded from its time.
+
+Bytes per round: the JSON request (once per site) plus the JSON replies for healthfed;
+the float64 array payloads (global weights to each site, weights back) for FedAvg.
+
+Prints a table; with ``--json`` the last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ByteCounter, Stopwatch, table  # noqa: E402
+
+from healthfed.compute.glm import FederatedLogisticRegression  # noqa: E402
+from healthfed.compute.preprocess import (  # noqa: E402
+    FederatedPreprocessor,
+    clear_design_cache,
+    design_matrix,
+)
+from healthfed.data.dataset import NodeDataset  # noqa: E402
+from healthfed.data.synth import write_covid_cohort  # noqa: E402
+from healthfed.federation.federation import Federation  # noqa: E402
+from healthfed.node.runtime import Node, write_node_file  # noqa: E402
+
+FEATURES = [
+    "age", "sex", "diabetes", "hypertension", "copd", "ckd", "obesity", "vaccination",
+    "spo2", "resp_rate", "heart_rate", "temperature", "crp", "d_dimer", "lymphocytes",
+    "ldh", "creatinine",
+]  # fmt: skip
+TARGET = "death_28d"
+DATASET = "covid"
+
+
+def _auroc(y: np.ndarray, score: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, score))
+
+
+# --- healthfed ----------------------------------------------------------------------------
+def fit_exact(fed: Federation) -> tuple[FederatedLogisticRegression, float, ByteCounter]:
+    """One cold-or-warm fit; the federation's transport is wrapped to count bytes."""
+    counter = ByteCounter(fed._transport)
+    fed._transport = counter
+    try:
+        t0 = time.perf_counter()
+        model = FederatedLogisticRegression().fit(fed, DATASET, TARGET, FEATURES)
+        return model, time.perf_counter() - t0, counter
+    finally:
+        fed._transport = counter._transport
+
+
+def _installed_registers_glm() -> bool:
+    """Whether a fresh process importing healthfed.compute (as a node does) has glm_step."""
+    import subprocess
+
+    code = "import healthfed.compute as c; print('glm_step' in c.registered_computations())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    return out.stdout.strip() == "True"
+
+
+def flower_federation(node_files: list[Path], work_dir: Path) -> Federation:
+    """A deployed federation; nodes import a ClientApp that has the GLM registered."""
+    from healthfed.federation.deploy import LocalFlowerDeployment
+
+    if _installed_registers_glm():
+        dep = LocalFlowerDeployment(node_files, work_dir=work_dir)
+    else:
+        dep = LocalFlowerDeployment(
+            node_files,
+            work_dir=work_dir,
+            clientapp_ref="_common:app",
+            node_pythonpath=[Path(__file__).resolve().parent],
+        )
+    dep.start()
+    return Federation(dep.run, dep.site_names, "flower", on_close=dep.close, timeout=600)
+
+
+# --- Flower FedAvg with scikit-learn SGDClassifier ------------------------------------------
+def sgd_client_app(ds: NodeDataset, spec: dict[str, Any], seed: int) -> Any:
+    """A Flower ClientApp: one epoch of SGDClassifier.partial_fit from the global weights."""
+    from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+    from sklearn.linear_model import SGDClassifier
+
+    app = ClientApp()
+    state: dict[str, Any] = {}
+
+    @app.train()
+    def train(msg: Message, context: Any) -> Message:
+        if "X" not in state:  # the site builds its design matrix once, like a healthfed node
+            con = ds.connect()
+            try:
+                state["X"], state["y"] = design_matrix(con, ds.descriptor, spec, target=TARGET)
+            finally:
+                con.close()
+            state["model"] = SGDClassifier(loss="log_loss", penalty=None, random_state=seed)
+        X, y, model = state["X"], state["y"], state["model"]
+        arrays = msg.content["arrays"]
+        if hasattr(model, "coef_"):
+            model.coef_ = arrays["coef"].numpy().reshape(1, -1).copy()
+            model.intercept_ = arrays["intercept"].numpy().copy()
+        model.partial_fit(X, y, classes=np.array([0.0, 1.0]))
+        reply = RecordDict(
+            {
+                "arrays": ArrayRecord(
+                    {
+                        "coef": Array(model.coef_.ravel().copy()),
+                        "intercept": Array(model.intercept_.copy()),
+                    }
+                ),
+                "metrics": MetricRecord({"num-examples": len(y)}),
+            }
+        )
+        return Message(content=reply, reply_to=msg)
+
+    return app
+
+
+def flower_fedavg(
+    datasets: dict[str, NodeDataset],
+    spec: dict[str, Any],
+    X_pool: np.ndarray,
+    y_pool: np.ndarray,
+    target_auroc: float,
+    max_rounds: int,
+) -> dict[str, Any]:
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+    from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+    from healthfed.federation.inprocess import InProcessGrid
+
+    class SklearnGrid(InProcessGrid):
+        """healthfed's in-process Flower Grid, serving scikit-learn ClientApps instead of nodes."""
+
+        def __init__(self) -> None:
+            super().__init__([Node(name, {}) for name in datasets])
+            self._apps = {
+                nid: sgd_client_app(ds, spec, seed=i)
+                for i, (nid, ds) in enumerate(zip(self._nodes, datasets.values(), strict=True))
+            }
+
+    p = X_pool.shape[1]
+    weights = ArrayRecord({"coef": Array(np.zeros(p)), "intercept": Array(np.zeros(1))})
+    clock = Stopwatch()
+    history = []
+    grid = SklearnGrid()
+    reached = None
+    try:
+        for r in range(1, max_rounds + 1):
+            with clock:
+                msgs = [
+                    Message(
+                        RecordDict(
+                            {"arrays": weights, "config": ConfigRecord({"server-round": r})}
+                        ),
+                        dst_node_id=nid,
+                        message_type="train",
+                    )
+                    for nid in grid.get_node_ids()
+                ]
+                replies = list(grid.send_and_receive(msgs, timeout=600))
+                bad = [m.error.reason for m in replies if m.has_error()]
+                if bad or len(replies) != len(msgs):
+                    raise RuntimeError(f"FedAvg round {r} failed: {bad}")
+                weights = aggregate_arrayrecords([m.content for m in replies], "num-examples")
+            coef = weights["coef"].numpy()
+            b0 = float(weights["intercept"].numpy()[0])
+            auc = _auroc(y_pool, X_pool @ coef + b0)
+            history.append({"round": r, "auroc": auc, "seconds": clock.seconds})
+            if auc >= target_auroc - 0.005:
+                reached = r
+                break
+    finally:
+        grid.close()
+    n_sites = len(datasets)
+    return {
+        "coef": np.r_[weights["intercept"].numpy(), weights["coef"].numpy()],
+        "seconds": clock.seconds,
+        "rounds": len(history),
+        "reached_round": reached,
+        "auroc": history[-1]["auroc"],
+        "bytes_per_round": 2 * n_sites * (p + 1) * 8,
+        "history": history,
+    }
+
+
+# --- main ------------------------------------------------------------------------------------
+def run(rows: int, sites: int, flower: bool, max_rounds: int, work: Path) -> dict[str, Any]:
+    from sklearn.linear_model import LogisticRegression
+
+    data_dir = work / "data"
+    write_covid_cohort(data_dir, sites=sites, rows=rows, seed=0)
+    node_files = []
+    datasets: dict[str, NodeDataset] = {}
+    for k in range(1, sites + 1):
+        name = f"hospital_{k}"
+        desc = data_dir / f"{name}.toml"
+        node_files.append(write_node_file(work / "nodes" / f"{name}.toml", name, [desc]))
+        ds = NodeDataset.from_descriptor_file(desc)
+        ds.validate()  # a node validates its data once at start-up
+        datasets[name] = ds
+    report: dict[str, Any] = {"sites": sites, "rows_per_site": rows, "features": FEATURES}
+
+    nodes = [Node(name, {DATASET: ds}) for name, ds in datasets.items()]
+    with Federation.inprocess(nodes) as fed:
+        # The shared design (one moments round), used to build the pooled baseline's matrix.
+        spec = FederatedPreprocessor(FEATURES).fit(fed, DATASET, TARGET, n_params="design").spec_
+        parts = []
+        for ds in datasets.values():
+            con = ds.connect()
+            try:
+                parts.append(design_matrix(con, ds.descriptor, spec, target=TARGET))
+            finally:
+                con.close()
+        X_pool = np.vstack([x for x, _ in parts])
+        y_pool = np.concatenate([y for _, y in parts])
+        del parts
+
+        # Baseline first: scikit-learn on the concatenated, already-built design matrix.
+        t0 = time.perf_counter()
+        sk = LogisticRegression(C=np.inf, max_iter=1000).fit(X_pool, y_pool)
+        t_sk = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        sk_nc = LogisticRegression(C=np.inf, solver="newton-cholesky", max_iter=100).fit(
+            X_pool, y_pool
+        )
+        t_sk_nc = time.perf_counter() - t0
+
+        # healthfed exact, in-process: cold node caches, then warm.
+        clear_design_cache()
+        model, t_cold, counter = fit_exact(fed)
+        _, t_warm, _ = fit_exact(fed)
+    # The fit's own moments round gives the same spec up to the last bits of DuckDB's
+    # parallel sums, so the pooled matrix above is the fit's design to ~1e-15.
+    for a, b in zip(model.preprocessor_.spec_["columns"], spec["columns"], strict=True):
+        assert a["name"] == b["name"] and abs(a.get("mean", 0) - b.get("mean", 0)) < 1e-9
+    glm_rounds = [r["bytes"] for r in counter.rounds]
+    auc_exact = _auroc(y_pool, X_pool @ model.coef_.ravel() + model.intercept_[0])
+    report["healthfed"] = {
+        "seconds_cold": t_cold,
+        "seconds_warm": t_warm,
+        "rounds": model.rounds_,
+        "n_params": len(model.params_),
+        "auroc": auc_exact,
+        "bytes_per_round": float(np.mean(glm_rounds)),
+        "bytes_total": int(sum(glm_rounds)),
+        "per_round_bytes": counter.rounds,
+    }
+    report["sklearn"] = {
+        "seconds_lbfgs": t_sk,
+        "seconds_newton_cholesky": t_sk_nc,
+        "auroc": _auroc(y_pool, sk.decision_function(X_pool)),
+        "max_abs_coef_diff_lbfgs": float(
+            np.max(np.abs(np.r_[sk.intercept_, sk.coef_.ravel()] - model.params_))
+        ),
+        "max_abs_coef_diff_newton_cholesky": float(
+            np.max(np.abs(np.r_[sk_nc.intercept_, sk_nc.coef_.ravel()] - model.params_))
+        ),
+    }
+
+    # Flower FedAvg (scikit-learn SGD clients)
+    report["flower_fedavg"] = flower_fedavg(datasets, spec, X_pool, y_pool, auc_exact, max_rounds)
+
+    # healthfed exact over a real Flower deployment
+    report["flower_exact"] = {"measured": False}
+    if flower:
+        try:
+            clear_design_cache()
+            with flower_federation(node_files, work / "flower") as ffed:
+                fmodel, t_flower, fcounter = fit_exact(ffed)
+            report["flower_exact"] = {
+                "measured": True,
+                "seconds": t_flower,
+                "rounds": fmodel.rounds_,
+                "seconds_per_round": t_flower / fmodel.rounds_,
+                "max_abs_coef_diff_vs_inprocess": float(
+                    np.max(np.abs(fmodel.params_ - model.params_))
+                ),
+            }
+        except Exception as exc:  # noqa: BLE001 - report, never fake
+            report["flower_exact"] = {"measured": False, "reason": f"{type(exc).__name__}: {exc}"}
+
+    fa = report["flower_fedavg"]
+    fa["max_abs_coef_diff_vs_exact"] = float(np.max(np.abs(fa.pop("coef") - model.params_)))
+    report.update(
+        {
+            "ratio_vs_pooled_sklearn": t_cold / t_sk,
+            "ratio_vs_pooled_sklearn_warm": t_warm / t_sk,
+            "ratio_vs_flower_fedavg": fa["seconds"] / t_cold,
+            "bytes_per_round": report["healthfed"]["bytes_per_round"],
+            "fedavg_bytes_per_round": fa["bytes_per_round"],
+            "healthfed_rounds": model.rounds_,
+            "fedavg_rounds": fa["rounds"],
+            "fedavg_reached_target": fa["reached_round"] is not None,
+        }
+    )
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=250_000, help="rows per site")
+    parser.add_argument("--sites", type=int, default=4)
+    parser.add_argument("--max-rounds", type=int, default=100, help="FedAvg round limit")
+    parser.add_argument("--no-flower", action="store_true", help="skip the Flower deployment")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="healthfed-speed-") as tmp:
+        r = run(args.rows, args.sites, not args.no_flower, args.max_rounds, Path(tmp))
+    h, s, fa, fl = r["healthfed"], r["sklearn"], r["flower_fedavg"], r["flower_exact"]
+    print(
+        f"Logistic regression of {TARGET}: {r['sites']} sites x {r['rows_per_site']:,} rows, "
+        f"{len(FEATURES)} raw features -> {h['n_params']} parameters"
+    )
+    rows = [
+        ["pooled sklearn lbfgs (baseline)", s["seconds_lbfgs"], 1.0, "-", s["auroc"], "-"],
+        [
+            "pooled sklearn newton-cholesky",
+            s["seconds_newton_cholesky"],
+            s["seconds_newton_cholesky"] / s["seconds_lbfgs"],
+            "-",
+            "-",
+            "-",
+        ],
+        [
+            "healthfed exact, in-process (cold)",
+            h["seconds_cold"],
+            r["ratio_vs_pooled_sklearn"],
+            h["rounds"],
+            h["auroc"],
+            h["bytes_per_round"],
+        ],
+        [
+            "healthfed exact, in-process (warm)",
+            h["seconds_warm"],
+            r["ratio_vs_pooled_sklearn_warm"],
+            h["rounds"],
+            h["auroc"],
+            h["bytes_per_round"],
+        ],
+    ]
+    if fl.get("measured"):
+        rows.append(
+            [
+                "healthfed exact over Flower (loopback)",
+                fl["seconds"],
+                fl["seconds"] / s["seconds_lbfgs"],
+                fl["rounds"],
+                h["auroc"],
+                h["bytes_per_round"],
+            ]
+        )
+    else:
+        rows.append(["healthfed exact over Flower", "not measured", "-", "-", "-", "-"])
+    reached = "" if fa["reached_round"] else f" (not within 0.005 in {fa['rounds']})"
+    rows.append(
+        [
+            f"Flower FedAvg SGDClassifier{reached}",
+            fa["seconds"],
+            fa["seconds"] / s["seconds_lbfgs"],
+            fa["rounds"],
+            fa["auroc"],
+            fa["bytes_per_round"],
+        ]
+    )
+    print(table(["arm", "seconds", "x sklearn", "rounds", "AUROC", "bytes/round"], rows))
+    print(
+        f"speed-up of exact over Flower FedAvg: {r['ratio_vs_flower_fedavg']:.2f}x; "
+        f"max |coef - sklearn newton-cholesky| = {s['max_abs_coef_diff_newton_cholesky']:.1e}, "
+        f"- sklearn lbfgs = {s['max_abs_coef_diff_lbfgs']:.1e}, "
+        f"- FedAvg = {fa['max_abs_coef_diff_vs_exact']:.1e}"
+    )
+    if not fl.get("measured"):
+        print(f"Flower deployment not measured: {fl.get('reason', 'skipped (--no-flower)')}")
+    if args.json:
+        slim = {k: v for k, v in r.items()}
+        slim["flower_fedavg"] = {k: v for k, v in fa.items() if k != "history"}
+        print(json.dumps(slim))
+    return r
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
