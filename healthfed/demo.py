@@ -5,6 +5,14 @@ a COVID-19 admissions cohort per hospital, gives each hospital a node (its
 data file, descriptor and default site policy), starts the federation on the
 chosen engine and computes a Table 1 by 28-day death in one round. Each node
 suppresses small cells before anything leaves it.
+
+It runs under governance, as a real study would: a local hub (``OUT/hub``,
+the health data access body) is created, each node trusts its key and
+publishes its catalogue entry, a researcher applies for the Table 1 variables
+and computation for scientific research, the hub grants a signed permit, and
+every node checks that permit before touching data and audits its decision
+(``OUT/nodes/<site>.state/audit.jsonl``). The pooled result is released through
+the hub's checks and appears in its transparency register.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from healthfed.federation.federation import Federation
-from healthfed.node.runtime import write_node_file
+from healthfed.node.runtime import Node, write_node_file
 
 TABLE1_VARIABLES = [
     "age",
@@ -42,6 +50,8 @@ TABLE1_VARIABLES = [
     "icu",
 ]
 TABLE1_BY = "death_28d"
+DEMO_RESEARCHER = "researcher@university.example"
+PERMIT_DAYS = 30
 
 
 @dataclass
@@ -51,17 +61,53 @@ class DemoResult:
     out_dir: Path
 
 
-def prepare_nodes(out_dir: Path, sites: int, rows: int, seed: int = 0) -> list[Path]:
-    """Synthesise each hospital's data and write one node file per hospital."""
+def prepare_nodes(
+    out_dir: Path, sites: int, rows: int, seed: int = 0, hub_key: str | Path | None = None
+) -> list[Path]:
+    """Synthesise each hospital's data and write one node file per hospital.
+
+    With ``hub_key`` (a hub's public key file or base64 key) the nodes are governed
+    and trust that hub; without it they are ungoverned sandbox nodes.
+    """
     from healthfed.data.synth import write_covid_cohort
 
     data_dir = out_dir / "data"
     written = write_covid_cohort(data_dir, sites=sites, rows=rows, seed=seed)
     descriptors = sorted(p for p in written if p.suffix == ".toml")
     return [
-        write_node_file(out_dir / "nodes" / f"{d.stem}.toml", name=d.stem, descriptors=[d])
+        write_node_file(
+            out_dir / "nodes" / f"{d.stem}.toml",
+            name=d.stem,
+            descriptors=[d],
+            hub_keys=None if hub_key is None else [hub_key],
+        )
         for d in descriptors
     ]
+
+
+def grant_demo_permit(hub: Any, node_files: list[Path]) -> dict[str, Any]:
+    """Publish the nodes' catalogue entries, apply for the demo study and grant it."""
+    from datetime import UTC, datetime, timedelta
+
+    for path in node_files:
+        hub.publish_node(Node.from_toml(path))
+    application = hub.apply(
+        {
+            "applicant": "Demo University, Department of Epidemiology",
+            "authorised_persons": [DEMO_RESEARCHER],
+            "purpose": "scientific_research",
+            "purpose_description": (
+                "Baseline characteristics (Table 1) of COVID-19 admissions by 28-day death"
+            ),
+            "no_prohibited_use": True,
+            "datasets": ["covid"],
+            "variables": [*TABLE1_VARIABLES, TABLE1_BY],
+            "computations": ["table1"],
+            "data_form": "anonymised",
+        }
+    )
+    expires = (datetime.now(UTC) + timedelta(days=PERMIT_DAYS)).date().isoformat()
+    return hub.grant(application["id"], expires=expires, actor="demo access body")
 
 
 def run_demo(
@@ -86,14 +132,28 @@ def run_demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
+        from healthfed.hub import Hub
+
+        hub = Hub.open_or_init(out_dir / "hub", name="demo health data access body")
         step = progress.add_task(f"Synthesising {sites} hospitals x {rows} admissions", total=None)
-        node_files = prepare_nodes(out_dir, sites, rows, seed)
+        node_files = prepare_nodes(out_dir, sites, rows, seed, hub_key=hub.public_key_path)
+        progress.update(step, completed=1, total=1)
+        step = progress.add_task("Catalogue, application and permit at the local hub", total=None)
+        permit = grant_demo_permit(hub, node_files)
+        permit_id = permit["permit"]["permit_id"]
         progress.update(step, completed=1, total=1)
         step = progress.add_task(f"Starting the federation ({engine})", total=None)
-        if engine == "inprocess":
-            federation = Federation.from_node_files(node_files)
-        else:
-            federation = Federation.flower(node_files, work_dir=out_dir / "flower")
+        governance: dict[str, Any] = {"permit": permit, "requester": DEMO_RESEARCHER, "hub": hub}
+        try:
+            if engine == "inprocess":
+                federation = Federation.from_node_files(node_files, **governance)
+            else:
+                federation = Federation.flower(
+                    node_files, work_dir=out_dir / "flower", **governance
+                )
+        except BaseException:
+            hub.close()
+            raise
         progress.update(step, completed=1, total=1)
         try:
             step = progress.add_task("Federated Table 1 by 28-day death (one round)", total=None)
@@ -101,6 +161,7 @@ def run_demo(
             progress.update(step, completed=1, total=1)
         finally:
             federation.close()
+            hub.close()
     released = table1.to_dict()
     summary = {
         "engine": engine,
@@ -110,6 +171,7 @@ def run_demo(
         "by": TABLE1_BY,
         "table1": released,
         "suppressed_cells": int(table1.suppressed_cells),
+        "permit_id": permit_id,
     }
     tmp = out_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")

@@ -6,6 +6,20 @@ nodes in this process (the embedded default and the tests),
 SuperNode per hospital on loopback. Either way a request is one round of the
 same ServerApp routine, the nodes answer with disclosure-checked aggregates,
 and the registered computation's ``combine`` builds the result at the hub.
+
+Governance: a researcher works under a data permit granted by a health data
+access body's hub (``healthfed.hub.Hub``)::
+
+    fed = Federation.inprocess(nodes, permit="P-....json", requester="alice@uni.example")
+    fed = fed.with_permit(permit, requester="alice@uni.example")   # or later
+
+The signed permit travels inside every request (JSON, on both engines); each
+governed node checks it before touching data and refuses with the failed check
+named. A node whose site reviews releases by hand answers "pending": the
+round raises :class:`ApprovalPending` listing the sites and tickets; re-run
+the same call after the site approved. Given ``hub=`` (a ``Hub`` or its
+folder), the pooled result is released through the hub's checks and recorded
+for its transparency register.
 """
 
 from __future__ import annotations
@@ -16,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from healthfed.errors import FederationError, ThresholdViolation
+from healthfed.errors import FederationError, HealthfedError, ThresholdViolation
 from healthfed.node.runtime import Node
 
 Transport = Callable[[dict[str, Any], float], dict[str, Any]]
@@ -25,15 +39,33 @@ DEFAULT_TIMEOUT_S = 120.0
 HUB_MIN_SITES = 2
 
 
+class ApprovalPending(HealthfedError):
+    """One or more sites hold the result for manual approval; ``tickets`` maps site -> ticket.
+
+    Not a refusal: re-run the same request (same permit, requester, computation,
+    dataset and parameters) after the sites' data stewards approved it.
+    """
+
+    def __init__(self, message: str, tickets: dict[str, str]) -> None:
+        super().__init__(message)
+        self.tickets = tickets
+
+
 @dataclass
 class RoundOutcome:
-    """What one round produced before combining: who answered, who refused, who was silent."""
+    """What one round produced before combining: who answered, who refused, who was silent.
+
+    ``pending`` maps a site holding the result for manual approval to its ticket;
+    ``checks`` maps a site that refused because of the permit to the failed check.
+    """
 
     replies: dict[str, dict[str, Any]]
     refused: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    pending: dict[str, str] = field(default_factory=dict)
+    checks: dict[str, str] = field(default_factory=dict)
 
     @property
     def contributed(self) -> list[str]:
@@ -55,6 +87,16 @@ class Federation:
         Fewest contributing sites for a pooled release (conventions: 2).
     timeout
         Seconds to wait for the nodes in each round.
+    requester
+        Who is asking (must be among the permit's authorised persons).
+    permit
+        The signed data permit (dict, JSON text or path to the permit file); governed
+        nodes refuse requests without one.
+    purpose
+        The purpose the researcher states; nodes check it equals the permit's.
+    hub
+        A :class:`~healthfed.hub.Hub` (or its folder): pooled results are released
+        through its checks and recorded in its register.
     """
 
     def __init__(
@@ -66,6 +108,9 @@ class Federation:
         timeout: float = DEFAULT_TIMEOUT_S,
         on_close: Callable[[], None] | None = None,
         requester: str = "researcher",
+        permit: Any = None,
+        purpose: str | None = None,
+        hub: Any = None,
     ) -> None:
         self._transport = transport
         self.sites = list(sites)
@@ -73,7 +118,44 @@ class Federation:
         self.min_sites = min_sites
         self.timeout = timeout
         self.requester = requester
+        self.purpose = purpose
+        self.permit: dict[str, Any] | None = None
+        self._hub: Any = None
+        self._own_hub = False
         self._on_close = on_close
+        if permit is not None:
+            self.with_permit(permit)
+        if hub is not None:
+            self.with_hub(hub)
+
+    def with_permit(
+        self, permit: Any, requester: str | None = None, purpose: str | None = None
+    ) -> Federation:
+        """Send ``permit`` (dict, JSON text or file path) with every request; returns self."""
+        from healthfed.governance.permit import load_permit
+
+        self.permit = load_permit(permit)
+        if requester is not None:
+            self.requester = requester
+        if purpose is not None:
+            self.purpose = purpose
+        return self
+
+    def with_hub(self, hub: Any) -> Federation:
+        """Release pooled results through ``hub`` (a ``Hub`` or its folder); returns self."""
+        from healthfed.hub import Hub
+
+        if isinstance(hub, Hub):
+            self._hub, self._own_hub = hub, False
+        else:
+            self._hub, self._own_hub = Hub.open(hub), True
+        return self
+
+    @property
+    def permit_id(self) -> str | None:
+        if self.permit and isinstance(self.permit.get("permit"), dict):
+            return self.permit["permit"].get("permit_id")
+        return None
 
     # --- construction ---------------------------------------------------------------
     @classmethod
@@ -111,6 +193,9 @@ class Federation:
         if self._on_close is not None:
             self._on_close()
             self._on_close = None
+        if self._hub is not None and self._own_hub:
+            self._hub.close()
+            self._hub = None
 
     def __enter__(self) -> Federation:
         return self
@@ -132,6 +217,10 @@ class Federation:
             "expected_sites": self.sites,
             "timeout": self.timeout,
         }
+        if self.permit is not None:
+            request["permit"] = self.permit
+        if self.purpose is not None:
+            request["purpose"] = self.purpose
         raw = self._transport(request, self.timeout)
         outcome = RoundOutcome(
             replies={}, missing=list(raw.get("missing", [])), errors=dict(raw.get("errors", {}))
@@ -140,8 +229,12 @@ class Federation:
         for site, reply in raw.get("replies", {}).items():
             if reply.get("status") == "ok":
                 outcome.replies[site] = reply["result"]
+            elif reply.get("status") == "pending":
+                outcome.pending[site] = str(reply.get("ticket", "?"))
             else:
                 outcome.refused[site] = str(reply.get("reason", "no reason given"))
+                if reply.get("check"):
+                    outcome.checks[site] = str(reply["check"])
         return outcome
 
     def run(self, computation: str, dataset: str, params: dict[str, Any] | None = None) -> Any:
@@ -149,14 +242,35 @@ class Federation:
 
         Raises
         ------
+        ApprovalPending
+            A site holds its answer for manual approval (names sites and tickets).
         ThresholdViolation
             Fewer than ``min_sites`` sites contributed (a pooled release over one
-            site would be that site's own numbers under another name).
+            site would be that site's own numbers under another name). Each site's
+            refusal reason (for a permit: the failed check) is in the message.
+        PermitError
+            With a hub: the hub's release checks withheld the result.
         """
         from healthfed.compute import get_computation
 
         comp = get_computation(computation)
         outcome = self.query(computation, dataset, params)
+        if outcome.pending:
+            waiting = "; ".join(
+                f"pending approval at site {s} (ticket {t})"
+                for s, t in sorted(outcome.pending.items())
+            )
+            others = (
+                " — also refused: "
+                + "; ".join(f"{s}: {r}" for s, r in sorted(outcome.refused.items()))
+                if outcome.refused
+                else ""
+            )
+            raise ApprovalPending(
+                f"{computation!r} on {dataset!r}: {waiting}. Re-run the same request once the "
+                f"site approved it (`healthfed node approve NODE_FILE TICKET`){others}",
+                dict(outcome.pending),
+            )
         if len(outcome.replies) < self.min_sites:
             detail = []
             if outcome.refused:
@@ -175,6 +289,23 @@ class Federation:
                 f"{self.min_sites}" + (" — " + " | ".join(detail) if detail else "")
             )
         result = comp.combine(outcome.replies, params or {})
+        if self._hub is not None:
+            to_dict = getattr(result, "to_dict", None)
+            released = to_dict() if callable(to_dict) else {"result": repr(result)}
+            suppressed = getattr(result, "suppressed_cells", None)
+            rel_id = self._hub.release(
+                self.permit,
+                requester=self.requester,
+                computation=computation,
+                dataset=dataset,
+                sites=outcome.contributed,
+                result=released,
+                suppressed_cells=int(suppressed) if isinstance(suppressed, int) else None,
+            )
+            try:
+                result.release_id = rel_id
+            except AttributeError:  # pragma: no cover - frozen result types
+                pass
         for name, value in (
             ("missing_sites", outcome.missing),
             ("refusals", outcome.refused),

@@ -14,31 +14,86 @@ A node is described by one TOML file the data steward owns::
     [policy]                 # optional; defaults are the safe ones
     min_cell_count = 5
 
+    [governance]             # makes the node *governed* (see below)
+    trusted_hub_keys = ["../hub/hub_public_key.txt"]
+
+    [approval]               # per computation: "auto" (default) or "manual"
+    table1 = "manual"
+
+    [catalogue]              # optional HealthDCAT-AP metadata for `catalogue publish`
+    publisher = "Hospital 1, Data Office"
+
     [[datasets]]
     descriptor = "covid.toml"   # relative to this file
+
+Governance
+----------
+A node with a ``[governance]`` table (what ``healthfed node init --hub-key``
+writes) is **governed**. For every request, before any data is opened, it
+checks the request's signed data permit (``healthfed.governance.permit``:
+trusted hub, signature, validity window, requester, purpose, dataset,
+computation, variables); a request without a permit runs nothing. It then
+applies the stricter of its own policy and the permit's output rules, excludes
+patients who opted out (``healthfed.node.optout``) from the ``data`` view every
+computation reads, and — for computations its ``[approval]`` table marks
+``manual`` — holds the disclosed result in its airlock
+(``healthfed.node.airlock``) until the data steward approves it. Every decision
+(released, refused with the failed check, pending, error) is appended to the
+node's hash-chained audit log with the sizes released, suppressed cells and
+opted-out patients excluded (rounded).
+
+A node without ``[governance]`` (e.g. built in Python as ``Node(name,
+datasets)``) is an **ungoverned sandbox**: it runs requests without a permit and
+logs a warning saying it is for synthetic data only.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import threading
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from healthfed.errors import DataError, HealthfedError, PolicyDenied, PolicyError, PrivacyError
+from healthfed.errors import (
+    DataError,
+    HealthfedError,
+    PermitError,
+    PolicyDenied,
+    PolicyError,
+    PrivacyError,
+)
+from healthfed.governance.node_config import NodeGovernance
 from healthfed.node.policy import SitePolicy
 
 log = logging.getLogger(__name__)
 
-REQUEST_FIELDS = {"computation", "dataset", "params", "request_id", "requester"}
+REQUEST_FIELDS = {
+    "computation",
+    "dataset",
+    "params",
+    "request_id",
+    "requester",
+    "permit",
+    "purpose",
+}
+
+
+def round_count(n: int, base: int) -> int:
+    """``n`` rounded to the nearest multiple of ``base`` (what audit records show)."""
+    base = max(1, int(base))
+    return int(base * math.floor(n / base + 0.5))
 
 
 @dataclass
 class Node:
-    """One hospital node: named datasets and the site's policy.
+    """One hospital node: named datasets, the site's policy and (optionally) its governance.
 
     Parameters
     ----------
@@ -48,11 +103,22 @@ class Node:
         ``NodeDataset`` objects by dataset name. They are opened lazily, per request.
     policy
         The site's disclosure policy.
+    governance
+        Trusted hub keys, accepted purposes, approval modes and state paths; ``None``
+        makes an ungoverned sandbox node (no permit needed; synthetic data only).
+    catalogue
+        Site-wide HealthDCAT-AP metadata (``[catalogue]`` table) for catalogue entries.
+    clock
+        Returns "now" (aware UTC) for permit validity; tests substitute it.
     """
 
     name: str
     datasets: dict[str, Any]
     policy: SitePolicy = field(default_factory=SitePolicy)
+    governance: NodeGovernance | None = None
+    catalogue: dict[str, Any] = field(default_factory=dict)
+    clock: Callable[[], datetime] | None = None
+    _warned: bool = field(default=False, repr=False, compare=False)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Node:
@@ -85,7 +151,67 @@ class Node:
             if ds.name in datasets:
                 raise PolicyError(f"{path}: dataset name {ds.name!r} declared twice")
             datasets[ds.name] = ds
-        return cls(name=name, datasets=datasets, policy=policy)
+        governance = None
+        if "governance" in raw:
+            if not isinstance(raw["governance"], dict):
+                raise PolicyError(f"{path}: [governance] must be a table")
+            governance = NodeGovernance.from_tables(
+                raw["governance"],
+                raw.get("approval"),
+                base_dir=path.parent,
+                default_state_dir=f"{path.stem}.state",
+                source=str(path),
+            )
+        elif "approval" in raw:
+            raise PolicyError(f"{path}: [approval] needs a [governance] table")
+        catalogue = raw.get("catalogue", {})
+        if not isinstance(catalogue, dict):
+            raise PolicyError(f"{path}: [catalogue] must be a table")
+        return cls(
+            name=name,
+            datasets=datasets,
+            policy=policy,
+            governance=governance,
+            catalogue=catalogue,
+        )
+
+    # --- governance state ------------------------------------------------------------------------
+    @property
+    def governed(self) -> bool:
+        return self.governance is not None
+
+    @property
+    def audit(self) -> Any:
+        """The node's :class:`~healthfed.governance.audit.AuditLog`, or None if ungoverned."""
+        from healthfed.governance.audit import AuditLog
+
+        if self.governance is None or self.governance.audit_log is None:
+            return None
+        return AuditLog(self.governance.audit_log)
+
+    @property
+    def optouts(self) -> Any:
+        """The node's :class:`~healthfed.node.optout.OptOutStore`, or None if ungoverned."""
+        from healthfed.node.optout import OptOutStore
+
+        if self.governance is None or self.governance.optout_store is None:
+            return None
+        return OptOutStore(self.governance.optout_store)
+
+    @property
+    def approvals(self) -> Any:
+        """The node's :class:`~healthfed.node.airlock.ApprovalQueue`, or None if ungoverned."""
+        from healthfed.node.airlock import ApprovalQueue
+
+        if self.governance is None or self.governance.approvals is None:
+            return None
+        return ApprovalQueue(self.governance.approvals)
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """Append ``entry`` to the node's audit log (no-op for an ungoverned node)."""
+        audit = self.audit
+        if audit is not None:
+            audit.append({"site": self.name, **entry})
 
     def dataset(self, name: str) -> Any:
         try:
@@ -95,36 +221,90 @@ class Node:
                 f"site {self.name!r} holds no dataset {name!r}; it holds {sorted(self.datasets)}"
             ) from None
 
+    # --- answering ----------------------------------------------------------------------------
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         """Answer one request; never raises, never returns rows.
 
-        The reply is ``{"site", "status": "ok", "result"}`` on success, or
-        ``{"site", "status": "refused", "reason"}`` when the policy, the data or
-        the disclosure filter stopped it. Unexpected failures are reported as
-        ``"error"`` without their traceback (it could quote data).
+        The reply is ``{"site", "status": "ok", "result"}`` on success;
+        ``{"site", "status": "pending", "ticket", "reason"}`` when the site reviews
+        the release by hand; ``{"site", "status": "refused", "reason", "kind"}``
+        (plus ``"check"`` for a permit refusal) when the permit, the policy, the
+        data or the disclosure filter stopped it. Unexpected failures are reported
+        as ``"error"`` without their traceback (it could quote data). A governed
+        node appends every decision to its audit log.
         """
-        base = {"site": self.name, "request_id": request.get("request_id")}
+        req = request if isinstance(request, dict) else {}
+        base = {"site": self.name, "request_id": req.get("request_id")}
+        info: dict[str, Any] = {
+            "action": "request",
+            "actor": req.get("requester"),
+            "request_id": req.get("request_id"),
+            "computation": req.get("computation"),
+            "dataset": req.get("dataset"),
+            "permit_id": _permit_id(req.get("permit")),
+        }
+        if not self.governed and not self._warned:
+            self._warned = True
+            log.warning(
+                "site %s is an ungoverned sandbox node: it runs requests without a data permit; "
+                "use it for synthetic data only",
+                self.name,
+            )
+        reply: dict[str, Any]
         try:
-            result = self._run(request)
+            status, payload = self._answer(request, info)
+        except PermitError as exc:
+            check = getattr(exc, "check", None)
+            log.info("site %s refused request (permit): %s", self.name, exc)
+            reply = {**base, "status": "refused", "reason": str(exc), "kind": type(exc).__name__}
+            if check:
+                reply["check"] = check
+            self._audit_decision(info, "refused", reason=str(exc), check=check)
+            return reply
         except (PolicyDenied, PrivacyError, DataError, PolicyError) as exc:
             log.info("site %s refused request: %s", self.name, exc)
+            self._audit_decision(info, "refused", reason=str(exc), check=type(exc).__name__)
             return {**base, "status": "refused", "reason": str(exc), "kind": type(exc).__name__}
         except HealthfedError as exc:
+            self._audit_decision(info, "error", reason=str(exc))
             return {**base, "status": "error", "reason": str(exc), "kind": type(exc).__name__}
         except Exception as exc:  # noqa: BLE001 - a node must answer, and must not leak
             log.exception("site %s failed on a request", self.name)
+            reason = f"internal error at site {self.name!r} ({type(exc).__name__})"
+            self._audit_decision(info, "error", reason=reason)
+            return {**base, "status": "error", "reason": reason, "kind": type(exc).__name__}
+        if status == "pending":
+            self._audit_decision(info, "pending", reason=payload["reason"])
+            return {**base, "status": "pending", **payload}
+        audited = self._audit_decision(
+            info,
+            "released",
+            released_bytes=len(json.dumps(payload, allow_nan=False, default=str)),
+            suppressed_cells=_suppressed_cells(payload),
+        )
+        if not audited:  # fail closed: nothing leaves a governed node unaudited
             return {
                 **base,
                 "status": "error",
-                "reason": f"internal error at site {self.name!r} ({type(exc).__name__})",
-                "kind": type(exc).__name__,
+                "reason": f"site {self.name!r} could not write its audit log; nothing released",
+                "kind": "AuditError",
             }
-        return {**base, "status": "ok", "result": result}
+        return {**base, "status": "ok", "result": payload}
 
-    def _run(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _audit_decision(self, info: dict[str, Any], decision: str, **extra: Any) -> bool:
+        """Append the decision to the audit log; False if that failed (logged)."""
+        if not self.governed:
+            return True
+        try:
+            self.record({**info, "decision": decision, **extra})
+        except Exception:  # noqa: BLE001 - a node must answer; the caller fails closed
+            log.exception("site %s could not write its audit log", self.name)
+            return False
+        return True
+
+    def _answer(self, request: Any, info: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """(``"ok"``, disclosed result) or (``"pending"``, ticket info); raises on refusal."""
         from healthfed.compute import get_computation
-        from healthfed.privacy.disclosure import disclose
-        from healthfed.privacy.model_release import ModelStatistics, disclose_model_statistics
 
         if not isinstance(request, dict):
             raise PolicyDenied("a request must be a JSON object")
@@ -134,29 +314,224 @@ class Node:
         name = request.get("computation")
         if not isinstance(name, str):
             raise PolicyDenied("request field 'computation' must name a registered computation")
-        computation = get_computation(name)
-        dataset = self.dataset(str(request.get("dataset")))
-        params = request.get("params") or {}
-        if not isinstance(params, dict):
+        dataset_name = str(request.get("dataset"))
+        raw_params = request.get("params") or {}
+        if not isinstance(raw_params, dict):
             raise PolicyDenied("request field 'params' must be an object")
-        params = computation.validate(params, dataset.descriptor, self.policy)
-        with _connection(dataset) as con:
-            release = computation.run(con, dataset.descriptor, params, self.policy)
+        policy = self.policy
+        scope = None
+        if self.governance is not None:
+            # The permit is checked before anything else, on the request as sent.
+            scope = self._check_permit(request, name, dataset_name, raw_params)
+            policy = _apply_output_rules(policy, scope.output_rules)
+        computation = get_computation(name)
+        dataset = self.dataset(dataset_name)
+        params = computation.validate(raw_params, dataset.descriptor, policy)
+        if scope is not None:
+            # ... and again on the parameters as the computation normalised them.
+            self._check_permit(request, name, dataset_name, params)
+        manual = self.governance is not None and self.governance.approval_mode(name) == "manual"
+        if not manual:
+            return "ok", self._compute(computation, dataset, params, policy, info)
+        return self._airlock(request, computation, dataset, raw_params, params, policy, info)
+
+    def _check_permit(
+        self, request: dict[str, Any], computation: str, dataset_name: str, params: Any
+    ) -> Any:
+        from healthfed.governance.permit import check_permit, referenced_variables
+
+        assert self.governance is not None
+        columns: list[str] = []
+        if dataset_name in self.datasets:
+            columns = list(self.datasets[dataset_name].descriptor.columns)
+        now = self.clock() if self.clock is not None else datetime.now(UTC)
+        return check_permit(
+            request.get("permit"),
+            trusted=self.governance.trusted_keys,
+            site=self.name,
+            dataset=dataset_name,
+            computation=computation,
+            requester=request.get("requester"),
+            purpose=request.get("purpose"),
+            accepted_purposes=self.governance.accepted_purposes,
+            variables=referenced_variables(params, columns),
+            now=now,
+        )
+
+    def _compute(
+        self,
+        computation: Any,
+        dataset: Any,
+        params: dict[str, Any],
+        policy: SitePolicy,
+        info: dict[str, Any],
+    ) -> dict[str, Any]:
+        from healthfed.privacy.disclosure import disclose
+        from healthfed.privacy.model_release import ModelStatistics, disclose_model_statistics
+
+        with _connection(dataset, self.optouts) as con:
+            if con.excluded is not None:
+                info["optouts_excluded"] = round_count(con.excluded, policy.min_cell_count)
+            release = computation.run(con.con, dataset.descriptor, params, policy)
         # The node, not the computation, applies the filter; each release type has one.
         if isinstance(release, ModelStatistics):
-            return disclose_model_statistics(release, self.policy)
-        return disclose(release, self.policy)
+            return disclose_model_statistics(release, policy)
+        return disclose(release, policy)
+
+    def _airlock(
+        self,
+        request: dict[str, Any],
+        computation: Any,
+        dataset: Any,
+        raw_params: dict[str, Any],
+        params: dict[str, Any],
+        policy: SitePolicy,
+        info: dict[str, Any],
+    ) -> tuple[str, dict[str, Any]]:
+        from healthfed.node.airlock import request_fingerprint
+
+        queue = self.approvals
+        permit_id = _permit_id(request.get("permit"))
+        fp = request_fingerprint(
+            permit_id, request.get("requester"), computation.name, dataset.name, raw_params
+        )
+        ticket = queue.by_fingerprint(fp)
+        if ticket is None:
+            # Run and disclose now; keep the disclosed result until the steward decides.
+            result = self._compute(computation, dataset, params, policy, info)
+            checks = {
+                "disclosure": "passed",
+                "suppressed_cells": _suppressed_cells(result),
+                "released_bytes": len(json.dumps(result, allow_nan=False, default=str)),
+                "optouts_excluded": info.get("optouts_excluded"),
+            }
+            ticket = queue.add(
+                fp,
+                requester=request.get("requester"),
+                permit_id=permit_id,
+                computation=computation.name,
+                dataset=dataset.name,
+                params=raw_params,
+                checks=checks,
+                result=result,
+            )
+        info["ticket"] = ticket.ticket
+        if ticket.status == "pending":
+            return "pending", {
+                "ticket": ticket.ticket,
+                "reason": f"pending approval at site {self.name!r} (ticket {ticket.ticket})",
+            }
+        if ticket.status == "rejected":
+            raise PolicyDenied(
+                f"the data steward at site {self.name!r} rejected the release (ticket "
+                f"{ticket.ticket}): {ticket.reason or 'no reason given'}"
+            )
+        queue.mark_released(ticket.ticket)
+        info["approved_by"] = ticket.decided_by
+        assert ticket.result is not None
+        return "ok", ticket.result
+
+    # --- the data steward's airlock actions ------------------------------------------------
+    def decide(self, ticket: str, approve: bool, by: str, reason: str | None = None) -> Any:
+        """Approve or reject a queued request (audited); returns the updated ticket."""
+        if self.governance is None:
+            raise PolicyError(f"site {self.name!r} is ungoverned: it has no approval queue")
+        status = "approved" if approve else "rejected"
+        t = self.approvals.decide(ticket, status, by=by, reason=reason)
+        self.record(
+            {
+                "action": "approve" if approve else "reject",
+                "actor": by,
+                "ticket": t.ticket,
+                "permit_id": t.permit_id,
+                "computation": t.computation,
+                "dataset": t.dataset,
+                "requester": t.requester,
+                "decision": status,
+                "reason": reason,
+                "suppressed_cells": t.checks.get("suppressed_cells"),
+                "released_bytes": t.checks.get("released_bytes"),
+            }
+        )
+        return t
+
+
+def _permit_id(permit: Any) -> str | None:
+    if isinstance(permit, dict) and isinstance(permit.get("permit"), dict):
+        pid = permit["permit"].get("permit_id")
+        return pid if isinstance(pid, str) else None
+    return None
+
+
+def _suppressed_cells(result: Any) -> int | None:
+    if isinstance(result, dict) and isinstance(result.get("suppressed_cells"), int):
+        return int(result["suppressed_cells"])
+    return None
+
+
+def _apply_output_rules(policy: SitePolicy, rules: dict[str, Any]) -> SitePolicy:
+    """The stricter of the site's policy and the permit's output rules (never looser)."""
+    changes: dict[str, Any] = {}
+    for name in ("min_cell_count", "min_subset"):
+        value = rules.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > getattr(policy, name):
+            changes[name] = value
+    return replace(policy, **changes) if changes else policy
+
+
+class _OpenData:
+    """An open connection whose ``data`` view excludes opted-out patients."""
+
+    def __init__(self, con: Any, excluded: int | None) -> None:
+        self.con = con
+        self.excluded = excluded
 
 
 class _connection:
-    """Open a dataset's DuckDB connection for one request and always close it."""
+    """Open a dataset's DuckDB connection for one request and always close it.
 
-    def __init__(self, dataset: Any) -> None:
+    With an opt-out store holding opt-outs, the dataset's ``data`` view is renamed
+    and replaced by one without the opted-out patients (matched on the keyed hash
+    of the id column), so every computation — statistics and models alike — reads
+    only the remaining patients; ``excluded`` counts the rows dropped.
+    """
+
+    def __init__(self, dataset: Any, optouts: Any = None) -> None:
         self._dataset = dataset
+        self._optouts = optouts
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> _OpenData:
         self._con = self._dataset.connect()
-        return self._con
+        try:
+            excluded = self._exclude_optouts()
+        except Exception:
+            self._con.close()
+            raise
+        return _OpenData(self._con, excluded)
+
+    def _exclude_optouts(self) -> int | None:
+        if self._optouts is None:
+            return None
+        hashes = self._optouts.hashes()
+        if not hashes:
+            return 0
+        id_col = self._dataset.descriptor.id_column
+        expr = self._optouts.sql_hash('"' + id_col.replace('"', '""') + '"')
+        if expr is None:  # pragma: no cover - hashes exist only with a key
+            return 0
+        con = self._con
+        con.execute("ALTER VIEW data RENAME TO __healthfed_all_rows")
+        con.execute("CREATE TABLE __healthfed_optouts (h VARCHAR PRIMARY KEY)")
+        con.executemany("INSERT INTO __healthfed_optouts VALUES (?)", [(h,) for h in hashes])
+        con.execute(
+            f"CREATE VIEW data AS SELECT * FROM __healthfed_all_rows "
+            f"WHERE {expr} NOT IN (SELECT h FROM __healthfed_optouts)"
+        )
+        row = con.execute(
+            f"SELECT count(*) FROM __healthfed_all_rows "
+            f"WHERE {expr} IN (SELECT h FROM __healthfed_optouts)"
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     def __exit__(self, *exc: object) -> None:
         self._con.close()
@@ -180,6 +555,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
 
@@ -189,21 +566,58 @@ def write_node_file(
     name: str,
     descriptors: list[str | Path],
     policy: SitePolicy | None = None,
+    hub_keys: list[str | Path] | None = None,
+    approval: dict[str, str] | None = None,
 ) -> Path:
-    """Write a node TOML (name, policy, dataset descriptors) for a data steward to edit.
+    """Write a node TOML (name, policy, governance, dataset descriptors) for a steward to edit.
 
     Descriptor paths are written relative to the node file, so the folder holding
     both can be moved as a whole.
+
+    Parameters
+    ----------
+    hub_keys
+        Public keys of the hubs whose permits the node accepts: files (written
+        relative to the node file) or base64 text. Given (even empty), the node is
+        governed and gets a ``[governance]`` table with its state folder
+        ``<stem>.state``; ``None`` writes an ungoverned sandbox node.
+    approval
+        Computation -> ``"auto"``/``"manual"`` for the ``[approval]`` table.
     """
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["[node]", f"name = {_toml_value(name)}", "", "[policy]"]
     for key, value in (policy or SitePolicy()).to_dict().items():
         lines.append(f"{key} = {_toml_value(value)}")
+    if hub_keys is not None:
+        keys = []
+        for k in hub_keys:
+            p = Path(k)
+            try:
+                is_file = p.is_file()
+            except OSError:
+                is_file = False
+            keys.append(os.path.relpath(p.resolve(), path.parent) if is_file else str(k).strip())
+        state = f"{path.stem}.state"
+        lines += [
+            "",
+            "[governance]",
+            f"trusted_hub_keys = {_toml_value(keys)}",
+            f"state_dir = {_toml_value(state)}",
+            "",
+            "[approval]",
+            'default = "auto"',
+        ]
+        for comp, mode in sorted((approval or {}).items()):
+            lines.append(f"{comp} = {_toml_value(mode)}")
+    elif approval:
+        raise PolicyError("an [approval] table needs a governed node (give hub_keys)")
     for desc in descriptors:
         rel = os.path.relpath(Path(desc).resolve(), path.parent)
         lines += ["", "[[datasets]]", f"descriptor = {_toml_value(rel)}"]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     tmp.replace(path)
+    if hub_keys is not None:
+        Node.from_toml(path)  # fail now, naming the file, if a key cannot be read
     return path
