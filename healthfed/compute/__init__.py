@@ -23,3 +23,7 @@ for _name in ("preprocess", "glm", "fedavg", "evaluation", "survival"):
             raise
 
 __all__ = ["Computation", "get_computation", "register", "registered_computations"]
+
+# Trust-report computations: subgroup metrics, dataset fingerprints, permutation importance.
+from healthfed.compute import importance as importance  # noqa: E402
+from healthfed.compute import subgroups as subgroups  # noqa: E402

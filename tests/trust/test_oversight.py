@@ -1,0 +1,154 @@
+"""Model artefact, predict (interval, explanation, OOD warnings), audited decisions, other models."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from conftest import HOLDOUT, TARGET, pooled_rows
+
+from healthfed.compute.fedavg import FedAvgLogisticRegression, FederatedMLPClassifier
+from healthfed.errors import DataError
+from healthfed.governance.audit import verify_audit_log
+from healthfed.trust import build_report, load_model, predict, record_decision, save_model
+from healthfed.trust.commands import decide_command, predict_command, report_command
+from healthfed.trust.explain import linear_contributions, shapley_contributions
+
+PATIENT = {"age": 81, "sex": "male", "vaccination": "unvaccinated", "diabetes": 1, "ckd": 1,
+           "spo2": 86, "resp_rate": 30, "crp": 160}
+
+
+@pytest.fixture(scope="module")
+def saved(fed, glm, tmp_path_factory):
+    out = tmp_path_factory.mktemp("oversight")
+    build_report(fed, "covid", glm, TARGET, threshold=0.3, holdout=HOLDOUT, out_dir=out / "r",
+                 save_model_to=out / "model")
+    return out
+
+
+def test_artefact_roundtrip_hash_and_tamper_detection(saved, tmp_path):
+    art = load_model(saved / "model")
+    again = save_model(art, tmp_path / "copy")
+    assert again.hash == art.hash == load_model(tmp_path / "copy").hash
+    assert (saved / "model" / "model.sha256").read_text().strip() == art.hash
+    text = (tmp_path / "copy" / "model.json").read_text()
+    (tmp_path / "copy" / "model.json").write_text(text.replace('"age"', '"agE"', 1))
+    with pytest.raises(DataError, match="was changed"):
+        load_model(tmp_path / "copy")
+    assert "pickle" not in text
+
+
+def test_predict_probability_interval_contributions(saved, glm, node_files):
+    pred = predict(saved / "model", PATIENT)
+    import pandas as pd
+
+    p_ref = glm.predict_proba(pd.DataFrame([PATIENT]))[0, 1]
+    assert pred.probability == pytest.approx(p_ref, abs=1e-12)
+    lo, hi = pred.interval
+    assert lo < pred.probability < hi and hi - lo < 0.5
+    # delta method by hand from the GLM's covariance
+    x = np.concatenate([[1.0], glm._design(pd.DataFrame([PATIENT]))[0]])
+    se = math.sqrt(x @ glm.cov_params_ @ x)
+    assert math.log(hi / (1 - hi)) == pytest.approx(pred.linear_predictor + 1.959963984540054 * se, abs=1e-9)
+    assert pred.base_value + sum(pred.contributions.values()) == pytest.approx(pred.linear_predictor, abs=1e-9)
+    assert pred.contributions["age"] > 0 and pred.contributions["spo2"] > 0  # old, hypoxic
+    assert pred.warnings == [] and not pred.out_of_distribution
+    assert pred.classification == 1 and pred.threshold == 0.3
+
+
+def test_out_of_distribution_warnings(saved):
+    odd = {**PATIENT, "spo2": None, "resp_rate": 60.0, "age": 104, "shoe_size": 44}
+    pred = predict(saved / "model", odd)
+    text = " | ".join(pred.warnings)
+    assert pred.out_of_distribution
+    assert "'spo2' is missing" in text and "imputed" in text
+    assert "'resp_rate' = 60 is outside the range seen in training" in text
+    assert "unknown field(s) ignored: shoe_size" in text
+    with pytest.raises(DataError, match="not a declared level"):
+        predict(saved / "model", {**PATIENT, "sex": "unknown"})
+    with pytest.raises(DataError, match="not a number"):
+        predict(saved / "model", {**PATIENT, "age": "old"})
+
+
+def test_decisions_go_to_the_hash_chained_audit_log(saved, tmp_path):
+    log = tmp_path / "audit.jsonl"
+    patient = tmp_path / "patient.json"
+    patient.write_text(json.dumps(PATIENT))
+    pred, rec = decide_command(saved / "model", patient, "accept", "", "dr_a", log)
+    assert rec["seq"] == 1 and rec["decision"] == "accept" and rec["model_hash"] == pred.model_hash
+    rec2 = record_decision(saved / "model", pred, "override", "recent ICU discharge, risk underestimated",
+                           clinician="dr_b", audit_log=log, patient_ref="local-123")
+    assert rec2["prev_hash"] == rec["hash"]
+    assert verify_audit_log(log).ok and verify_audit_log(log).records == 2
+    first = json.loads(log.read_text().splitlines()[0])
+    assert not set(PATIENT) & set(first) and "input_sha256" in first  # raw input is not logged
+    with pytest.raises(DataError, match="needs a reason"):
+        record_decision(saved / "model", pred, "override", "  ", clinician="dr_b", audit_log=log)
+    with pytest.raises(DataError, match="decision"):
+        record_decision(saved / "model", pred, "maybe", "x", clinician="dr_b", audit_log=log)
+    lines = log.read_text().splitlines()
+    lines[0] = lines[0].replace('"accept"', '"override"')
+    log.write_text("\n".join(lines) + "\n")
+    assert not verify_audit_log(log).ok
+    assert predict_command(saved / "model", patient).probability == pytest.approx(pred.probability)
+
+
+def test_report_command_from_artefact_and_from_nodes(saved, node_files, tmp_path):
+    html = report_command(saved / "model", tmp_path / "a")
+    assert html.exists() and (tmp_path / "a" / "report.json").exists()
+    html2 = report_command(saved / "model", tmp_path / "b", node_files)
+    r = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert html2.exists() and r["settings"]["threshold"] == 0.3
+    assert r["provenance"]["model_hash"] == load_model(saved / "model").hash
+
+
+def test_shapley_equals_linear_contributions_for_a_linear_model():
+    rng = np.random.default_rng(0)
+    spec = {"features": [{"column": f"x{i}", "center": 0.0, "scale": 1.0} for i in range(6)]}
+    w = [rng.normal(size=6), np.array([0.3])]
+    x, mean = rng.normal(size=6), rng.normal(size=6)
+    b1, c1 = linear_contributions(w, spec, x, mean)
+    b2, c2, how = shapley_contributions("logistic", w, spec, x, mean)
+    assert how == "exact" and b1 == pytest.approx(b2)
+    assert all(c1[k] == pytest.approx(c2[k], abs=1e-12) for k in c1)
+    b3, c3, how3 = shapley_contributions("logistic", w, spec, x, mean, n_permutations=64)
+    assert how3 == "exact"
+
+
+def test_fedavg_and_mlp_reports(fed, node_files, tmp_path):
+    numeric = ["age", "spo2", "resp_rate", "crp", "diabetes"]
+    lr = FedAvgLogisticRegression(strategy="fedadam", rounds=15, server_lr=0.1).fit(
+        fed, "covid", TARGET, numeric, holdout=HOLDOUT
+    )
+    rep = build_report(fed, "covid", lr, TARGET, holdout=HOLDOUT, sensitive=("sex",),
+                       save_model_to=tmp_path / "lr")
+    r = rep.to_dict()
+    assert r["explanations"]["coefficients"] is None
+    assert len(r["explanations"]["permutation_importance"]["features"]) == len(numeric)
+    art = load_model(tmp_path / "lr")
+    assert art.cov_params() is not None  # inverse federated Fisher information
+    pt = {"age": 70, "spo2": 90, "resp_rate": 24, "crp": 80, "diabetes": 0}
+    assert predict(art, pt).interval is not None
+    mlp = FederatedMLPClassifier(hidden=4, rounds=5).fit(fed, "covid", TARGET, numeric, holdout=HOLDOUT)
+    rep2 = build_report(fed, "covid", mlp, TARGET, holdout=HOLDOUT, sensitive=("sex",),
+                        out_dir=tmp_path / "mlp", save_model_to=tmp_path / "mlp" / "model")
+    pred = predict(tmp_path / "mlp" / "model", pt)
+    assert pred.interval is None and "exact" in pred.explanation_method
+    assert pred.base_value + sum(pred.contributions.values()) == pytest.approx(pred.linear_predictor, abs=1e-9)
+    assert (tmp_path / "mlp" / "report.html").exists() and rep2.to_dict()["model"]["kind"] == "mlp"
+    df = pooled_rows(node_files).head(5)
+    np.testing.assert_allclose(load_model(tmp_path / "mlp" / "model").predict_proba(df[numeric]),
+                               mlp.predict_proba(df[numeric])[:, 1], atol=1e-12)
+
+
+def test_write_demo_report(fed, tmp_path):
+    from healthfed.trust import write_demo_report
+
+    path = write_demo_report(fed, tmp_path / "demo")
+    assert path == (tmp_path / "demo" / "report.html").resolve() and path.exists()
+    r = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert r["settings"]["synthetic"] and set(f["attribute"] for f in r["fairness"]["frames"]) == {
+        "sex", "age_band", "vaccination"}
+    assert load_model(tmp_path / "demo" / "model").hash == r["provenance"]["model_hash"]
