@@ -108,6 +108,8 @@ def demo(
         f"{result.out_dir / 'hub'}); node audit logs in {result.out_dir / 'nodes'}"
     )
     console.print(f"Wrote {result.out_dir / 'summary.json'} and {result.out_dir / 'table1.csv'}")
+    if result.report_path is not None:
+        console.print(f"Trust report of the COVID-19 model: {result.report_path}")
 
 
 # --- synth ----------------------------------------------------------------------------

@@ -59,6 +59,7 @@ class DemoResult:
     summary: dict[str, Any]
     table1: Any
     out_dir: Path
+    report_path: Path | None = None
 
 
 def prepare_nodes(
@@ -85,6 +86,19 @@ def prepare_nodes(
     ]
 
 
+#: What training, evaluating and reporting the demo's model asks of the nodes.
+MODEL_COMPUTATIONS = [
+    "describe",
+    "preprocess_moments",
+    "glm_step",
+    "evaluate_binary",
+    "subgroup_metrics",
+    "dataset_fingerprint",
+    "permutation_importance",
+    "model_information",
+]
+
+
 def grant_demo_permit(hub: Any, node_files: list[Path]) -> dict[str, Any]:
     """Publish the nodes' catalogue entries, apply for the demo study and grant it."""
     from datetime import UTC, datetime, timedelta
@@ -97,12 +111,13 @@ def grant_demo_permit(hub: Any, node_files: list[Path]) -> dict[str, Any]:
             "authorised_persons": [DEMO_RESEARCHER],
             "purpose": "scientific_research",
             "purpose_description": (
-                "Baseline characteristics (Table 1) of COVID-19 admissions by 28-day death"
+                "Baseline characteristics (Table 1) of COVID-19 admissions by 28-day death, "
+                "and training and evaluating a 28-day mortality risk model"
             ),
             "no_prohibited_use": True,
             "datasets": ["covid"],
             "variables": [*TABLE1_VARIABLES, TABLE1_BY],
-            "computations": ["table1"],
+            "computations": ["table1", *MODEL_COMPUTATIONS],
             "data_form": "anonymised",
         }
     )
@@ -117,8 +132,13 @@ def run_demo(
     out: str | Path = "healthfed-demo",
     seed: int = 0,
     console: Console | None = None,
+    report: bool = True,
 ) -> DemoResult:
-    """Run the demo end to end and write ``out/summary.json``."""
+    """Run the demo end to end and write ``out/summary.json``.
+
+    With ``report`` (the default) it ends by training the COVID-19 model across the
+    nodes and writing its trust report to ``out/trust-report/report.html``.
+    """
     if engine not in ("inprocess", "flower"):
         raise ValueError(f"--engine must be 'inprocess' or 'flower', got {engine!r}")
     if sites < 2:
@@ -159,6 +179,17 @@ def run_demo(
             step = progress.add_task("Federated Table 1 by 28-day death (one round)", total=None)
             table1 = federation.table1("covid", TABLE1_VARIABLES, by=TABLE1_BY)
             progress.update(step, completed=1, total=1)
+            report_path = None
+            if report:
+                from healthfed.trust.demo import write_demo_report
+
+                step = progress.add_task(
+                    "Training the 28-day mortality model and writing its trust report", total=None
+                )
+                report_path = write_demo_report(
+                    federation, out_dir / "trust-report", permit=permit
+                )
+                progress.update(step, completed=1, total=1)
         finally:
             federation.close()
             hub.close()
@@ -172,9 +203,10 @@ def run_demo(
         "table1": released,
         "suppressed_cells": int(table1.suppressed_cells),
         "permit_id": permit_id,
+        "trust_report": None if report_path is None else str(report_path),
     }
     tmp = out_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
     os.replace(tmp, out_dir / "summary.json")
     table1.to_frame().to_csv(out_dir / "table1.csv")
-    return DemoResult(summary=summary, table1=table1, out_dir=out_dir)
+    return DemoResult(summary=summary, table1=table1, out_dir=out_dir, report_path=report_path)
