@@ -1,55 +1,80 @@
 """healthfed: federated statistics and AI on health data that never leaves the hospital.
 
-The researcher's entry points are :class:`Federation` (``inprocess`` or ``flower``)
-and its statistics methods; a hospital's are :class:`Node`, :class:`SitePolicy`,
-:class:`NodeDataset` and the dataset descriptor.
+The researcher's entry points are :class:`Federation` (``inprocess``, ``flower``,
+``flower_remote``), its statistics methods and the federated estimators; a
+hospital's are :class:`Node`, :class:`SitePolicy`, :class:`NodeDataset` and the
+dataset descriptor; an access body's is :class:`Hub`.
+
+Names are imported on first use (PEP 562), so ``import healthfed`` and the CLI
+start fast even though the package spans DuckDB, Flower, SQLAlchemy and matplotlib.
 """
 
-from healthfed.data.dataset import NodeDataset
-from healthfed.data.descriptor import ColumnSpec, DatasetDescriptor, load_descriptor
-from healthfed.data.heart_disease import load_heart_disease, write_heart_disease
-from healthfed.data.synth import generate_covid_cohort, write_covid_cohort
-from healthfed.errors import (
-    BudgetExceeded,
-    DataError,
-    FederationError,
-    HealthfedError,
-    NodeTimeout,
-    PermitError,
-    PolicyDenied,
-    PolicyError,
-    PrivacyError,
-    ThresholdViolation,
-)
-from healthfed.federation.federation import Federation, RoundOutcome
-from healthfed.node.policy import SitePolicy
-from healthfed.node.runtime import Node, write_node_file
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BudgetExceeded",
-    "ColumnSpec",
-    "DataError",
-    "DatasetDescriptor",
-    "Federation",
-    "FederationError",
-    "HealthfedError",
-    "Node",
-    "NodeDataset",
-    "NodeTimeout",
-    "PermitError",
-    "PolicyDenied",
-    "PolicyError",
-    "PrivacyError",
-    "RoundOutcome",
-    "SitePolicy",
-    "ThresholdViolation",
-    "generate_covid_cohort",
-    "load_descriptor",
-    "load_heart_disease",
-    "write_covid_cohort",
-    "write_heart_disease",
-    "write_node_file",
-    "__version__",
-]
+_EXPORTS: dict[str, str] = {
+    # errors
+    "HealthfedError": "healthfed.errors",
+    "DataError": "healthfed.errors",
+    "PolicyError": "healthfed.errors",
+    "PolicyDenied": "healthfed.errors",
+    "PermitError": "healthfed.errors",
+    "PrivacyError": "healthfed.errors",
+    "ThresholdViolation": "healthfed.errors",
+    "BudgetExceeded": "healthfed.errors",
+    "FederationError": "healthfed.errors",
+    "NodeTimeout": "healthfed.errors",
+    # data
+    "ColumnSpec": "healthfed.data.descriptor",
+    "DatasetDescriptor": "healthfed.data.descriptor",
+    "load_descriptor": "healthfed.data.descriptor",
+    "NodeDataset": "healthfed.data.dataset",
+    "generate_covid_cohort": "healthfed.data.synth",
+    "write_covid_cohort": "healthfed.data.synth",
+    "load_heart_disease": "healthfed.data.heart_disease",
+    "write_heart_disease": "healthfed.data.heart_disease",
+    # node
+    "SitePolicy": "healthfed.node.policy",
+    "Node": "healthfed.node.runtime",
+    "write_node_file": "healthfed.node.runtime",
+    # federation
+    "Federation": "healthfed.federation.federation",
+    "RoundOutcome": "healthfed.federation.federation",
+    "ApprovalPending": "healthfed.federation.federation",
+    # models and evaluation
+    "FederatedPreprocessor": "healthfed.compute.preprocess",
+    "FederatedGLM": "healthfed.compute.glm",
+    "FederatedLogisticRegression": "healthfed.compute.glm",
+    "FedAvgLogisticRegression": "healthfed.compute.fedavg",
+    "FederatedMLPClassifier": "healthfed.compute.fedavg",
+    "FederatedCoxPH": "healthfed.compute.survival",
+    "kaplan_meier": "healthfed.compute.survival",
+    "evaluate_classifier": "healthfed.compute.evaluation",
+    # governance
+    "Hub": "healthfed.hub",
+    # trust
+    "build_report": "healthfed.trust",
+    "save_model": "healthfed.trust",
+    "load_model": "healthfed.trust",
+    "predict": "healthfed.trust",
+    "record_decision": "healthfed.trust",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'healthfed' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -771,6 +771,262 @@ def audit_verify(path: Annotated[Path, typer.Argument(help="Audit log (hub or no
     raise typer.Exit(code=1)
 
 
+# --- deployment ------------------------------------------------------------------------
+@hub_app.command("serve")
+def hub_serve(
+    work_dir: Annotated[
+        Path, typer.Option(help="Kept across restarts: tls/, logs/, home/.")
+    ] = Path("healthfed-hub"),
+    public_host: Annotated[
+        str | None,
+        typer.Option(help="Name(s)/IP(s) hospitals connect to (the proxy), comma-separated."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Bind address; keep it on loopback.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="SuperLink port (all APIs).")] = 8000,
+    tls_dir: Annotated[
+        Path | None, typer.Option(help="ca.pem, server.pem, server.key from your PKI.")
+    ] = None,
+    database: Annotated[Path | None, typer.Option(help="SuperLink state file.")] = None,
+    expose_control_api: Annotated[
+        bool, typer.Option(help="Allow a non-loopback bind (the Control API has no login).")
+    ] = False,
+) -> None:
+    """Start the hub's Flower SuperLink with TLS; publish only /v1/fleet/ through a proxy."""
+    from healthfed.federation.serve import nginx_fleet_location, serve_hub
+
+    hub = _guard(
+        lambda: serve_hub(
+            work_dir,
+            host=host,
+            port=port,
+            fleet_public_host=public_host,
+            tls_dir=tls_dir,
+            expose_control_api=expose_control_api,
+            database=database,
+        )
+    )
+    console.print(f"SuperLink listening on https://{hub.address} (logs in {hub.work_dir / 'logs'})")
+    console.print(f"Give hospitals this CA certificate: {hub.ca_cert}")
+    console.print("Reverse proxy (nginx), inside the server block hospitals reach:")
+    console.print(nginx_fleet_location(hub.address, hub.ca_cert), markup=False, highlight=False)
+    _guard(hub.serve_forever)
+
+
+@node_app.command("serve")
+def node_serve(
+    node_file: Annotated[Path, typer.Argument(help="Node TOML file.")],
+    superlink: Annotated[str, typer.Option(help="The hub's Fleet address, HOST:PORT.")],
+    root_certificates: Annotated[Path, typer.Option(help="The hub's ca.pem.")],
+    work_dir: Annotated[
+        Path | None, typer.Option(help="Logs and local secrets (default: temporary).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Local Runtime API port on 127.0.0.1 (default: free).")
+    ] = None,
+) -> None:
+    """Connect this hospital's node to the hub (outbound only) and answer requests."""
+    from healthfed.federation.serve import serve_node
+
+    node = _guard(
+        lambda: serve_node(
+            node_file,
+            superlink=superlink,
+            root_certificates=root_certificates,
+            port=port,
+            work_dir=work_dir,
+        )
+    )
+    console.print(f"{node.site}: connected to {superlink}; logs in {node.work_dir / 'logs'}")
+    _guard(node.serve_forever)
+
+
+# --- models ------------------------------------------------------------------------------
+@app.command()
+def train(
+    nodes: NodesArg,
+    target: Annotated[str, typer.Option(help="Outcome column.")],
+    features: Annotated[str, typer.Option(help="Comma-separated feature columns.")],
+    out: Annotated[Path, typer.Option(help="Model artefact folder to write.")],
+    dataset: DatasetOpt = "covid",
+    model: Annotated[
+        str,
+        typer.Option(
+            help="logistic | gaussian | poisson (exact) or fedavg | fedprox | fedadam | mlp."
+        ),
+    ] = "logistic",
+    l2: Annotated[float, typer.Option(help="L2 penalty (exact GLMs; not on the intercept).")] = 0.0,
+    rounds: Annotated[int, typer.Option(help="Rounds for the iterative models.")] = 30,
+    holdout: Annotated[
+        float | None, typer.Option(help="Hold out this share of each site's patients for testing.")
+    ] = None,
+    engine: EngineOpt = Engine.inprocess,
+    permit: PermitOpt = None,
+    requester: RequesterOpt = "researcher",
+    purpose: PurposeOpt = None,
+) -> None:
+    """Train a model across the nodes (no row moves) and save it as an artefact."""
+    from healthfed.compute.train import train as train_model
+    from healthfed.trust.artefact import save_model
+
+    names = _split(features)
+    if not names:
+        err_console.print("[bold red]error:[/] --features needs at least one column")
+        raise typer.Exit(code=2)
+    split = {"fraction": holdout, "seed": 0} if holdout else None
+
+    def go() -> Any:
+        with _federation(nodes, engine, permit, requester, purpose) as fed:
+            fitted = train_model(
+                fed,
+                dataset,
+                target,
+                names,
+                model,
+                l2=l2,
+                rounds=rounds,
+                holdout=split,
+                progress=model not in ("logistic", "gaussian", "poisson"),
+            )
+        provenance = {"dataset": dataset, "holdout": split, "engine": engine.value}
+        return fitted, save_model(fitted, out, provenance=provenance)
+
+    fitted, artefact = _guard(go)
+    if hasattr(fitted, "summary_frame"):
+        print(fitted.summary_frame().to_string())
+    console.print(f"Sites: {', '.join(getattr(fitted, 'sites_', []))}")
+    refused = getattr(fitted, "refused_", None)
+    if refused:
+        console.print(f"Declined: {refused}")
+    console.print(f"Saved {out} (model hash {artefact.hash[:16]})")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Model artefact folder.")],
+    nodes: Annotated[list[Path], typer.Option("--nodes", help="Node TOML files (repeatable).")],
+    dataset: DatasetOpt = "covid",
+    threshold: Annotated[float, typer.Option(help="Classification threshold.")] = 0.5,
+    holdout: Annotated[
+        float | None, typer.Option(help="Evaluate on the held-out share used in training.")
+    ] = None,
+    engine: EngineOpt = Engine.inprocess,
+    fmt: FormatOpt = Format.text,
+    out: OutOpt = None,
+    permit: PermitOpt = None,
+    requester: RequesterOpt = "researcher",
+    purpose: PurposeOpt = None,
+) -> None:
+    """Federated evaluation of a saved classifier: per site and pooled, with 95% CIs."""
+    from healthfed.compute.evaluation import evaluate_classifier
+    from healthfed.trust.artefact import load_model
+
+    def go() -> Any:
+        art = load_model(model)
+        split = {"fraction": holdout, "seed": 0, "part": "test"} if holdout else None
+        with _federation(nodes, engine, permit, requester, purpose) as fed:
+            return evaluate_classifier(
+                fed,
+                dataset,
+                art.description["spec"],
+                art.target,
+                threshold=threshold,
+                holdout=split,
+            )
+
+    result = _guard(go)
+    frame = result.to_frame()
+    if fmt is Format.json:
+        text = json.dumps(result.to_dict(), indent=2, default=str)
+    elif fmt is Format.csv:
+        text = frame.to_csv()
+    else:
+        text = frame.to_string()
+    if out is None:
+        print(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"Wrote {out}")
+
+
+# --- trust ------------------------------------------------------------------------------
+@app.command()
+def report(
+    model: Annotated[Path, typer.Argument(help="Model artefact folder (model.json).")],
+    out: Annotated[Path, typer.Option(help="Folder for report.html and report.json.")],
+    nodes: Annotated[
+        list[Path] | None,
+        typer.Option("--nodes", help="Node TOML files: re-evaluate across them (repeatable)."),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset name at the nodes (default: the model's).")
+    ] = None,
+    sensitive: Annotated[
+        list[str] | None, typer.Option(help="Attribute to disaggregate by (repeatable).")
+    ] = None,
+    threshold: Annotated[float | None, typer.Option(help="Classification threshold.")] = None,
+    permit: PermitOpt = None,
+    requester: RequesterOpt = "researcher",
+    purpose: PurposeOpt = None,
+) -> None:
+    """Write the model's trust report (one self-contained HTML page + JSON)."""
+    from healthfed.trust.commands import report_command
+
+    kwargs: dict[str, Any] = {"requester": requester, "purpose": purpose}
+    if permit is not None:
+        kwargs["permit"] = permit
+    path = _guard(
+        lambda: report_command(
+            model,
+            out,
+            nodes or None,
+            dataset=dataset,
+            sensitive=sensitive,
+            threshold=threshold,
+            federation_kwargs=kwargs,
+        )
+    )
+    console.print(f"Wrote {path} and {path.with_name('report.json')}")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="Model artefact folder.")],
+    input: Annotated[Path, typer.Option("--input", help="Patient JSON file (raw values).")],
+    threshold: Annotated[float | None, typer.Option(help="Classification threshold.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Probability, 95% interval, local explanation and out-of-distribution warnings."""
+    from healthfed.trust.commands import predict_command
+
+    pred = _guard(lambda: predict_command(model, input, threshold))
+    print(json.dumps(pred.to_dict(), indent=1) if as_json else pred.to_text())
+
+
+@app.command()
+def decide(
+    model: Annotated[Path, typer.Argument(help="Model artefact folder.")],
+    input: Annotated[Path, typer.Option("--input", help="Patient JSON file.")],
+    decision: Annotated[str, typer.Option(help="accept or override.")],
+    clinician: Annotated[str, typer.Option(help="Who decides.")],
+    audit_log: Annotated[Path, typer.Option("--audit-log", help="Hash-chained JSONL audit log.")],
+    reason: Annotated[str, typer.Option(help="Reason (required for override).")] = "",
+    patient_ref: Annotated[
+        str | None, typer.Option(help="Local pseudonymous patient reference.")
+    ] = None,
+) -> None:
+    """Record a clinician's accept/override of the model's prediction in the audit log."""
+    from healthfed.trust.commands import decide_command
+
+    pred, rec = _guard(
+        lambda: decide_command(model, input, decision, reason, clinician, audit_log, patient_ref)
+    )
+    print(pred.to_text())
+    console.print(
+        f"Recorded {rec['decision']} as record {rec['seq']} (hash {rec['hash'][:12]}...) "
+        f"in {audit_log}"
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

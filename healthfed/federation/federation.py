@@ -189,6 +189,29 @@ class Federation:
             deployment.run, deployment.site_names, "flower", on_close=deployment.close, **kwargs
         )
 
+    @classmethod
+    def flower_remote(
+        cls,
+        address: str,
+        root_certificates: str | Path,
+        sites: Sequence[str],
+        **kwargs: Any,
+    ) -> Federation:
+        """An already running hub SuperLink (``healthfed hub serve``), used on the hub machine.
+
+        ``sites`` names the hospitals expected to answer, so a silent one is reported
+        by name. The ServerApp writes each round's result to a hub-side file, which is
+        why this runs where the SuperLink runs.
+        """
+        from healthfed.federation.serve import run_on_hub
+
+        expected = list(sites)
+
+        def transport(request: dict[str, Any], timeout: float) -> dict[str, Any]:
+            return run_on_hub(address, root_certificates, request, timeout, expected)
+
+        return cls(transport, expected, "flower", **kwargs)
+
     def close(self) -> None:
         if self._on_close is not None:
             self._on_close()

@@ -38,6 +38,7 @@ def report_command(
     dataset: str | None = None,
     sensitive: list[str] | None = None,
     threshold: float | None = None,
+    federation_kwargs: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``out/report.html`` + ``report.json`` for a saved model; return the HTML path.
 
@@ -65,7 +66,7 @@ def report_command(
     dataset = dataset or settings.get("dataset") or art.description.get("provenance", {}).get("dataset")
     if not dataset:
         raise DataError("--dataset: name the dataset at the nodes")
-    with Federation.from_node_files(node_files) as fed:
+    with Federation.from_node_files(node_files, **(federation_kwargs or {})) as fed:
         rep = build_report(
             fed,
             dataset,
