@@ -110,6 +110,8 @@ def demo(
     console.print(f"Wrote {result.out_dir / 'summary.json'} and {result.out_dir / 'table1.csv'}")
     if result.report_path is not None:
         console.print(f"Trust report of the COVID-19 model: {result.report_path}")
+    elif result.report_refused:
+        console.print(f"[yellow]No trust report: the nodes refused:[/] {result.report_refused}")
 
 
 # --- synth ----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from healthfed.errors import HealthfedError
 from healthfed.federation.federation import Federation
 from healthfed.node.runtime import Node, write_node_file
 
@@ -60,6 +61,7 @@ class DemoResult:
     table1: Any
     out_dir: Path
     report_path: Path | None = None
+    report_refused: str | None = None
 
 
 def prepare_nodes(
@@ -180,15 +182,21 @@ def run_demo(
             table1 = federation.table1("covid", TABLE1_VARIABLES, by=TABLE1_BY)
             progress.update(step, completed=1, total=1)
             report_path = None
+            report_refused: str | None = None
             if report:
                 from healthfed.trust.demo import write_demo_report
 
                 step = progress.add_task(
                     "Training the 28-day mortality model and writing its trust report", total=None
                 )
-                report_path = write_demo_report(
-                    federation, out_dir / "trust-report", permit=permit
-                )
+                try:
+                    report_path = write_demo_report(
+                        federation, out_dir / "trust-report", permit=permit
+                    )
+                except HealthfedError as exc:
+                    # Fail closed and say why: e.g. at a few hundred rows per site a
+                    # node refuses to release missing-value counts under 5.
+                    report_refused = str(exc)
                 progress.update(step, completed=1, total=1)
         finally:
             federation.close()
@@ -204,9 +212,16 @@ def run_demo(
         "suppressed_cells": int(table1.suppressed_cells),
         "permit_id": permit_id,
         "trust_report": None if report_path is None else str(report_path),
+        "trust_report_refused": report_refused,
     }
     tmp = out_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
     os.replace(tmp, out_dir / "summary.json")
     table1.to_frame().to_csv(out_dir / "table1.csv")
-    return DemoResult(summary=summary, table1=table1, out_dir=out_dir, report_path=report_path)
+    return DemoResult(
+        summary=summary,
+        table1=table1,
+        out_dir=out_dir,
+        report_path=report_path,
+        report_refused=report_refused,
+    )

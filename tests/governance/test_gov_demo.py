@@ -8,14 +8,16 @@ from pathlib import Path
 
 from rich.console import Console
 
-from healthfed.demo import run_demo
+from healthfed.demo import MODEL_COMPUTATIONS, run_demo
 from healthfed.governance.audit import verify_audit_log
 from healthfed.hub import Hub
 
 
 def test_demo_runs_under_a_permit_of_its_local_hub(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = run_demo(sites=2, rows=300, out=out, console=Console(file=io.StringIO()))
+    result = run_demo(
+        sites=2, rows=300, out=out, console=Console(file=io.StringIO()), report=False
+    )
     summary = json.loads((out / "summary.json").read_text())
     for key in ("engine", "sites", "n_total", "table1", "suppressed_cells", "permit_id"):
         assert key in summary
@@ -23,7 +25,9 @@ def test_demo_runs_under_a_permit_of_its_local_hub(tmp_path: Path) -> None:
     assert pid == result.summary["permit_id"] and pid.startswith("P-")
     with Hub.open(out / "hub") as hub:
         assert hub.permit(pid)["permit"]["purpose"] == "scientific_research"
-        assert hub.permit(pid)["permit"]["computations"] == ["table1"]
+        assert sorted(hub.permit(pid)["permit"]["computations"]) == sorted(
+            ["table1", *MODEL_COMPUTATIONS]
+        )
         (release,) = hub.releases()
         assert release["permit_id"] == pid and release["sites"] == summary["sites"]
         assert len(hub.catalogue()) == 2
@@ -34,5 +38,7 @@ def test_demo_runs_under_a_permit_of_its_local_hub(tmp_path: Path) -> None:
         last = json.loads(log.read_text().splitlines()[-1])
         assert last["permit_id"] == pid and last["decision"] == "released"
     # Running again in the same folder reuses the hub and grants a fresh permit.
-    again = run_demo(sites=2, rows=300, out=out, console=Console(file=io.StringIO()))
+    again = run_demo(
+        sites=2, rows=300, out=out, console=Console(file=io.StringIO()), report=False
+    )
     assert again.summary["permit_id"] != pid
