@@ -24,7 +24,6 @@ each side is started on its own machine and the two meet over the network:
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import secrets
 import shutil
@@ -54,8 +53,8 @@ from healthfed.federation.tls import (
     LOOPBACK_IPS,
     LOOPBACK_NAMES,
     TlsFiles,
-    _write_private,
     generate_loopback_tls,
+    generate_tls,
 )
 
 __all__ = [
@@ -100,84 +99,12 @@ def generate_hub_tls(
     TlsFiles
         Paths of the CA certificate, server certificate and server private key.
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
     names: list[str] = []
     for h in [*hosts, *LOOPBACK_NAMES, *LOOPBACK_IPS]:
         h = h.strip().strip("[]")
         if h and h not in _WILDCARDS and h not in names:
             names.append(h)
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-    until = now + dt.timedelta(days=days)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "healthfed hub CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(until)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    sans: list[x509.GeneralName] = []
-    for n in names:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(n)))
-        except ValueError:
-            sans.append(x509.DNSName(n))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(until)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    files = TlsFiles(out / "ca.pem", out / "server.pem", out / "server.key")
-    _write_private(files.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(files.server_cert, cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(
-        files.server_key,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    return files
+    return generate_tls(directory, names, days, ca_common_name="healthfed hub CA")
 
 
 def certificate_names(cert_file: str | Path) -> set[str]:

@@ -60,13 +60,31 @@ def generate_loopback_tls(directory: str | Path, days: int = 2) -> TlsFiles:
     TlsFiles
         Paths of the CA certificate, server certificate and server private key.
     """
+    names = [*LOOPBACK_NAMES, *LOOPBACK_IPS]
+    return generate_tls(directory, names, days, ca_common_name="healthfed throwaway CA")
+
+
+def generate_tls(
+    directory: str | Path,
+    names: list[str],
+    days: int,
+    ca_common_name: str,
+) -> TlsFiles:
+    """Make a CA and one server certificate valid for ``names`` (DNS names or IPs).
+
+    The CA's private key is never written: the CA signs this one certificate and
+    is gone, so nobody can later mint another certificate the nodes would trust.
+    The server certificate's common name is ``names[0]``.
+    """
+    if not names:
+        raise ValueError("a server certificate needs at least one name")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
     until = now + dt.timedelta(days=days)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "healthfed throwaway CA")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_common_name)])
     ca_cert = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -94,12 +112,16 @@ def generate_loopback_tls(directory: str | Path, days: int = 2) -> TlsFiles:
         .sign(ca_key, hashes.SHA256())
     )
 
+    sans: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            sans.append(x509.DNSName(name))
     key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in LOOPBACK_NAMES]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in LOOPBACK_IPS]
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
