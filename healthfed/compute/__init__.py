@@ -27,3 +27,5 @@ __all__ = ["Computation", "get_computation", "register", "registered_computation
 # Trust-report computations: subgroup metrics, dataset fingerprints, permutation importance.
 from healthfed.compute import importance as importance  # noqa: E402
 from healthfed.compute import subgroups as subgroups  # noqa: E402
+
+importlib.import_module("healthfed.compute.dp_stats")  # DP statistics + threshold-path sum

@@ -63,7 +63,11 @@ from typing import Any
 import numpy as np
 
 from healthfed.errors import DataError, PolicyDenied, ThresholdViolation
-from healthfed.privacy.model_release import ModelStatistics, array_from_reply
+from healthfed.privacy.model_release import (
+    ModelStatistics,
+    array_from_reply,
+    disclose_model_statistics,
+)
 
 MODEL_KINDS = ("logistic", "mlp")
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
@@ -106,7 +110,7 @@ def _preprocess_module(spec: Any) -> Any | None:
     try:
         from healthfed.compute import preprocess  # type: ignore[attr-defined]
     except ImportError:
-        preprocess = None
+        preprocess = None  # type: ignore[assignment]
     if preprocess is None or not all(hasattr(preprocess, f) for f in _PREPROCESS_API):
         raise PolicyDenied(
             "parameter 'preprocess': not the minimal spec {'features': [{'column', 'center', "
@@ -448,7 +452,165 @@ def validate_local_train(params: dict[str, Any], descriptor: Any, policy: Any) -
     out["seed"] = _int_param(params, "seed", 0, 0, 2**31 - 1)
     out["lr"] = _float_param(params, "lr", 0.1, 1e-8, 10.0)
     out["mu"] = _float_param(params, "mu", 0.0, 0.0, 1e4)
+    out["dp"] = validate_dp_training(params.get("dp"), policy)
+    if out["dp"] is None:
+        out.pop("dp")
     return out
+
+
+DP_LEVELS = ("sample", "client")
+_DP_COUNT_SHARE = 0.05
+
+
+def validate_dp_training(dp: Any, policy: Any) -> dict[str, Any] | None:
+    """Check the ``dp`` block of ``local_train``: ``{"epsilon", "clip"?, "level"?}``.
+
+    ``epsilon`` is this round's ε at the site's ``dp_delta`` (Gaussian mechanism,
+    zCDP); ``clip`` the L2 clipping norm; ``level`` ``"sample"`` (default: each
+    patient's gradient clipped, full-batch noisy gradient steps) or ``"client"``
+    (the site's whole update clipped, noise on the update). The planned cost goes to
+    ``dp["planned"]`` for the node's privacy guard.
+    """
+    if dp is None:
+        return None
+    from healthfed.privacy.ledger import Charge, rho_for_epsilon
+
+    if not isinstance(dp, dict):
+        raise PolicyDenied("parameter 'dp' must be an object {epsilon, clip, level}")
+    unknown = sorted(set(dp) - {"epsilon", "clip", "level", "planned", "delta"})
+    if unknown:
+        raise PolicyDenied(f"parameter 'dp': unknown field(s) {unknown}")
+    eps = _float_param(dp, "epsilon", 0.0, 1e-6, 1e3)
+    clip = _float_param(dp, "clip", 1.0, 1e-6, 1e6)
+    level = dp.get("level", "sample")
+    if level not in DP_LEVELS:
+        raise PolicyDenied(f"parameter 'dp.level' must be one of {list(DP_LEVELS)}")
+    delta = float(getattr(policy, "dp_delta", 1e-6))
+    cap = float(getattr(policy, "dp_epsilon_per_request", 1.0))
+    if eps > cap + 1e-12:
+        from healthfed.errors import BudgetExceeded
+
+        raise BudgetExceeded(
+            f"local_train: ε = {eps:g} per round requested; this site allows at most "
+            f"ε = {cap:g} per request (dp_epsilon_per_request)"
+        )
+    rho = rho_for_epsilon(eps, delta)
+    return {
+        "epsilon": eps,
+        "clip": clip,
+        "level": level,
+        "delta": delta,
+        "planned": Charge.zcdp(rho, delta).to_dict(),
+    }
+
+
+def per_example_grads(
+    kind: str, weights: Sequence[np.ndarray], X: np.ndarray, y: np.ndarray
+) -> np.ndarray:
+    """Per-row gradients of the cross-entropy, flattened: shape ``(n, n_weights)``."""
+    if kind == "logistic":
+        w, b = weights
+        r = sigmoid(X @ w + b[0]) - y
+        return np.column_stack([X * r[:, None], r])
+    W1, b1, w2, b2 = weights
+    H = np.tanh(X @ W1 + b1)
+    r = sigmoid(H @ w2 + b2[0]) - y
+    dH = (r[:, None] * w2[None, :]) * (1.0 - H * H)
+    gW1 = (X[:, :, None] * dH[:, None, :]).reshape(len(y), -1)
+    return np.column_stack([gW1, dH, H * r[:, None], r])
+
+
+def _unflatten(vec: np.ndarray, like: Sequence[np.ndarray]) -> list[np.ndarray]:
+    out, i = [], 0
+    for w in like:
+        k = int(np.asarray(w).size)
+        out.append(np.asarray(vec[i : i + k]).reshape(np.shape(w)))
+        i += k
+    return out
+
+
+def _clip_rows(G: np.ndarray, clip: float) -> np.ndarray:
+    norms = np.linalg.norm(G, axis=1)
+    return G * np.minimum(1.0, clip / np.maximum(norms, 1e-12))[:, None]
+
+
+def dp_local_update(
+    kind: str,
+    weights: Sequence[np.ndarray],
+    X: np.ndarray,
+    y: np.ndarray,
+    dp: dict[str, Any],
+    epochs: int = 1,
+    lr: float = 0.1,
+    mu: float = 0.0,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> Any:
+    """One site's differentially private update (a :class:`~healthfed.privacy.dp.DPRelease`).
+
+    The round's ρ (from ``dp["epsilon"]`` at ``dp["delta"]``) is split: 5 % for a
+    noisy row count (released as ``n_rows``, used for weighting and for the mean
+    gradient), the rest for the update:
+
+    * ``level="sample"``: ``epochs`` full-batch gradient steps; each step releases
+      (inside the node) the sum of the per-patient gradients clipped to L2 norm
+      ``clip`` plus Gaussian noise (OpenDP ``make_gaussian``, L2 sensitivity
+      ``clip``), so one patient changes each noisy sum by at most ``clip``;
+      steps compose in zCDP (ρ adds up).
+    * ``level="client"``: the usual local SGD, then the site's whole update
+      (``global + delta`` difference) clipped to norm ``clip`` and noised once. A
+      patient can move a clipped update anywhere in the ball, so the sensitivity is
+      ``2 * clip`` — costly, but honest.
+
+    Everything released is post-processing of these OpenDP measurements.
+    """
+    from healthfed.privacy.dp import DPRelease, noisy_vector, postprocess
+    from healthfed.privacy.dp import noisy_count as _noisy_count
+    from healthfed.privacy.ledger import rho_for_epsilon
+
+    delta = float(dp["delta"])
+    rho = rho_for_epsilon(float(dp["epsilon"]), delta)
+    clip = float(dp["clip"])
+    n_noisy = _noisy_count_rho(len(y), _DP_COUNT_SHARE * rho, delta, _noisy_count)
+    n_hat = max(float(n_noisy.value), 1.0)
+    rho_update = (1.0 - _DP_COUNT_SHARE) * rho
+    start = [np.array(w, dtype=float) for w in weights]
+    flat0 = np.concatenate([w.ravel() for w in start])
+    parts = [n_noisy]
+    if dp["level"] == "sample":
+        cur = [w.copy() for w in start]
+        rho_step = rho_update / max(int(epochs), 1)
+        for _ in range(max(int(epochs), 1)):
+            G = _clip_rows(per_example_grads(kind, cur, X, y), clip)
+            g = noisy_vector(G.sum(axis=0), clip, rho_step, delta)
+            parts.append(g)
+            step = np.asarray(g.value) / n_hat
+            flat = np.concatenate([w.ravel() for w in cur])
+            if mu:
+                step = step + mu * (flat - flat0)
+            cur = _unflatten(flat - lr * step, start)
+        delta_vec = np.concatenate([w.ravel() for w in cur]) - flat0
+        upd = postprocess(delta_vec, parts[1:])
+    else:
+        w1 = local_sgd(
+            kind, start, X, y, epochs=epochs, lr=lr, batch_size=batch_size, mu=mu, seed=seed
+        )
+        d = np.concatenate([w.ravel() for w in w1]) - flat0
+        d = d * min(1.0, clip / max(float(np.linalg.norm(d)), 1e-12))
+        upd = noisy_vector(d, 2.0 * clip, rho_update, delta)
+        parts.append(upd)
+    return DPRelease(
+        LOCAL_TRAIN,
+        {"delta": upd, "n_rows": n_noisy},
+        {"shapes": [list(np.shape(w)) for w in start], "level": dp["level"]},
+    )
+
+
+def _noisy_count_rho(n: int, rho: float, delta: float, noisy_count: Any) -> Any:
+    from healthfed.privacy.dp import DPBudget
+    from healthfed.privacy.ledger import zcdp_epsilon
+
+    return noisy_count(int(n), DPBudget(zcdp_epsilon(rho, delta), "gaussian", delta))
 
 
 def run_local_train(
@@ -473,7 +635,24 @@ def run_local_train(
     n_params = n_weights(w0)
     if n < policy.min_subset or n_params > policy.max_param_ratio * n:
         # Do not even train: the disclosure filter would refuse the release anyway.
+        if params.get("dp"):
+            disclose_model_statistics(
+                ModelStatistics(arrays={}, n_rows=n, n_params=n_params), policy
+            )
         return ModelStatistics(arrays={}, n_rows=n, n_params=n_params)
+    if params.get("dp"):
+        return dp_local_update(
+            kind,
+            w0,
+            X,
+            y,
+            params["dp"],
+            epochs=params["epochs"],
+            lr=params["lr"],
+            mu=params["mu"],
+            batch_size=params["batch_size"],
+            seed=params["seed"],
+        )
     loss0 = log_loss_sum(logits(kind, w0, X), y)
     w1 = local_sgd(
         kind,
@@ -506,12 +685,27 @@ def combine_local_train(site_replies: dict[str, dict[str, Any]], params: dict[st
     return {"delta": [m.tolist() for m in mean], "n_rows": total, "sites": sorted(site_replies)}
 
 
+def _round_loss(replies: dict[str, dict[str, Any]], ns: list[int]) -> float:
+    """Pooled loss of the round's starting model (NaN with DP: sites do not release it)."""
+    try:
+        return sum(float(replies[s]["scalars"]["loss_sum"]) for s in replies) / sum(ns)
+    except (KeyError, TypeError):
+        return float("nan")
+
+
 def _replies_to_deltas(
     replies: dict[str, dict[str, Any]],
 ) -> tuple[list[list[np.ndarray]], list[int]]:
     deltas, ns = [], []
     for site in sorted(replies):
         reply = replies[site]
+        if reply.get("format") == "healthfed.dp/1":
+            shapes = reply["public"]["shapes"]
+            vec = np.asarray(reply["values"]["delta"], dtype=float)
+            like = [np.zeros(tuple(sh)) for sh in shapes]
+            deltas.append(_unflatten(vec, like))
+            ns.append(max(int(reply["values"]["n_rows"]), 1))
+            continue
         k = len(reply["arrays"])
         deltas.append([array_from_reply(reply, f"delta_{i}") for i in range(k)])
         ns.append(int(reply["n_rows"]))
@@ -777,6 +971,9 @@ class _FederatedBinaryClassifier(ClassifierMixin, BaseEstimator):
         }
         if self._kind == "mlp":
             base["hidden"] = self._hidden()
+        dp_cfg = getattr(self, "dp", None)
+        if dp_cfg:
+            base["dp"] = round_dp(dp_cfg, self.rounds)
         if positive is not None:
             base["positive"] = str(positive)
         if hold:
@@ -797,9 +994,7 @@ class _FederatedBinaryClassifier(ClassifierMixin, BaseEstimator):
                         f"needed; refused: {out.refused}; missing: {out.missing}"
                     )
                 deltas, ns = _replies_to_deltas(out.replies)
-                loss = sum(float(out.replies[s]["scalars"]["loss_sum"]) for s in out.replies) / sum(
-                    ns
-                )
+                loss = _round_loss(out.replies, ns)
                 self.history_.append(
                     {
                         "round": r,
@@ -906,6 +1101,12 @@ class FedAvgLogisticRegression(_FederatedBinaryClassifier):
         FedAdam server step size, moment decays and adaptivity.
     random_state
         Seeds initial weights and the sites' batch order.
+    dp
+        Differentially private training: ``{"epsilon": total ε of the fit, "clip"?: L2
+        norm (1.0), "level"?: "sample" (per-patient clipping, default) or "client",
+        "delta"?: 1e-6}``. The budget is split over ``rounds`` (zCDP) and every
+        site adds its own Gaussian noise and charges its ledger; see
+        ``dp_local_update``. ``history_`` losses are NaN (sites release no loss).
 
     Attributes
     ----------
@@ -935,6 +1136,7 @@ class FedAvgLogisticRegression(_FederatedBinaryClassifier):
         beta_2: float = 0.99,
         tau: float = 1e-3,
         random_state: int = 0,
+        dp: dict[str, Any] | None = None,
     ) -> None:
         self.strategy = strategy
         self.rounds = rounds
@@ -947,6 +1149,7 @@ class FedAvgLogisticRegression(_FederatedBinaryClassifier):
         self.beta_2 = beta_2
         self.tau = tau
         self.random_state = random_state
+        self.dp = dp
 
     @property
     def coef_(self) -> np.ndarray:
@@ -994,6 +1197,7 @@ class FederatedMLPClassifier(_FederatedBinaryClassifier):
         beta_2: float = 0.99,
         tau: float = 1e-3,
         random_state: int = 0,
+        dp: dict[str, Any] | None = None,
     ) -> None:
         self.hidden = hidden
         self.strategy = strategy
@@ -1007,6 +1211,7 @@ class FederatedMLPClassifier(_FederatedBinaryClassifier):
         self.beta_2 = beta_2
         self.tau = tau
         self.random_state = random_state
+        self.dp = dp
 
     def _hidden(self) -> int | None:
         return int(self.hidden)
@@ -1018,6 +1223,27 @@ class FederatedMLPClassifier(_FederatedBinaryClassifier):
     @property
     def intercepts_(self) -> list[np.ndarray]:
         return [self.weights_[1], self.weights_[3]]
+
+
+def round_dp(dp: dict[str, Any], rounds: int) -> dict[str, Any]:
+    """Split a training run's DP budget over its rounds (zCDP: ρ adds up per round).
+
+    ``dp = {"epsilon": total ε for the whole fit, "delta"?: δ (default 1e-6),
+    "clip"?: 1.0, "level"?: "sample"}`` -> the per-round ``dp`` block of
+    ``local_train``: ``ε_round`` with ``rounds * ρ(ε_round) = ρ(ε_total)`` at δ.
+    The sites' ledgers charge each round; the total stays within ``epsilon``
+    (plus the sites' other releases under the permit).
+    """
+    from healthfed.privacy.ledger import rho_for_epsilon, zcdp_epsilon
+
+    if not isinstance(dp, dict) or "epsilon" not in dp:
+        raise PolicyDenied("argument 'dp' must be {'epsilon': total ε, 'clip'?, 'level'?}")
+    delta = float(dp.get("delta", 1e-6))
+    rho = rho_for_epsilon(float(dp["epsilon"]), delta) / max(int(rounds), 1)
+    out = {"epsilon": zcdp_epsilon(rho, delta) * (1 - 1e-9), "clip": float(dp.get("clip", 1.0))}
+    if "level" in dp:
+        out["level"] = dp["level"]
+    return out
 
 
 def _progress(enabled: bool, total: int, label: str) -> tuple[Any, Any] | None:

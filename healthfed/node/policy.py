@@ -40,7 +40,25 @@ class SitePolicy:
         Number of equal-width grid bins over a variable's declared bounds, before
         bins are merged up to ``min_subset`` patients each.
     dp_epsilon_per_request, dp_epsilon_per_permit
-        Differential-privacy budget caps used when DP is requested.
+        Differential-privacy budget caps used when DP is requested: the ε of one
+        release, and the ε spent under one permit on one dataset (composed as in
+        :mod:`healthfed.privacy.ledger`).
+    dp_epsilon_per_dataset
+        Cap on the ε spent on one dataset over all permits; ``0`` (default) sets no
+        dataset-wide cap (the per-permit cap still holds).
+    dp_delta
+        The δ at which (ε, δ) is reported for Gaussian/zCDP releases and at which
+        the ledger converts composed zCDP into ε; at most ``1e-5``.
+    dp_required
+        When true every release must be differentially private: non-DP statistics
+        are refused and ``local_train`` must carry a ``dp`` block.
+    dominance_n, dominance_k
+        The (n, k) dominance rule for released sums: no sum where the ``n`` largest
+        contributions make up more than ``k`` percent of the total (default: the two
+        largest more than 85 %).
+    secure_aggregation_required
+        When true the site contributes sums and model updates only masked for
+        secure aggregation (``healthfed.privacy.secagg``), never in the clear.
     timeout_s
         Not a disclosure rule: how long the hub waits for this node by default.
     """
@@ -54,9 +72,22 @@ class SitePolicy:
     histogram_bins: int = 200
     dp_epsilon_per_request: float = 1.0
     dp_epsilon_per_permit: float = 5.0
+    dp_epsilon_per_dataset: float = 0.0
+    dp_delta: float = 1e-6
+    dp_required: bool = False
+    dominance_n: int = 2
+    dominance_k: float = 85.0
+    secure_aggregation_required: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("min_cell_count", "min_subset", "max_levels", "min_sites", "histogram_bins"):
+        for name in (
+            "min_cell_count",
+            "min_subset",
+            "max_levels",
+            "min_sites",
+            "histogram_bins",
+            "dominance_n",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise PolicyError(
@@ -69,6 +100,24 @@ class SitePolicy:
         for name in ("dp_epsilon_per_request", "dp_epsilon_per_permit"):
             if float(getattr(self, name)) <= 0:
                 raise PolicyError(f"policy field {name!r} must be > 0")
+        if float(self.dp_epsilon_per_request) > float(self.dp_epsilon_per_permit):
+            raise PolicyError(
+                "policy field 'dp_epsilon_per_request' must not exceed 'dp_epsilon_per_permit'"
+            )
+        if float(self.dp_epsilon_per_dataset) < 0:
+            raise PolicyError("policy field 'dp_epsilon_per_dataset' must be >= 0 (0: no cap)")
+        if not 0 < float(self.dp_delta) <= 1e-5:
+            raise PolicyError(
+                f"policy field 'dp_delta' must be in (0, 1e-5], got {self.dp_delta!r}"
+            )
+        if not 0 < float(self.dominance_k) <= 100:
+            raise PolicyError(
+                f"policy field 'dominance_k' must be a percentage in (0, 100], got "
+                f"{self.dominance_k!r}"
+            )
+        for name in ("dp_required", "secure_aggregation_required", "allow_min_max"):
+            if not isinstance(getattr(self, name), bool):
+                raise PolicyError(f"policy field {name!r} must be true or false")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<policy>") -> SitePolicy:

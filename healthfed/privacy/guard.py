@@ -1,0 +1,336 @@
+"""The node's privacy guard: site-set minimums that every output path honours.
+
+The node calls the guard around each computation (see :meth:`PrivacyGuard.request`)::
+
+    with guard.request(permit_id, request_id, dataset, computation.name, params) as g:
+        with open_connection() as con:          # the node's DuckDB view ``data``
+            g.check_cohort(con)                 # differencing protection (needs counts)
+            release = computation.run(con, descriptor, params, policy)
+        result = disclose_any(release, policy)  # Release / ModelStatistics / DPRelease
+        g.released(result)                      # charge the ledger, remember the cohort
+    audit_fields = g.audit_fields               # ε spent etc. for the audit record
+
+Before anything runs (:meth:`PrivacyGuard.before_run`):
+
+* ``policy.dp_required``: a computation that is not differentially private is refused;
+* ``policy.secure_aggregation_required``: a computation that releases sums or model
+  updates is refused unless the request asks for masked (secure-aggregation) output;
+* a DP request's planned cost (from its validated ``dp`` block) is checked against
+  the per-request, per-permit and per-dataset caps and *reserved* in the ledger in
+  one transaction (:class:`~healthfed.privacy.ledger.PrivacyLedger`), so two
+  concurrent requests cannot overspend. A request that then fails releases nothing
+  and its reservation is cancelled.
+
+With the open connection (:meth:`GuardedRequest.check_cohort`): non-DP releases of
+patient-level statistics are refused when their cohort differs from an earlier one
+of the same permit by ``1 .. min_subset-1`` patients
+(:class:`~healthfed.privacy.differencing.CohortMemory`).
+
+After the filter (:meth:`GuardedRequest.released`): the DP release's *actual* cost,
+as composed by the DP disclosure filter, is committed; the cohort is remembered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from healthfed.errors import PolicyDenied, PrivacyError
+from healthfed.node.policy import SitePolicy
+from healthfed.privacy.differencing import CohortKey, CohortMemory, cohort_of
+from healthfed.privacy.ledger import NO_PERMIT, Charge, PrivacyLedger
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "COHORT_PROTECTED",
+    "GuardedRequest",
+    "PrivacyGuard",
+    "Ticket",
+    "disclose_any",
+    "planned_charge",
+]
+
+LEDGER_FILE = "privacy_ledger.sqlite"
+COHORTS_FILE = "privacy_cohorts.sqlite"
+
+# Non-DP computations that release functions of patients' values (sums, moments,
+# model updates): differencing protection applies. Pure count tables (count,
+# crosstab) are protected by small-cell suppression instead.
+COHORT_PROTECTED = frozenset(
+    {
+        "table1",
+        "describe",
+        "sum",
+        "local_train",
+        "feature_moments",
+        "preprocess_moments",
+        "glm_step",
+        "evaluate_binary",
+        "subgroup_metrics",
+        "cox_risk_sets",
+        "cox_site_newton",
+        "survival_cindex",
+        "permutation_importance",
+        "model_information",
+    }
+)
+# Computations whose release is a sum or a model update (secure aggregation applies).
+SUMMED_RELEASES = frozenset({"sum", "local_train", "secure_sum", "feature_moments"})
+
+
+def planned_charge(params: Any) -> Charge | None:
+    """The planned cost a computation's *validated* params declare, or None (not DP).
+
+    DP computations put ``{"epsilon", "delta", "rho", "mechanism"}`` under
+    ``params["dp"]["planned"]`` in their ``validate``.
+    """
+    if not isinstance(params, dict) or not isinstance(params.get("dp"), dict):
+        return None
+    planned = params["dp"].get("planned")
+    if not isinstance(planned, dict):
+        return None
+    return Charge(
+        float(planned["epsilon"]),
+        float(planned["delta"]),
+        float(planned["rho"]),
+        str(planned.get("mechanism", "laplace")),
+    )
+
+
+def disclose_any(release: Any, policy: SitePolicy) -> dict[str, Any]:
+    """The node's disclosure filter over every release type (fail closed on others)."""
+    from healthfed.privacy.disclosure import disclose
+    from healthfed.privacy.dp import DPRelease, disclose_dp
+    from healthfed.privacy.model_release import ModelStatistics, disclose_model_statistics
+
+    if isinstance(release, DPRelease):
+        return disclose_dp(release, policy)
+    if isinstance(release, ModelStatistics):
+        return disclose_model_statistics(release, policy)
+    return disclose(release, policy)
+
+
+@dataclass
+class Ticket:
+    """What :meth:`PrivacyGuard.before_run` admitted; passed to the later steps."""
+
+    dataset: str
+    permit: str
+    computation: str
+    policy: SitePolicy
+    charge: Charge | None
+    charge_id: str | None
+    cohort: CohortKey | None
+    protected: bool
+    cohort_size: int | None = None
+    done: bool = False
+    audit_fields: dict[str, Any] = field(default_factory=dict)
+
+
+class PrivacyGuard:
+    """Budget ledger, differencing memory and DP/secure-aggregation requirements of a node.
+
+    Parameters
+    ----------
+    state_dir
+        The node's state folder (ledger and cohort memory live there and survive
+        restarts); ``None`` keeps both in memory (ungoverned sandbox nodes only).
+    policy
+        The site's policy (a request may pass a stricter one).
+    audit
+        Appends a record to the node's audit log; needed for budget resets.
+    """
+
+    def __init__(
+        self,
+        state_dir: str | Path | None,
+        policy: SitePolicy | None = None,
+        audit: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
+        state = None if state_dir is None else Path(state_dir)
+        self.state_dir = state
+        self.policy = policy or SitePolicy()
+        self.audit = audit
+        self.ledger = PrivacyLedger(None if state is None else state / LEDGER_FILE)
+        self.cohorts = CohortMemory(None if state is None else state / COHORTS_FILE)
+
+    def close(self) -> None:
+        self.ledger.close()
+        self.cohorts.close()
+
+    # --- the three steps -----------------------------------------------------------------
+    def before_run(
+        self,
+        permit_id: str | None,
+        dataset: str,
+        computation: str,
+        params: dict[str, Any],
+        descriptor: Any = None,
+        request_id: str | None = None,
+        policy: SitePolicy | None = None,
+    ) -> Ticket:
+        """Refuse or admit a validated request before any data is touched.
+
+        Raises
+        ------
+        PolicyDenied
+            The site requires DP or secure aggregation and the request lacks it.
+        BudgetExceeded
+            The planned ε exceeds a cap (per request, per permit, per dataset).
+        """
+        policy = policy or self.policy
+        permit = permit_id or NO_PERMIT
+        charge = planned_charge(params)
+        if policy.dp_required and charge is None:
+            raise PolicyDenied(
+                f"this site requires differential privacy (dp_required) and {computation!r} "
+                "is not a DP release; use a dp_* computation or a 'dp' block"
+            )
+        if (
+            policy.secure_aggregation_required
+            and computation in SUMMED_RELEASES
+            and not (isinstance(params, dict) and params.get("secagg"))
+        ):
+            raise PolicyDenied(
+                f"this site contributes {computation!r} only through secure aggregation "
+                "(secure_aggregation_required); the request asks for it in the clear"
+            )
+        charge_id = None
+        if charge is not None:
+            charge_id = self.ledger.reserve(
+                dataset, permit, charge, policy, computation, request_id
+            )
+        protected = charge is None and computation in COHORT_PROTECTED
+        cohort = cohort_of(params, descriptor) if descriptor is not None else None
+        return Ticket(dataset, permit, computation, policy, charge, charge_id, cohort, protected)
+
+    def check_cohort(self, con: Any, ticket: Ticket) -> None:
+        """Differencing protection with the open connection (before the computation runs)."""
+        if not ticket.protected:
+            return
+        ticket.cohort_size = self.cohorts.check(
+            con, ticket.dataset, ticket.permit, ticket.cohort, ticket.policy.min_subset
+        )
+
+    def after_release(self, ticket: Ticket, result: dict[str, Any]) -> dict[str, Any]:
+        """Commit the release's actual cost and remember its cohort; returns audit fields."""
+        fields: dict[str, Any] = {}
+        if ticket.charge_id is not None:
+            actual = _actual_charge(result) or ticket.charge
+            assert actual is not None
+            planned = ticket.charge
+            if planned is not None and actual.epsilon > planned.epsilon * (1 + 1e-6) + 1e-9:
+                log.error(
+                    "DP release cost ε=%.6g exceeds its plan ε=%.6g (%s)",
+                    actual.epsilon,
+                    planned.epsilon,
+                    ticket.computation,
+                )
+            self.ledger.commit(ticket.charge_id, actual)
+            spent = self.ledger.spent(ticket.dataset, ticket.permit, ticket.policy.dp_delta)
+            fields = {
+                "dp_epsilon": round(actual.epsilon, 6),
+                "dp_delta": actual.delta,
+                "dp_epsilon_spent": round(spent.epsilon, 6),
+                "dp_epsilon_budget": float(ticket.policy.dp_epsilon_per_permit),
+            }
+        if ticket.protected and ticket.cohort_size is not None:
+            self.cohorts.remember(ticket.dataset, ticket.permit, ticket.cohort, ticket.cohort_size)
+        ticket.done = True
+        ticket.audit_fields = fields
+        return fields
+
+    def abort(self, ticket: Ticket) -> None:
+        """Nothing was released: cancel the reservation."""
+        if ticket.charge_id is not None and not ticket.done:
+            self.ledger.cancel(ticket.charge_id)
+        ticket.done = True
+
+    def request(
+        self,
+        permit_id: str | None,
+        request_id: str | None,
+        dataset: Any,
+        computation: str,
+        params: dict[str, Any],
+        policy: SitePolicy | None = None,
+    ) -> GuardedRequest:
+        """Context manager around one request (``before_run`` on entry; abort on error).
+
+        ``dataset`` is the node's dataset object (``.name``, ``.descriptor``) or its name.
+        """
+        name = getattr(dataset, "name", dataset)
+        desc = getattr(dataset, "descriptor", None)
+        return GuardedRequest(
+            self, permit_id, request_id, str(name), desc, computation, params, policy
+        )
+
+    # --- the steward's views ------------------------------------------------------------
+    def budget(self, policy: SitePolicy | None = None) -> Any:
+        """pandas DataFrame of spent and remaining ε per dataset and permit."""
+        return self.ledger.summary(policy or self.policy)
+
+    def reset_budget(self, dataset: str, permit: str | None, actor: str, reason: str) -> int:
+        """Start a new budget epoch; only with an audit record (see ``PrivacyLedger.reset``)."""
+        return self.ledger.reset(dataset, permit, actor, reason, self.audit)
+
+    def with_policy(self, policy: SitePolicy) -> PrivacyGuard:
+        """The same guard (same ledger) applying ``policy``."""
+        g = object.__new__(PrivacyGuard)
+        g.__dict__.update(self.__dict__)
+        g.policy = policy
+        return g
+
+
+class GuardedRequest:
+    """One request inside the guard; see :meth:`PrivacyGuard.request`."""
+
+    def __init__(
+        self,
+        guard: PrivacyGuard,
+        permit_id: str | None,
+        request_id: str | None,
+        dataset: str,
+        descriptor: Any,
+        computation: str,
+        params: dict[str, Any],
+        policy: SitePolicy | None,
+    ) -> None:
+        self.guard = guard
+        self._args = (permit_id, dataset, computation, params, descriptor, request_id, policy)
+        self.ticket: Ticket | None = None
+        self.audit_fields: dict[str, Any] = {}
+
+    def __enter__(self) -> GuardedRequest:
+        self.ticket = self.guard.before_run(*self._args)
+        return self
+
+    def check_cohort(self, con: Any) -> None:
+        assert self.ticket is not None
+        self.guard.check_cohort(con, self.ticket)
+
+    def released(self, result: dict[str, Any]) -> None:
+        assert self.ticket is not None
+        self.audit_fields = self.guard.after_release(self.ticket, result)
+
+    def __exit__(self, exc_type: Any, *exc: object) -> None:
+        if self.ticket is None:
+            return
+        if exc_type is not None or not self.ticket.done:
+            self.guard.abort(self.ticket)
+
+
+def _actual_charge(result: Any) -> Charge | None:
+    p = result.get("privacy") if isinstance(result, dict) else None
+    if not isinstance(p, dict):
+        return None
+    try:
+        return Charge(
+            float(p["epsilon"]), float(p["delta"]), float(p["rho"]), str(p.get("mechanism"))
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PrivacyError("a DP release reported no valid privacy cost") from exc
