@@ -49,10 +49,14 @@ Design columns, in spec order: a numeric/binary column gives
 categorical column gives ``<x>_<level>`` for ``levels[1:]`` then
 ``<x>_missing`` if flagged. No intercept column (models add their own).
 
-Node side, :func:`cached_design` builds the matrix once per (dataset content,
-spec, target, row filter) in DuckDB and keeps it in the node process (float64,
-read-only), so an iterative fit costs one matrix product per round instead of a
-scan per round. This module also provides the preprocessing API
+Node side, one DuckDB scan per (dataset content, columns, target, row filter)
+fills a raw column store kept in the node process: the ``preprocess_moments``
+round computes its statistics from it (in numpy, so a repeated round releases
+bit-identical moments), and :func:`cached_design` assembles the fit's design
+matrix from it (float64, column-major, read-only, cached per spec), so an
+iterative fit costs one scan per site and then one pass over the matrix per
+round. The node's request connection is lazy (``healthfed.node.runtime``): a
+round answered from the cache never opens DuckDB. This module also provides the preprocessing API
 ``healthfed.compute.fedavg`` and ``evaluation`` use for non-minimal specs:
 ``n_features``, ``validate_spec``, ``design_matrix``, ``transform_frame``.
 """
@@ -323,15 +327,15 @@ def _standardise(R: np.ndarray, spec: dict[str, Any], offset: int) -> np.ndarray
     return X
 
 
-def _structure(spec: dict[str, Any]) -> dict[str, Any]:
-    """The part of a spec that fixes the raw matrix (no means/SDs)."""
-    return {
-        "missing": spec["missing"],
-        "columns": [
-            {k: c[k] for k in ("name", "type", "levels", "indicator") if k in c}
-            for c in spec["columns"]
-        ],
-    }
+def _binary_positive(spec: Any, target: str, positive: str | None) -> int:
+    """The 0/1 code of a binary target's positive level (a level name or "0"/"1")."""
+    pos = "1" if positive is None else str(positive)
+    levels = list(spec.levels or ("0", "1"))
+    if pos in levels and pos not in ("0", "1"):
+        pos = str(levels.index(pos))
+    if pos not in ("0", "1"):
+        raise DataError(f"parameter 'positive': binary target {target!r} has levels {levels}")
+    return int(pos)
 
 
 def target_sql(descriptor: Any, target: str, positive: str | None, family: str) -> str:
@@ -348,15 +352,9 @@ def target_sql(descriptor: Any, target: str, positive: str | None, family: str) 
         raise PolicyDenied(f"parameter 'target': {target!r} is the patient id column")
     if family == "binomial":
         if spec.type == "binary":
-            pos = "1" if positive is None else str(positive)
-            levels = list(spec.levels or ("0", "1"))
-            if pos in levels and pos not in ("0", "1"):
-                pos = str(levels.index(pos))
-            if pos not in ("0", "1"):
-                raise DataError(
-                    f"parameter 'positive': binary target {target!r} has levels {levels}"
-                )
-            return f"CASE WHEN {q} = {int(pos)} THEN 1.0 ELSE 0.0 END"
+            return (
+                f"CASE WHEN {q} = {_binary_positive(spec, target, positive)} THEN 1.0 ELSE 0.0 END"
+            )
         if spec.type == "categorical":
             if positive is None:
                 raise DataError(
@@ -468,7 +466,7 @@ def design_matrix(
 
 # --- the per-process cache ------------------------------------------------------------
 _cache_lock = threading.Lock()
-_cache: OrderedDict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+_cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 CACHE_MAX_ENTRIES = int(os.environ.get("HEALTHFED_DESIGN_CACHE_ENTRIES", "16"))
 CACHE_MAX_BYTES = int(os.environ.get("HEALTHFED_DESIGN_CACHE_BYTES", str(4 << 30)))
 _PARQUET_RE = re.compile(r"read_parquet\('((?:[^']|'')*)'\)")
@@ -502,6 +500,29 @@ def _dataset_fingerprint(con: Any, descriptor: Any, columns: Sequence[str]) -> t
     return ("scan", descriptor.name, view_sql, int(n), str(h))
 
 
+def data_fingerprint(con: Any, descriptor: Any, columns: Sequence[str]) -> tuple[Any, ...]:
+    """Cache identity of the rows behind ``con``'s view ``data``.
+
+    A node's lazy request connection (``healthfed.node.runtime``) names them
+    without opening DuckDB (``data_identity()``: the dataset's view and the
+    size and mtime of its file) as long as nothing could have altered the view;
+    otherwise :func:`_dataset_fingerprint` asks the connection.
+    """
+    identity = getattr(con, "data_identity", None)
+    if callable(identity):
+        ident = identity()
+        if ident is not None:
+            return ("identity", *ident)
+    used = [*columns, descriptor.id_column]
+    return _dataset_fingerprint(con, descriptor, list(dict.fromkeys(c for c in used if c)))
+
+
+def _entry_bytes(value: Any) -> int:
+    if isinstance(value, tuple):
+        return sum(_entry_bytes(v) for v in value)
+    return int(getattr(value, "nbytes", 0))
+
+
 def _cache_get(key: tuple[Any, ...]) -> Any:
     with _cache_lock:
         hit = _cache.get(key)
@@ -510,15 +531,176 @@ def _cache_get(key: tuple[Any, ...]) -> Any:
         return hit
 
 
-def _cache_put(key: tuple[Any, ...], value: tuple[np.ndarray, np.ndarray]) -> None:
-    for a in value:
-        a.flags.writeable = False
+def _cache_put(key: tuple[Any, ...], value: Any) -> None:
     with _cache_lock:
         _cache[key] = value
-        total = sum(a.nbytes + b.nbytes for a, b in _cache.values())
+        _cache.move_to_end(key)
+        total = sum(_entry_bytes(v) for v in _cache.values())
         while len(_cache) > 1 and (len(_cache) > CACHE_MAX_ENTRIES or total > CACHE_MAX_BYTES):
-            _, (a, b) = _cache.popitem(last=False)
-            total -= a.nbytes + b.nbytes
+            _, old = _cache.popitem(last=False)
+            total -= _entry_bytes(old)
+
+
+# --- the raw column store (one scan, shared by the moments round and the fit) -----------
+_NULL_CODE = -1  # a categorical value that is missing
+_OTHER_CODE = -2  # a value outside the declared levels (validation rules it out)
+
+
+def _raw_structure(descriptor: Any, kinds: Sequence[tuple[str, str]]) -> tuple[Any, ...]:
+    """What fixes a raw column store: each column's name, kind and (categorical) levels."""
+    return tuple(
+        (name, kind, tuple(descriptor.column(name).levels or ()) if kind == "categorical" else ())
+        for name, kind in kinds
+    )
+
+
+class _RawColumns:
+    """A site's raw feature columns and outcome over the rows a fit uses (read-only arrays).
+
+    Numeric and binary columns are float64 with NaN where missing; a
+    categorical column is its int32 code in the declared levels (``-1``
+    missing). Every design of the same columns — whatever its pooled means/SDs,
+    missing indicators, outcome coding — is assembled from it in numpy, and the
+    ``preprocess_moments`` statistics are computed from it, so the moments round
+    and the fit share one DuckDB scan and repeated moments rounds give bit-identical
+    specs.
+    """
+
+    def __init__(self, cols: dict[str, np.ndarray], y: np.ndarray | None, n: int) -> None:
+        self.cols = cols
+        self.y = y
+        self.n = n
+        for a in [*cols.values(), *([] if y is None else [y])]:
+            a.flags.writeable = False
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.cols.values()) + (0 if self.y is None else self.y.nbytes)
+
+    def missing(self, name: str) -> np.ndarray:
+        a = self.cols[name]
+        return a == _NULL_CODE if a.dtype.kind == "i" else np.isnan(a)
+
+
+def _fetch_raw(
+    con: Any,
+    descriptor: Any,
+    structure: tuple[Any, ...],
+    missing: str,
+    target: str | None,
+    where: str,
+) -> _RawColumns:
+    """One DuckDB scan: the raw columns and outcome of the rows a fit uses."""
+    sel: list[str] = []
+    for i, (name, kind, levels) in enumerate(structure):
+        q = _quote(name)
+        if kind == "categorical":
+            cases = " ".join(f"WHEN {_lit(lev)} THEN {k}" for k, lev in enumerate(levels))
+            sel.append(
+                f"CAST(CASE {q} {cases} ELSE (CASE WHEN {q} IS NULL THEN {_NULL_CODE} "
+                f"ELSE {_OTHER_CODE} END) END AS INTEGER) AS f{i}"
+            )
+        else:
+            sel.append(f"COALESCE(CAST({q} AS DOUBLE), 'NaN'::DOUBLE) AS f{i}")
+    conds = [f"({where or 'TRUE'})"]
+    if target is not None:
+        q = _quote(target)
+        sel.append(
+            f"{q} AS __y"
+            if descriptor.column(target).type == "categorical"
+            else f"CAST({q} AS DOUBLE) AS __y"
+        )
+        conds.append(f"{q} IS NOT NULL")
+    if missing == "drop":
+        conds += [f"{_quote(name)} IS NOT NULL" for name, _, _ in structure]
+    sql = f"SELECT {', '.join(sel)} FROM data WHERE {' AND '.join(conds)}"
+    res = con.execute(sql).fetchnumpy()
+    cols = {}
+    for i, (name, kind, _) in enumerate(structure):
+        a = np.ma.getdata(res[f"f{i}"])
+        cols[name] = np.ascontiguousarray(
+            a, dtype=np.int32 if kind == "categorical" else np.float64
+        )
+    y = None
+    if target is not None:
+        y = np.ma.getdata(res["__y"])
+        if y.dtype.kind != "O":
+            y = np.ascontiguousarray(y, dtype=np.float64)
+    n = len(cols[structure[0][0]]) if structure else (0 if y is None else len(y))
+    return _RawColumns(cols, y, n)
+
+
+def _raw_columns(
+    con: Any,
+    descriptor: Any,
+    structure: tuple[Any, ...],
+    missing: str,
+    target: str | None,
+    where: str,
+) -> tuple[tuple[Any, ...], _RawColumns]:
+    """(cache key, raw column store) for these rows and columns (one scan if not cached)."""
+    names = [name for name, _, _ in structure]
+    key = (
+        "raw",
+        data_fingerprint(con, descriptor, names + ([target] if target else [])),
+        structure,
+        missing,
+        target,
+        where,
+    )
+    raw = _cache_get(key)
+    if raw is None:
+        raw = _fetch_raw(con, descriptor, structure, missing, target, where)
+        _cache_put(key, raw)
+    return key, raw
+
+
+def _outcome(
+    raw: _RawColumns, descriptor: Any, target: str, positive: str | None, family: str
+) -> np.ndarray:
+    """``y`` as :func:`target_sql` codes it, from the raw outcome column."""
+    target_sql(descriptor, target, positive, family)  # the same checks and errors
+    assert raw.y is not None
+    spec = descriptor.column(target)
+    y = raw.y
+    if family == "binomial" and spec.type == "binary":
+        y = (y == float(_binary_positive(spec, target, positive))).astype(np.float64)
+    elif family == "binomial" and spec.type == "categorical":
+        y = (y == str(positive)).astype(np.float64)
+    else:
+        y = np.array(y, dtype=np.float64)
+    _check_outcome(y, target, family)
+    return y
+
+
+def _assemble(raw: _RawColumns, spec: dict[str, Any], intercept: bool) -> np.ndarray:
+    """The design matrix (column-major float64) of ``spec`` from the raw columns.
+
+    The same arithmetic as :func:`_standardise`: ``(coalesce(x, mean) - center) / scale``.
+    """
+    p = n_features(spec) + (1 if intercept else 0)
+    X = np.empty((raw.n, p), dtype=np.float64, order="F")
+    j = 0
+    if intercept:
+        X[:, 0] = 1.0
+        j = 1
+    for c in spec["columns"]:
+        r = raw.cols[c["name"]]
+        if c["type"] == "categorical":
+            for k in range(1, len(c["levels"])):
+                np.equal(r, k, out=X[:, j], casting="unsafe")
+                j += 1
+        else:
+            col = X[:, j]
+            np.copyto(col, r)
+            np.copyto(col, c["mean"], where=np.isnan(r))
+            col -= c["center"]
+            col /= c["scale"]
+            j += 1
+        if c["indicator"]:
+            X[:, j] = raw.missing(c["name"])
+            j += 1
+    return X
 
 
 def cached_design(
@@ -530,38 +712,30 @@ def cached_design(
     where: str,
     family: str,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``design_matrix(..., intercept=True)``, cached in this process.
+    """``design_matrix(..., intercept=True)``, cached in this process (``X`` column-major).
 
-    Two levels: the raw matrix (one DuckDB scan) keyed by the dataset's identity
-    (see :func:`_dataset_fingerprint`), the spec's *structure*, the outcome
-    coding and the row filter; and the standardised matrix keyed additionally
-    by the full spec. A changed file or another site's data never hits another
-    entry; a new fit on the same data (whose pooled means differ only in the
-    last bits) reuses the raw matrix and standardises it in numpy. Arrays are
-    read-only. At most ``CACHE_MAX_ENTRIES`` arrays pairs and ``CACHE_MAX_BYTES``.
+    Two levels: the raw columns (one DuckDB scan, usually already made by the
+    ``preprocess_moments`` round of the same fit) keyed by the dataset's identity
+    (see :func:`data_fingerprint`), the columns and their kinds, the outcome and
+    the row filter; and the design matrix keyed additionally by the full spec
+    and the outcome coding. A changed file or another site's data never hits
+    another entry; a new fit on the same data assembles its matrix from the raw
+    columns in numpy. Arrays are read-only. At most ``CACHE_MAX_ENTRIES``
+    entries and ``CACHE_MAX_BYTES``.
     """
     spec = validate_spec(spec, descriptor)
-    used = [c["name"] for c in spec["columns"]] + [target, descriptor.id_column]
-    raw_key = (
-        "raw",
-        _dataset_fingerprint(con, descriptor, list(dict.fromkeys(used))),
-        json.dumps(_structure(spec), sort_keys=True),
-        target,
-        positive,
-        where,
-        family,
-    )
-    key = ("std", raw_key, json.dumps(spec, sort_keys=True))
+    structure = _raw_structure(descriptor, [(c["name"], c["type"]) for c in spec["columns"]])
+    raw_key, raw = _raw_columns(con, descriptor, structure, spec["missing"], target, where)
+    key = ("design", raw_key, json.dumps(spec, sort_keys=True), positive, family)
     hit = _cache_get(key)
     if hit is not None:
         return hit
-    raw = _cache_get(raw_key)
-    if raw is None:
-        raw = _raw_design(con, descriptor, spec, target, positive, where, family, intercept=True)
-        _cache_put(raw_key, raw)
-    out = (_standardise(raw[0], spec, 1), raw[1])
-    _cache_put(key, out)
-    return out
+    y = _outcome(raw, descriptor, target, positive, family)
+    X = _assemble(raw, spec, intercept=True)
+    X.flags.writeable = False
+    y.flags.writeable = False
+    _cache_put(key, (X, y))
+    return X, y
 
 
 def clear_design_cache() -> None:
@@ -744,32 +918,30 @@ def validate_moments(params: dict[str, Any], descriptor: Any, policy: Any) -> di
 def run_moments(con: Any, descriptor: Any, params: dict[str, Any], policy: Any) -> ModelStatistics:
     """Node side: row count, missing counts, sums and centred sums of squares, declared levels.
 
-    One DuckDB scan. Means/SDs of a column observed in fewer than
+    One DuckDB scan, into the node's raw column store (:func:`cached_design`
+    assembles the fit's design matrix from it, so the fit's rounds do not scan
+    again); the statistics are computed from it in numpy (deterministic: a
+    repeated round gives bit-identical moments). Means/SDs of a column observed in fewer than
     ``min_subset`` rows are not released (the site declines, naming the column).
     """
     cols, kinds = params["columns"], params["kinds"]
-    conds = [f"({where_sql(descriptor, params['holdout'])})"]
-    if params["target"] is not None:
-        conds.append(f"{_quote(params['target'])} IS NOT NULL")
-    if params["missing"] == "drop":
-        conds += [f"{_quote(c)} IS NOT NULL" for c in cols]
-    aggs = ["count(*)"]
-    for c in cols:
-        q = _quote(c)
-        aggs.append(f"count({q})")
-        if kinds[c] != "categorical":
-            d = f"CAST({q} AS DOUBLE)"
-            aggs += [f"sum({d})", f"var_pop({d}) * count({q})"]
-    row = con.execute(f"SELECT {', '.join(aggs)} FROM data WHERE {' AND '.join(conds)}").fetchone()
-    n = int(row[0])
+    structure = _raw_structure(descriptor, [(c, kinds[c]) for c in cols])
+    _, raw = _raw_columns(
+        con,
+        descriptor,
+        structure,
+        params["missing"],
+        params["target"],
+        where_sql(descriptor, params["holdout"]),
+    )
+    n = raw.n
     k = len(cols)
     sums, m2, n_missing, types = np.zeros(k), np.zeros(k), [], np.zeros(k)
     arrays: dict[str, np.ndarray] = {}
-    j = 1
     for i, c in enumerate(cols):
-        n_obs = int(row[j])
-        j += 1
-        miss = n - n_obs
+        missing = raw.missing(c)
+        miss = int(np.count_nonzero(missing))
+        n_obs = n - miss
         if 0 < miss < policy.min_cell_count:
             raise ThresholdViolation(
                 f"column {c!r} has fewer than {policy.min_cell_count} missing values at this "
@@ -781,15 +953,17 @@ def run_moments(con: Any, descriptor: Any, params: dict[str, Any], policy: Any) 
             levels = list(descriptor.column(c).levels)
             arrays[f"levels.{c}"] = np.frombuffer(json.dumps(levels).encode(), dtype=np.uint8)
             continue
-        s, v = row[j], row[j + 1]
-        j += 2
         if 0 < n_obs < policy.min_subset:
             raise ThresholdViolation(
                 f"column {c!r} is observed in fewer than {policy.min_subset} rows at this site; "
                 "its mean is not released"
             )
-        sums[i] = float(s or 0.0)
-        m2[i] = float(v or 0.0) if n_obs > 1 else 0.0
+        if n_obs:
+            x = raw.cols[c] if not miss else raw.cols[c][~missing]
+            sums[i] = float(np.sum(x))
+            if n_obs > 1:
+                d = x - sums[i] / n_obs
+                m2[i] = float(d @ d)
         if kinds[c] == "binary":
             levels = list(descriptor.column(c).levels or ("0", "1"))
             arrays[f"levels.{c}"] = np.frombuffer(json.dumps(levels).encode(), dtype=np.uint8)

@@ -204,6 +204,7 @@ class NodeDataset:
         self._view_sql: str | None = None
         self._n_rows: int | None = None
         self._hash: tuple[Any, str] | None = None
+        self._source_path: Path | None = None  # the Parquet file the view reads
         for spec in descriptor.columns.values():
             if spec.type == "binary" and spec.levels is not None and len(spec.levels) != 2:
                 raise DataError(
@@ -268,6 +269,29 @@ class NodeDataset:
             con.close()
             raise DataError(f"{self._label}: cannot open the data: {exc}") from None
         return con
+
+    def data_identity(self) -> tuple[Any, ...] | None:
+        """Identify the rows of the view ``data`` without opening DuckDB, or None.
+
+        For a file-backed dataset: the view's SQL and the size and modification
+        time of the Parquet file it reads (the data file, or a CSV's typed cache),
+        ``os.stat``-ed on every call, so a replaced file gets a new identity.
+        Node-side caches key on it. An in-memory frame has no cheap identity
+        (None): callers fall back to fingerprinting through a connection.
+        """
+        self._prepare()
+        if self._frame is not None or self._source_path is None:
+            return None
+        try:
+            st = os.stat(self._source_path)
+        except OSError:
+            return None
+        return (
+            "dataset",
+            self.descriptor.name,
+            self._view_sql,
+            (str(self._source_path), st.st_size, st.st_mtime_ns),
+        )
 
     def content_hash(self) -> str:
         """sha256 (hex) of the data file's bytes: pins exactly which data a result came from.
@@ -361,6 +385,7 @@ class NodeDataset:
         con = duckdb.connect()
         try:
             if d.format == "parquet":
+                source_path = path
                 source = f"read_parquet({_lit(str(path))})"
                 types = self._source_types(con, source)
                 stamp = cache_dir / f"{prefix}-{key}.json" if cache_dir else None
@@ -378,12 +403,14 @@ class NodeDataset:
                 cached = cache_dir / f"{prefix}-{key}.parquet"
                 if not cached.is_file():
                     self._csv_to_cache(con, cached, prefix)
+                source_path = cached
                 source = f"read_parquet({_lit(str(cached))})"
                 types = self._source_types(con, source)
                 n = int(con.execute(f"SELECT count(*) FROM {source}").fetchone()[0])  # type: ignore[index]
         finally:
             con.close()
         self._n_rows = n
+        self._source_path = source_path
         self._view_sql = self._build_view(source, types)
 
     def _csv_source(self) -> str:

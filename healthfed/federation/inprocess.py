@@ -4,10 +4,18 @@
 hub-side routine run unchanged; each node's ``ClientApp`` is called directly
 (no Ray, no network), in a thread per node so a slow node can time out and be
 reported by name while the others are used.
+
+The node threads share this process's cores. While a round runs, the BLAS
+thread pools (OpenBLAS/MKL via ``threadpoolctl``) are limited to
+``cores // nodes`` threads (at least 1), so four nodes' matrix products on two
+cores do not start eight spinning BLAS threads; the previous limits are restored
+when the round's replies are in.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
@@ -32,6 +40,37 @@ def _set_task_identity(run_id: int) -> None:
     TaskIdentity.run_id = run_id
     TaskIdentity.node_id = HUB_NODE_ID
     TaskIdentity.task_id = 0
+
+
+_blas_lock = threading.Lock()
+_blas_state: dict[str, Any] = {"depth": 0, "limit": None}
+
+
+@contextlib.contextmanager
+def _shared_blas_limit(threads: int) -> Any:
+    """Process-wide BLAS thread limit held while any in-process round runs.
+
+    The limit is global state, so overlapping rounds (two federations in two
+    threads) share one: the first round in sets it, the last one out restores
+    the previous limits.
+    """
+    with _blas_lock:
+        if _blas_state["depth"] == 0:
+            try:
+                from threadpoolctl import threadpool_limits
+            except ImportError:  # pragma: no cover - a scikit-learn dependency
+                _blas_state["limit"] = None
+            else:
+                _blas_state["limit"] = threadpool_limits(limits=threads, user_api="blas")
+        _blas_state["depth"] += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_state["depth"] -= 1
+            if _blas_state["depth"] == 0 and _blas_state["limit"] is not None:
+                _blas_state["limit"].restore_original_limits()
+                _blas_state["limit"] = None
 
 
 class InProcessGrid(Grid):
@@ -121,13 +160,25 @@ class InProcessGrid(Grid):
     def send_and_receive(  # noqa: D102
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        ids = list(self.push_messages(messages))
-        with self._lock:
-            futures = [self._pending[i] for i in ids]
-        wait(futures, timeout=timeout)
+        with self._blas_limit():
+            ids = list(self.push_messages(messages))
+            with self._lock:
+                futures = [self._pending[i] for i in ids]
+            wait(futures, timeout=timeout)
         return self.pull_messages(ids)
 
     # --- internals --------------------------------------------------------------
+    def _blas_limit(self) -> contextlib.AbstractContextManager[Any]:
+        """Limit BLAS threads to this process's cores shared among the nodes (one round)."""
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            cores = os.cpu_count() or 1
+        per_node = max(1, cores // max(1, len(self._nodes)))
+        if per_node >= cores:
+            return contextlib.nullcontext()
+        return _shared_blas_limit(per_node)
+
     def _deliver(self, node_id: int, msg: Message) -> Message:
         try:
             reply = self._apps[node_id](msg, self._contexts[node_id])
