@@ -103,6 +103,12 @@ def demo(
     if missing:
         console.print(f"No answer in time from: {', '.join(missing)}")
     console.print(f"Patients: {result.summary['n_total']}")
+    dp = result.summary["dp"]
+    console.print(
+        f"Differentially private mean {dp['variable']}: {dp['value']:.1f}; epsilon spent per site: "
+        + ", ".join(f"{site} {eps:.2f}" for site, eps in dp["epsilon_per_site"].items())
+        + " (each node's ledger: healthfed node budget NODEFILE)"
+    )
     console.print(
         f"Permit {result.summary['permit_id']} (granted by the demo hub in "
         f"{result.out_dir / 'hub'}); node audit logs in {result.out_dir / 'nodes'}"
@@ -446,6 +452,32 @@ def optout_count(node_file: NodeFileArg) -> None:
     """How many patients have opted out at this node."""
     node = _governed_node(node_file)
     console.print(f"{len(node.optouts)} opt-out(s) at {node.name}")
+
+
+@node_app.command("budget")
+def node_budget(
+    node_file: NodeFileArg,
+    reset: Annotated[
+        str | None, typer.Option(help="DATASET:PERMIT whose budget period to reset (audited).")
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="Why the budget is reset.")] = None,
+    by: Annotated[str, typer.Option(help="Who resets it.")] = "data steward",
+) -> None:
+    """Privacy budget (epsilon) spent and remaining, per dataset and permit."""
+    from healthfed.node.runtime import Node
+
+    node = _guard(lambda: Node.from_toml(node_file))
+    if reset:
+        dataset, _, permit = reset.partition(":")
+        epoch = _guard(
+            lambda: node.privacy_guard.reset_budget(dataset, permit or None, by, reason or "")
+        )
+        console.print(f"Reset the budget of {dataset!r} / {permit or '-'} (period {epoch}); audited")
+    frame = node.privacy_guard.budget(node.policy)
+    if len(frame):
+        print(frame.to_string(index=False))
+    else:
+        console.print(f"No differentially private releases at {node.name} yet")
 
 
 @node_app.command("pending")

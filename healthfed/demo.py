@@ -88,6 +88,9 @@ def prepare_nodes(
     ]
 
 
+#: The demo's differentially private statistic (charged to each node's budget ledger).
+DP_COMPUTATION, DP_VARIABLE, DP_EPSILON = "dp_mean", "age", 0.5
+
 #: What training, evaluating and reporting the demo's model asks of the nodes.
 MODEL_COMPUTATIONS = [
     "describe",
@@ -119,7 +122,7 @@ def grant_demo_permit(hub: Any, node_files: list[Path]) -> dict[str, Any]:
             "no_prohibited_use": True,
             "datasets": ["covid"],
             "variables": [*TABLE1_VARIABLES, TABLE1_BY],
-            "computations": ["table1", *MODEL_COMPUTATIONS],
+            "computations": ["table1", DP_COMPUTATION, *MODEL_COMPUTATIONS],
             "data_form": "anonymised",
         }
     )
@@ -181,6 +184,14 @@ def run_demo(
             step = progress.add_task("Federated Table 1 by 28-day death (one round)", total=None)
             table1 = federation.table1("covid", TABLE1_VARIABLES, by=TABLE1_BY)
             progress.update(step, completed=1, total=1)
+            step = progress.add_task(
+                f"Differentially private mean {DP_VARIABLE} (epsilon {DP_EPSILON} per site)",
+                total=None,
+            )
+            dp = federation.run(
+                DP_COMPUTATION, "covid", {"variable": DP_VARIABLE, "epsilon": DP_EPSILON}
+            )
+            progress.update(step, completed=1, total=1)
             report_path = None
             report_refused: str | None = None
             if report:
@@ -211,6 +222,13 @@ def run_demo(
         "table1": released,
         "suppressed_cells": int(table1.suppressed_cells),
         "permit_id": permit_id,
+        "dp": {
+            "computation": DP_COMPUTATION,
+            "variable": DP_VARIABLE,
+            "value": dp.value,
+            "epsilon_per_site": dict(sorted(dp.epsilon.items())),
+            "delta_per_site": dict(sorted(dp.delta.items())),
+        },
         "trust_report": None if report_path is None else str(report_path),
         "trust_report_refused": report_refused,
     }

@@ -49,6 +49,7 @@ logs a warning saying it is for synthetic data only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -119,6 +120,7 @@ class Node:
     catalogue: dict[str, Any] = field(default_factory=dict)
     clock: Callable[[], datetime] | None = None
     _warned: bool = field(default=False, repr=False, compare=False)
+    _checked_cohorts: dict[Any, int] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Node:
@@ -366,17 +368,79 @@ class Node:
         policy: SitePolicy,
         info: dict[str, Any],
     ) -> dict[str, Any]:
-        from healthfed.privacy.disclosure import disclose
-        from healthfed.privacy.model_release import ModelStatistics, disclose_model_statistics
+        """Run one admitted request under the privacy guard and the disclosure filter.
 
-        with _connection(dataset, self.optouts) as con:
-            if con.excluded is not None:
-                info["optouts_excluded"] = round_count(con.excluded, policy.min_cell_count)
-            release = computation.run(con.con, dataset.descriptor, params, policy)
-        # The node, not the computation, applies the filter; each release type has one.
-        if isinstance(release, ModelStatistics):
-            return disclose_model_statistics(release, policy)
-        return disclose(release, policy)
+        The guard refuses before any data is touched when the request would exceed
+        the privacy budget or breaks a DP / secure-aggregation requirement; it
+        checks differencing against earlier cohorts of the same permit before the
+        computation runs; and it charges the ledger only for what was released.
+        """
+        from healthfed.privacy.guard import disclose_any
+
+        with self.privacy_guard.request(
+            info.get("permit_id"),
+            info.get("request_id"),
+            dataset,
+            computation.name,
+            params,
+            policy,
+        ) as guarded:
+            with _connection(dataset, self.optouts) as con:
+                if con.excluded is not None:
+                    info["optouts_excluded"] = round_count(con.excluded, policy.min_cell_count)
+                self._check_cohort(guarded, con.con, dataset)
+                release = computation.run(con.con, dataset.descriptor, params, policy)
+            # The node, not the computation, applies the filter; each release type has one.
+            result = disclose_any(release, policy)
+            guarded.released(result)
+        info.update(guarded.audit_fields)
+        return result
+
+    def _check_cohort(self, guarded: Any, con: Any, dataset: Any) -> None:
+        """Differencing check, skipped when this exact cohort of unchanged data was checked.
+
+        Counting a cohort needs DuckDB; an iterative fit asks the same cohort every
+        round. While the data is provably unchanged (the lazy connection still names
+        it without opening: same file, no opt-outs applied) a repeat has the size
+        already remembered, so the check would add nothing and is not repeated.
+        """
+        ticket = guarded.ticket
+        if ticket is None or not ticket.protected:
+            return
+        identity = con.data_identity() if hasattr(con, "data_identity") else None
+        key = (identity, ticket.dataset, ticket.permit, repr(ticket.cohort))
+        if identity is not None and key in self._checked_cohorts:
+            ticket.cohort_size = self._checked_cohorts[key]
+            return
+        if identity is None:
+            guarded.check_cohort(con)
+            return
+        # Count on a connection of its own, so the request's lazy connection stays
+        # unopened and the computation's caches keep recognising the data.
+        scratch = dataset.connect()
+        try:
+            guarded.check_cohort(scratch)
+        finally:
+            scratch.close()
+        if ticket.cohort_size is not None:
+            self._checked_cohorts[key] = ticket.cohort_size
+
+    @property
+    def privacy_guard(self) -> Any:
+        """The node's :class:`~healthfed.privacy.guard.PrivacyGuard` (ledger, cohorts, DP rules).
+
+        Governed nodes keep the budget ledger and cohort memory in their state folder
+        (they survive restarts); sandbox nodes keep them in memory.
+        """
+        from healthfed.privacy.guard import PrivacyGuard
+
+        guard = self.__dict__.get("_privacy_guard")
+        if guard is None:
+            state = self.governance.state_dir if self.governance is not None else None
+            audit = self.record if self.governance is not None else None
+            guard = PrivacyGuard(state, self.policy, audit=audit)
+            self.__dict__["_privacy_guard"] = guard
+        return guard
 
     def _airlock(
         self,
@@ -480,20 +544,83 @@ def _apply_output_rules(policy: SitePolicy, rules: dict[str, Any]) -> SitePolicy
 
 
 class _OpenData:
-    """An open connection whose ``data`` view excludes opted-out patients."""
+    """The request's data: a (lazy) connection whose ``data`` view excludes opted-out patients."""
 
     def __init__(self, con: Any, excluded: int | None) -> None:
         self.con = con
         self.excluded = excluded
 
 
-class _connection:
-    """Open a dataset's DuckDB connection for one request and always close it.
+class _LazyConnection:
+    """A dataset's DuckDB connection for one request, opened on first use.
 
-    With an opt-out store holding opt-outs, the dataset's ``data`` view is renamed
-    and replaced by one without the opted-out patients (matched on the keyed hash
-    of the id column), so every computation — statistics and models alike — reads
-    only the remaining patients; ``excluded`` counts the rows dropped.
+    Behaves as the ``duckdb`` connection (attribute access opens it), so a
+    computation that answers from the node's in-process caches (e.g. an
+    iterative fit's later rounds, see :func:`healthfed.compute.preprocess.cached_design`)
+    never pays for opening DuckDB. :meth:`data_identity` names the rows of the
+    view ``data`` without opening it, and only while nothing could have changed
+    that view: once the connection is open (a computation may rename or replace
+    ``data``, as the opt-out exclusion and subgroup filters do), it returns None
+    and callers identify the data through the connection itself.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self._dataset = dataset
+        self._con: Any = None
+        self._closed = False
+
+    @property
+    def opened(self) -> bool:
+        return self._con is not None
+
+    def _open(self) -> Any:
+        if self._closed:
+            # Never reopen: a fresh connection would not carry this request's view
+            # (e.g. the opt-out exclusion). As a closed duckdb connection does:
+            import duckdb
+
+            raise duckdb.ConnectionException("Connection already closed!")
+        if self._con is None:
+            self._con = self._dataset.connect()
+        return self._con
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_dataset", "_con", "_closed"):
+            raise AttributeError(name)
+        return getattr(self._open(), name)
+
+    def data_identity(self) -> tuple[Any, ...] | None:
+        """Identity of the rows behind ``data`` (file + size + mtime + view), or None."""
+        if self._con is not None or self._closed:
+            return None
+        identity = getattr(self._dataset, "data_identity", None)
+        return identity() if callable(identity) else None
+
+    def close(self) -> None:
+        self._closed = True
+        if self._con is not None:
+            con, self._con = self._con, None
+            con.close()
+
+    def __enter__(self) -> _LazyConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _connection:
+    """The dataset's DuckDB connection for one request, always closed afterwards.
+
+    With an opt-out store holding opt-outs, the connection is opened at once and
+    the dataset's ``data`` view is renamed and replaced by one without the
+    opted-out patients (matched on the keyed hash of the id column), so every
+    computation — statistics and models alike — reads only the remaining
+    patients; ``excluded`` counts the rows dropped. The opt-out table's name
+    carries a digest of the opt-out set, so the view's SQL (which in-process
+    caches use to identify the data) changes whenever the set does. Without
+    opt-outs to apply the connection opens lazily, on the computation's first
+    use of it (:class:`_LazyConnection`).
     """
 
     def __init__(self, dataset: Any, optouts: Any = None) -> None:
@@ -501,7 +628,7 @@ class _connection:
         self._optouts = optouts
 
     def __enter__(self) -> _OpenData:
-        self._con = self._dataset.connect()
+        self._con = _LazyConnection(self._dataset)
         try:
             excluded = self._exclude_optouts()
         except Exception:
@@ -519,17 +646,18 @@ class _connection:
         expr = self._optouts.sql_hash('"' + id_col.replace('"', '""') + '"')
         if expr is None:  # pragma: no cover - hashes exist only with a key
             return 0
+        digest = hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()[:16]
+        table = f"__healthfed_optouts_{digest}"
         con = self._con
         con.execute("ALTER VIEW data RENAME TO __healthfed_all_rows")
-        con.execute("CREATE TABLE __healthfed_optouts (h VARCHAR PRIMARY KEY)")
-        con.executemany("INSERT INTO __healthfed_optouts VALUES (?)", [(h,) for h in hashes])
+        con.execute(f"CREATE TABLE {table} (h VARCHAR PRIMARY KEY)")
+        con.executemany(f"INSERT INTO {table} VALUES (?)", [(h,) for h in hashes])
         con.execute(
             f"CREATE VIEW data AS SELECT * FROM __healthfed_all_rows "
-            f"WHERE {expr} NOT IN (SELECT h FROM __healthfed_optouts)"
+            f"WHERE {expr} NOT IN (SELECT h FROM {table})"
         )
         row = con.execute(
-            f"SELECT count(*) FROM __healthfed_all_rows "
-            f"WHERE {expr} IN (SELECT h FROM __healthfed_optouts)"
+            f"SELECT count(*) FROM __healthfed_all_rows WHERE {expr} IN (SELECT h FROM {table})"
         ).fetchone()
         return int(row[0]) if row else 0
 

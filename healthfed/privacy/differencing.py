@@ -147,6 +147,11 @@ def cohort_of(params: dict[str, Any], descriptor: Any) -> CohortKey | None:
     if not isinstance(params, dict):
         return None
     where = params.get("where") or {}
+    if not isinstance(where, dict):
+        # Model computations keep the SQL they derived from ``holdout`` under
+        # ``where`` (built by their own validate, never taken from the request);
+        # the ``holdout`` entry describes that cohort.
+        where = {}
     holdout = params.get("holdout") or None
     if not where and not holdout:
         return None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from healthfed.demo import MODEL_COMPUTATIONS, run_demo
+from healthfed.demo import DP_COMPUTATION, MODEL_COMPUTATIONS, run_demo
 from healthfed.governance.audit import verify_audit_log
 from healthfed.hub import Hub
 
@@ -26,10 +26,12 @@ def test_demo_runs_under_a_permit_of_its_local_hub(tmp_path: Path) -> None:
     with Hub.open(out / "hub") as hub:
         assert hub.permit(pid)["permit"]["purpose"] == "scientific_research"
         assert sorted(hub.permit(pid)["permit"]["computations"]) == sorted(
-            ["table1", *MODEL_COMPUTATIONS]
+            ["table1", DP_COMPUTATION, *MODEL_COMPUTATIONS]
         )
-        (release,) = hub.releases()
-        assert release["permit_id"] == pid and release["sites"] == summary["sites"]
+        releases = hub.releases()  # Table 1 and the DP mean
+        assert [r["computation"] for r in releases] == ["table1", DP_COMPUTATION]
+        for release in releases:
+            assert release["permit_id"] == pid and release["sites"] == summary["sites"]
         assert len(hub.catalogue()) == 2
     assert verify_audit_log(out / "hub" / "audit.jsonl").ok
     for site in summary["sites"]:
@@ -37,6 +39,7 @@ def test_demo_runs_under_a_permit_of_its_local_hub(tmp_path: Path) -> None:
         assert verify_audit_log(log).ok
         last = json.loads(log.read_text().splitlines()[-1])
         assert last["permit_id"] == pid and last["decision"] == "released"
+        assert last["computation"] == DP_COMPUTATION and last["dp_epsilon"] > 0
     # Running again in the same folder reuses the hub and grants a fresh permit.
     again = run_demo(
         sites=2, rows=300, out=out, console=Console(file=io.StringIO()), report=False
