@@ -47,8 +47,7 @@ from healthfed.data.descriptor import descriptor_from_dict  # noqa: E402
 from healthfed.data.synth import COVID_COLUMNS, covid_descriptor_toml, generate_covid_cohort  # noqa: E402
 from healthfed.federation.federation import Federation  # noqa: E402
 from healthfed.node.policy import SitePolicy  # noqa: E402
-from healthfed.node.runtime import Node, _connection, round_count  # noqa: E402
-from healthfed.privacy.guard import PrivacyGuard, disclose_any  # noqa: E402
+from healthfed.node.runtime import Node  # noqa: E402
 
 TARGET = "death_28d"
 FEATURES = [
@@ -56,32 +55,6 @@ FEATURES = [
     for c, s in COVID_COLUMNS.items()
     if s["type"] in ("numeric", "binary") and c not in (TARGET, "icu", "d_dimer", "ldh")
 ]
-
-
-class GuardedNode(Node):
-    """Node with the privacy guard wired in (the proposed ``Node._compute`` integration)."""
-
-    @property
-    def privacy_guard(self) -> PrivacyGuard:
-        guard = self.__dict__.get("_privacy_guard")
-        if guard is None:
-            guard = PrivacyGuard(None, self.policy)
-            self.__dict__["_privacy_guard"] = guard
-        return guard
-
-    def _compute(self, computation, dataset, params, policy, info):  # type: ignore[override]
-        with self.privacy_guard.request(
-            info.get("permit_id"), info.get("request_id"), dataset, computation.name, params, policy
-        ) as g:
-            with _connection(dataset, self.optouts) as con:
-                if con.excluded is not None:
-                    info["optouts_excluded"] = round_count(con.excluded, policy.min_cell_count)
-                g.check_cohort(con.con)
-                release = computation.run(con.con, dataset.descriptor, params, policy)
-            result = disclose_any(release, policy)
-            g.released(result)
-        info.update(g.audit_fields)
-        return result
 
 
 def bounds_spec() -> dict[str, Any]:
@@ -114,7 +87,7 @@ def build(sites: int, rows: int, seed: int, policy: SitePolicy):
                 sink.append(con.execute("SELECT * FROM data").df())
             finally:
                 con.close()
-        nodes.append(GuardedNode(name=site, datasets={desc.name: ds_in}, policy=policy))
+        nodes.append(Node(name=site, datasets={desc.name: ds_in}, policy=policy))
     return nodes, pd.concat(members), pd.concat(outsiders), desc.name
 
 

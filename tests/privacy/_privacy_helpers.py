@@ -1,8 +1,7 @@
-"""Helpers of the privacy tests: a node wired to the privacy guard, and small cohorts.
+"""Helpers of the privacy tests: small cohorts on real nodes.
 
-``GuardedNode._compute`` is, verbatim, the integration code proposed for
-``healthfed.node.runtime.Node._compute`` (see ``healthfed.privacy.guard``); once the
-node runtime carries it, this subclass changes nothing.
+Every ``Node`` runs its requests under the privacy guard (``Node._compute``), so the
+attacks here go through exactly the code a hospital runs.
 """
 
 from __future__ import annotations
@@ -16,8 +15,7 @@ import pandas as pd
 from healthfed.data.dataset import NodeDataset
 from healthfed.data.descriptor import descriptor_from_dict
 from healthfed.node.policy import SitePolicy
-from healthfed.node.runtime import Node, _connection, round_count
-from healthfed.privacy.guard import PrivacyGuard, disclose_any
+from healthfed.node.runtime import Node
 
 COLUMNS: dict[str, dict[str, Any]] = {
     "pid": {"type": "id"},
@@ -59,39 +57,11 @@ def frame(n: int, seed: int, prefix: str = "p") -> pd.DataFrame:
     )
 
 
-class GuardedNode(Node):
-    """A ``Node`` whose ``_compute`` runs inside the privacy guard (integration code)."""
-
-    @property
-    def privacy_guard(self) -> PrivacyGuard:
-        guard = self.__dict__.get("_privacy_guard")
-        if guard is None:
-            state = self.governance.state_dir if self.governance is not None else None
-            audit = self.record if self.governance is not None else None
-            guard = PrivacyGuard(state, self.policy, audit=audit)
-            self.__dict__["_privacy_guard"] = guard
-        return guard
-
-    def _compute(self, computation, dataset, params, policy, info):  # type: ignore[override]
-        with self.privacy_guard.request(
-            info.get("permit_id"), info.get("request_id"), dataset, computation.name, params, policy
-        ) as g:
-            with _connection(dataset, self.optouts) as con:
-                if con.excluded is not None:
-                    info["optouts_excluded"] = round_count(con.excluded, policy.min_cell_count)
-                g.check_cohort(con.con)
-                release = computation.run(con.con, dataset.descriptor, params, policy)
-            result = disclose_any(release, policy)
-            g.released(result)
-        info.update(g.audit_fields)
-        return result
-
-
 def make_node(
     tmp: Path, name: str, df: pd.DataFrame, policy: SitePolicy | None = None
-) -> GuardedNode:
+) -> Node:
     ds = NodeDataset.from_frame(df, descriptor(tmp))
-    return GuardedNode(name=name, datasets={"cohort": ds}, policy=policy or SitePolicy())
+    return Node(name=name, datasets={"cohort": ds}, policy=policy or SitePolicy())
 
 
 def request(computation: str, params: dict[str, Any], permit: Any = None) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Attack suite: each attack on a node must fail, closed, with a clear refusal.
 
-Nodes here run the privacy guard through ``GuardedNode`` (the proposed
-``Node._compute`` integration, see ``_privacy_helpers``).
+The nodes are ordinary ``Node`` objects: the privacy guard is part of every node's
+request path (``Node._compute``).
 """
 
 from __future__ import annotations
