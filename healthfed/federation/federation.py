@@ -350,10 +350,7 @@ class Federation:
         quantiles: Sequence[float] = (0.25, 0.5, 0.75),
     ) -> Any:
         """A "Table 1" in one round: numeric summaries and level counts, by ``by``."""
-        params: dict[str, Any] = {"variables": list(variables), "quantiles": list(quantiles)}
-        if by is not None:
-            params["by"] = by
-        return self.run("table1", dataset, params)
+        return self.run("table1", dataset, _summary_params(variables, by, quantiles))
 
     def describe(
         self,
@@ -363,10 +360,7 @@ class Federation:
         quantiles: Sequence[float] = (0.25, 0.5, 0.75),
     ) -> Any:
         """Numeric summaries (n, missing, mean, SD, quantiles) pooled and per site."""
-        params: dict[str, Any] = {"variables": list(variables), "quantiles": list(quantiles)}
-        if by is not None:
-            params["by"] = by
-        return self.run("describe", dataset, params)
+        return self.run("describe", dataset, _summary_params(variables, by, quantiles))
 
     def crosstab(self, dataset: str, row: str, col: str) -> Any:
         """Counts of two categorical variables with margins, pooled and per site."""
@@ -381,3 +375,13 @@ class Federation:
             ((var, level),) = where.items()
             params = {"variable": var, "level": str(level)}
         return self.run("count", dataset, params)
+
+
+def _summary_params(
+    variables: Sequence[str], by: str | None, quantiles: Sequence[float]
+) -> dict[str, Any]:
+    """Request parameters shared by ``table1`` and ``describe``."""
+    params: dict[str, Any] = {"variables": list(variables), "quantiles": list(quantiles)}
+    if by is not None:
+        params["by"] = by
+    return params
