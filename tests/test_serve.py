@@ -249,8 +249,7 @@ def test_serve_forever_stops_everything_on_sigterm(tmp_path: Path) -> None:
         "import sys\n"
         "from healthfed.federation.serve import serve_hub\n"
         "hub = serve_hub(sys.argv[1], port=0)\n"
-        "print('ready', flush=True)\n"
-        "hub.serve_forever()\n"
+        "hub.serve_forever(on_ready=lambda: print('ready', flush=True))\n"
         "print('stopped', flush=True)\n"
     )
     proc = subprocess.Popen(

@@ -232,12 +232,13 @@ class _Service:
                 return
             self._stopping.wait(0.5)
 
-    def serve_forever(self) -> None:
+    def serve_forever(self, on_ready: Any = None) -> None:
         """``wait`` until SIGINT/SIGTERM, then ``stop``: what the CLI calls (main thread).
 
         The signal handlers only flag the stop; processes are stopped after ``wait``
         returns, outside the handler. If a process dies on its own, everything is
-        stopped and ``FederationError`` propagates.
+        stopped and ``FederationError`` propagates. ``on_ready`` is called once the
+        handlers are installed, so a supervisor told "ready" can always stop us cleanly.
         """
         import signal
 
@@ -246,6 +247,8 @@ class _Service:
 
         previous = {sig: signal.signal(sig, _flag) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
+            if on_ready is not None:
+                on_ready()
             self.wait()
         finally:
             for sig, handler in previous.items():
