@@ -286,6 +286,30 @@ def _run_task(
 
 
 # --- the local deployment ---------------------------------------------------------------
+def superlink_argv(bin_dir: Path, host: str, port: int, tls: TlsFiles) -> list[str]:
+    """The hub's ``flower-superlink`` command: TLS on its one port, no runtime installs.
+
+    ``--disable-runtime-dependency-installation`` keeps the SuperLink from running
+    ``uv sync`` for a pushed app (network access and foreign code on the hub).
+    """
+    return [
+        str(bin_dir / "flower-superlink"),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--ssl-certfile",
+        str(tls.server_cert),
+        "--ssl-keyfile",
+        str(tls.server_key),
+        "--ssl-ca-certfile",
+        str(tls.ca_cert),
+        "--isolation",
+        "subprocess",
+        "--disable-runtime-dependency-installation",
+    ]
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -691,22 +715,7 @@ class LocalFlowerDeployment:
         self.superlink_address = f"{LOOPBACK}:{port}"
         superlink = self._spawn(
             "superlink",
-            [
-                str(bin_dir / "flower-superlink"),
-                "--host",
-                LOOPBACK,
-                "--port",
-                str(port),
-                "--ssl-certfile",
-                str(tls.server_cert),
-                "--ssl-keyfile",
-                str(tls.server_key),
-                "--ssl-ca-certfile",
-                str(tls.ca_cert),
-                "--isolation",
-                "subprocess",
-                "--disable-runtime-dependency-installation",
-            ],
+            superlink_argv(bin_dir, LOOPBACK, port, tls),
             self.work_dir / "home" / "superlink",
         )
         self._hub = HubControl(

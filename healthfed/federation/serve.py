@@ -46,6 +46,7 @@ from healthfed.federation.deploy import (
     node_config_arg,
     spawn,
     stop_procs,
+    superlink_argv,
     wait_ready,
     write_secret_file,
 )
@@ -431,22 +432,7 @@ def serve_hub(
         port = free_port()
     bind = f"[{host}]" if ":" in host else host
     hub = HubServer(work, f"{bind}:{port}", tls, public)
-    argv = [
-        str(Path(sys.executable).parent / "flower-superlink"),
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--ssl-certfile",
-        str(tls.server_cert),
-        "--ssl-keyfile",
-        str(tls.server_key),
-        "--ssl-ca-certfile",
-        str(tls.ca_cert),
-        "--isolation",
-        "subprocess",
-        "--disable-runtime-dependency-installation",
-    ]
+    argv = superlink_argv(Path(sys.executable).parent, host, port, tls)
     if database is not None:
         argv += ["--database", str(Path(database).resolve())]
 
