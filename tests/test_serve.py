@@ -258,6 +258,7 @@ def test_serve_forever_stops_everything_on_sigterm(tmp_path: Path) -> None:
         text=True,
         start_new_session=True,
     )
+    pids: set[int] = set()
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         pids = set(deploy._descendants(proc.pid))
@@ -271,3 +272,6 @@ def test_serve_forever_stops_everything_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        for pid in pids:  # never leave a SuperLink behind, even when the test failed
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
