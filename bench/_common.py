@@ -1,10 +1,4 @@
-"""Helpers shared by the benchmark scripts.
-
-``app`` is healthfed's node ClientApp with the GLM computations registered: a
-deployed node executor imports the ClientApp named by its ``clientapp_ref``
-from its own environment, and until ``healthfed.compute`` itself imports
-``healthfed.compute.glm`` the benchmark's nodes use this reference instead.
-"""
+"""Helpers shared by the benchmark scripts: byte counting, timing, tables."""
 
 from __future__ import annotations
 
@@ -13,11 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import healthfed.compute  # noqa: F401 - registers the built-in computations
-import healthfed.compute.glm  # noqa: F401 - registers glm_step and preprocess_moments
-from healthfed.federation.client_app import app as app  # the node's ClientApp
-
-__all__ = ["ByteCounter", "Stopwatch", "app", "table"]
+__all__ = ["ByteCounter", "Stopwatch", "table"]
 
 
 class ByteCounter:

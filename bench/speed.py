@@ -91,30 +91,9 @@ def fit_exact(fed: Federation) -> tuple[FederatedLogisticRegression, float, Byte
         fed._transport = counter._transport
 
 
-def _installed_registers_glm() -> bool:
-    """Whether a fresh process importing healthfed.compute (as a node does) has glm_step."""
-    import subprocess
-
-    code = "import healthfed.compute as c; print('glm_step' in c.registered_computations())"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    return out.stdout.strip() == "True"
-
-
 def flower_federation(node_files: list[Path], work_dir: Path) -> Federation:
-    """A deployed federation; nodes import a ClientApp that has the GLM registered."""
-    from healthfed.federation.deploy import LocalFlowerDeployment
-
-    if _installed_registers_glm():
-        dep = LocalFlowerDeployment(node_files, work_dir=work_dir)
-    else:
-        dep = LocalFlowerDeployment(
-            node_files,
-            work_dir=work_dir,
-            clientapp_ref="_common:app",
-            node_pythonpath=[Path(__file__).resolve().parent],
-        )
-    dep.start()
-    return Federation(dep.run, dep.site_names, "flower", on_close=dep.close, timeout=600)
+    """A deployed federation: a SuperLink and one SuperNode per site on loopback."""
+    return Federation.flower(node_files, work_dir=work_dir, timeout=600)
 
 
 # --- Flower FedAvg with scikit-learn SGDClassifier ------------------------------------------

@@ -1,13 +1,19 @@
 """Registered computations: importing this package registers them all.
 
-``stats`` (table1, describe, crosstab, count) is always registered. The model
-computations (``fedavg``, ``evaluation``) register themselves when their modules
-are installed; a module that is absent is skipped, any other import error is raised.
+A node answers only computations registered here, so every module that registers
+one is imported explicitly: a missing module is an installation error, never a
+silently smaller set of computations.
 """
 
-import importlib
-
-from healthfed.compute import stats as stats  # registers the descriptive statistics
+from healthfed.compute import dp_stats as dp_stats  # dp_* statistics, threshold-path sum
+from healthfed.compute import evaluation as evaluation  # evaluate_binary
+from healthfed.compute import fedavg as fedavg  # local_train, feature_moments
+from healthfed.compute import glm as glm  # glm_step
+from healthfed.compute import importance as importance  # permutation_importance, model_information
+from healthfed.compute import preprocess as preprocess  # preprocess_moments
+from healthfed.compute import stats as stats  # table1, describe, crosstab, count
+from healthfed.compute import subgroups as subgroups  # subgroup_metrics, dataset_fingerprint
+from healthfed.compute import survival as survival  # cox_*, km_counts, survival_cindex
 from healthfed.compute.registry import (
     Computation,
     get_computation,
@@ -15,17 +21,4 @@ from healthfed.compute.registry import (
     registered_computations,
 )
 
-for _name in ("preprocess", "glm", "fedavg", "evaluation", "survival"):
-    try:
-        importlib.import_module(f"healthfed.compute.{_name}")
-    except ModuleNotFoundError as _exc:  # pragma: no cover - depends on the installation
-        if _exc.name != f"healthfed.compute.{_name}":
-            raise
-
 __all__ = ["Computation", "get_computation", "register", "registered_computations"]
-
-# Trust-report computations: subgroup metrics, dataset fingerprints, permutation importance.
-from healthfed.compute import importance as importance  # noqa: E402
-from healthfed.compute import subgroups as subgroups  # noqa: E402
-
-importlib.import_module("healthfed.compute.dp_stats")  # DP statistics + threshold-path sum
