@@ -7,12 +7,12 @@ closed, and the last test checks that closing leaves no process behind.
 from __future__ import annotations
 
 import hashlib
-import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _proc_helpers import alive, listening_addresses, process_tree
 
 from healthfed.errors import FederationError
 from healthfed.federation import deploy
@@ -34,41 +34,6 @@ def _node_file(directory: Path, name: str) -> Path:
     path = directory / f"{name}.toml"
     path.write_text(f'[node]\nname = "{name}"\n', encoding="utf-8")
     return path
-
-
-def _pids_with_descendants(dep: LocalFlowerDeployment) -> set[int]:
-    pids = {p.popen.pid for p in dep._procs}
-    for pid in list(pids):
-        pids.update(deploy._descendants(pid))
-    return pids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _listening_addresses(pids: set[int]) -> set[str]:
-    """Local addresses of TCP sockets in LISTEN state held by ``pids`` (Linux)."""
-    inodes = set()
-    for pid in pids:
-        try:
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
-        except OSError:
-            continue
-    out = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            cols = line.split()
-            if cols[3] == "0A" and cols[9] in inodes:  # 0A = LISTEN
-                out.add(cols[1])
-    return out
 
 
 # --- no processes -----------------------------------------------------------------------
@@ -139,7 +104,7 @@ def test_round_trip_reaches_both_sites_over_tls_on_loopback(
         in deployment.work_dir.joinpath("logs", "superlink.log").read_text()
     )
     assert not any("--insecure" in p.popen.args for p in deployment._procs)
-    listening = _listening_addresses(_pids_with_descendants(deployment))
+    listening = listening_addresses(process_tree(p.popen.pid for p in deployment._procs))
     assert listening, "found no listening sockets"
     assert all(addr.startswith("0100007F:") for addr in listening), listening
 
@@ -189,10 +154,10 @@ def test_pushed_app_with_other_code_is_refused_and_never_runs(
 
 @pytest.mark.flower
 def test_close_stops_every_process(deployment: LocalFlowerDeployment) -> None:
-    pids = _pids_with_descendants(deployment)
+    pids = process_tree(p.popen.pid for p in deployment._procs)
     assert len(pids) >= 6  # SuperLink, SuperExec, 2 SuperNodes, 2 node executors
     deployment.close()
-    assert not [pid for pid in pids if _alive(pid)]
+    assert not [pid for pid in pids if alive(pid)]
 
 
 @pytest.mark.flower

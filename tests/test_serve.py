@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from _proc_helpers import alive, listening_addresses, process_tree
 
 from healthfed.errors import FederationError
 from healthfed.federation import deploy
@@ -28,41 +29,6 @@ from healthfed.federation.serve import (
     serve_hub,
     serve_node,
 )
-
-
-def _tree(pids: list[int]) -> set[int]:
-    out = set(pids)
-    for pid in pids:
-        out.update(deploy._descendants(pid))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _listening(pids: set[int]) -> set[str]:
-    """Local addresses of LISTEN sockets held by ``pids`` (hex, from /proc/net/tcp*)."""
-    inodes = set()
-    for pid in pids:
-        try:
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
-        except OSError:
-            continue
-    out = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            cols = line.split()
-            if cols[3] == "0A" and cols[9] in inodes:
-                out.add(cols[1])
-    return out
 
 
 # --- no processes -----------------------------------------------------------------------
@@ -141,8 +107,8 @@ def test_hub_and_two_hospitals_started_separately_answer_a_request(tmp_path: Pat
         assert result["missing"] == [] and result["errors"] == {}
         assert all("answered run" in n.executor_log() for n in nodes)
 
-        pids = _tree([pid for h in handles for pid in h.pids])
-        listening = _listening(pids)
+        pids = process_tree(pid for h in handles for pid in h.pids)
+        listening = listening_addresses(pids)
         assert listening and all(a.startswith("0100007F:") for a in listening), listening
         flower_args = [p.popen.args for h in handles for p in h._procs]
         assert not any("--insecure" in args for args in flower_args)
@@ -165,7 +131,7 @@ def test_hub_and_two_hospitals_started_separately_answer_a_request(tmp_path: Pat
             h.stop()
     print("timings (s):", {k: round(v, 2) for k, v in timings.items()})
     time.sleep(0.2)
-    assert not [pid for pid in pids if _alive(pid)]
+    assert not [pid for pid in pids if alive(pid)]
 
 
 def _nginx_conf(
@@ -267,11 +233,11 @@ def test_serve_forever_stops_everything_on_sigterm(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0 and "stopped" in out
         time.sleep(0.2)
-        assert not [pid for pid in pids if _alive(pid)]
+        assert not [pid for pid in pids if alive(pid)]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         for pid in pids:  # never leave a SuperLink behind, even when the test failed
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
