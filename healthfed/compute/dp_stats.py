@@ -211,17 +211,14 @@ def validate_dp_quantiles(params: dict, desc: Any, policy: SitePolicy) -> dict[s
 
 def validate_sum(params: dict, desc: Any, policy: SitePolicy) -> dict[str, Any]:
     """``{"variable", "where"?}`` — the threshold (non-DP) path."""
-    _keys(params, {"variable", "where", "secagg"}, "sum")
+    _keys(params, {"variable", "where"}, "sum")
     var = params.get("variable")
     if not isinstance(var, str):
         raise PolicyDenied("sum: parameter 'variable' must name a variable")
     spec = desc.column(var)
     if spec.type == "id" or not spec.is_numeric:
         raise PolicyDenied(f"sum: {var!r} is {spec.type}; a numeric variable is needed")
-    out = {"variable": var, "where": validate_where(params.get("where"), desc, policy)}
-    if params.get("secagg"):
-        out["secagg"] = params["secagg"]
-    return out
+    return {"variable": var, "where": validate_where(params.get("where"), desc, policy)}
 
 
 # --------------------------------------------------------------------------------------

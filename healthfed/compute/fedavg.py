@@ -902,6 +902,10 @@ class _FederatedBinaryClassifier(ClassifierMixin, BaseEstimator):
     def _hidden(self) -> int | None:
         return None
 
+    def _secure(self) -> dict[str, Any]:
+        """``query`` keywords: SecAgg+ rounds only when asked (plain federations need none)."""
+        return {"secure": True} if getattr(self, "secure_aggregation", False) else {}
+
     def fit(
         self,
         federation: Any,
@@ -986,11 +990,11 @@ class _FederatedBinaryClassifier(ClassifierMixin, BaseEstimator):
                     "weights": [w.tolist() for w in weights],
                     "seed": (self.random_state * 1_000_003 + r) % 2**31,
                 }
-                out = federation.query(LOCAL_TRAIN, dataset, params)
-                if len(out.replies) < min_sites:
+                out = federation.query(LOCAL_TRAIN, dataset, params, **self._secure())
+                if len(out.contributed) < min_sites:
                     raise ThresholdViolation(
-                        f"round {r}: {len(out.replies)} site(s) contributed "
-                        f"({', '.join(sorted(out.replies)) or 'none'}), at least {min_sites} "
+                        f"round {r}: {len(out.contributed)} site(s) contributed "
+                        f"({', '.join(out.contributed) or 'none'}), at least {min_sites} "
                         f"needed; refused: {out.refused}; missing: {out.missing}"
                     )
                 deltas, ns = _replies_to_deltas(out.replies)
@@ -999,7 +1003,7 @@ class _FederatedBinaryClassifier(ClassifierMixin, BaseEstimator):
                     {
                         "round": r,
                         "loss": loss,
-                        "sites": sorted(out.replies),
+                        "sites": out.contributed,
                         "n_rows": int(sum(ns)),
                         "refused": dict(out.refused),
                         "missing": list(out.missing),
@@ -1031,10 +1035,10 @@ class _FederatedBinaryClassifier(ClassifierMixin, BaseEstimator):
         params: dict[str, Any] = {"columns": features, "target": target}
         if hold:
             params["holdout"] = hold
-        out = federation.query(FEATURE_MOMENTS, dataset, params)
-        if len(out.replies) < min_sites:
+        out = federation.query(FEATURE_MOMENTS, dataset, params, **self._secure())
+        if len(out.contributed) < min_sites:
             raise ThresholdViolation(
-                f"feature_moments: {len(out.replies)} site(s) contributed, at least {min_sites} "
+                f"feature_moments: {len(out.contributed)} site(s) contributed, at least {min_sites} "
                 f"needed; refused: {out.refused}; missing: {out.missing}"
             )
         spec = combine_feature_moments(out.replies, params)
@@ -1042,7 +1046,7 @@ class _FederatedBinaryClassifier(ClassifierMixin, BaseEstimator):
             {
                 "round": 0,
                 "loss": float("nan"),
-                "sites": sorted(out.replies),
+                "sites": out.contributed,
                 "n_rows": sum(int(r["n_rows"]) for r in out.replies.values()),
                 "refused": dict(out.refused),
                 "missing": list(out.missing),
@@ -1107,6 +1111,11 @@ class FedAvgLogisticRegression(_FederatedBinaryClassifier):
         "delta"?: 1e-6}``. The budget is split over ``rounds`` (zCDP) and every
         site adds its own Gaussian noise and charges its ledger; see
         ``dp_local_update``. ``history_`` losses are NaN (sites release no loss).
+    secure_aggregation
+        Pool every round (and the standardisation moments) with Flower's SecAgg+:
+        the hub sees only the sum of the sites' row-weighted updates, never one
+        site's update (``Federation.query(..., secure=True)``). Needed when a site's
+        policy sets ``secure_aggregation_required``; combines with ``dp``.
 
     Attributes
     ----------
@@ -1137,6 +1146,7 @@ class FedAvgLogisticRegression(_FederatedBinaryClassifier):
         tau: float = 1e-3,
         random_state: int = 0,
         dp: dict[str, Any] | None = None,
+        secure_aggregation: bool = False,
     ) -> None:
         self.strategy = strategy
         self.rounds = rounds
@@ -1150,6 +1160,7 @@ class FedAvgLogisticRegression(_FederatedBinaryClassifier):
         self.tau = tau
         self.random_state = random_state
         self.dp = dp
+        self.secure_aggregation = secure_aggregation
 
     @property
     def coef_(self) -> np.ndarray:
@@ -1198,6 +1209,7 @@ class FederatedMLPClassifier(_FederatedBinaryClassifier):
         tau: float = 1e-3,
         random_state: int = 0,
         dp: dict[str, Any] | None = None,
+        secure_aggregation: bool = False,
     ) -> None:
         self.hidden = hidden
         self.strategy = strategy
@@ -1212,6 +1224,7 @@ class FederatedMLPClassifier(_FederatedBinaryClassifier):
         self.tau = tau
         self.random_state = random_state
         self.dp = dp
+        self.secure_aggregation = secure_aggregation
 
     def _hidden(self) -> int | None:
         return int(self.hidden)

@@ -5,6 +5,10 @@ finds its node from the SuperNode's node config (``healthfed-node``: path of
 the node TOML, set by the hospital when it starts its SuperNode) and answers
 ``query`` messages with ``Node.handle``. Nothing in a message is executed:
 the message names a registered computation and carries JSON parameters.
+
+``train`` messages are Flower's SecAgg+ protocol (``secaggplus_mod``) for
+secure-aggregation rounds (:mod:`healthfed.federation.secure`): the same
+``Node.handle`` answers the request inside them, and only masked vectors leave.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from flwr.app import Context, Message
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 
 from healthfed.errors import HealthfedError
 from healthfed.federation.messages import decode_request, encode_reply
+from healthfed.federation.secure import make_secure_train, policy_mod
 from healthfed.node.runtime import Node, load_node
 
 NODE_CONFIG_KEY = "healthfed-node"
@@ -47,6 +53,8 @@ def make_client_app(resolve_node: Callable[[Context], Node] = node_from_context)
             reply = node.handle(request)
         return Message(content=encode_reply(reply), reply_to=msg)
 
+    # Secure aggregation: the site's protocol rules, then Flower's SecAgg+, then the node.
+    app.train(mods=[policy_mod(resolve_node), secaggplus_mod])(make_secure_train(resolve_node))
     return app
 
 

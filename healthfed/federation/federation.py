@@ -66,9 +66,13 @@ class RoundOutcome:
     elapsed_s: float = 0.0
     pending: dict[str, str] = field(default_factory=dict)
     checks: dict[str, str] = field(default_factory=dict)
+    secure_sites: list[str] | None = None
 
     @property
     def contributed(self) -> list[str]:
+        """Sites whose statistics are in the result (in a secure round: in the sum)."""
+        if self.secure_sites is not None:
+            return sorted(self.secure_sites)
         return sorted(self.replies)
 
 
@@ -162,12 +166,12 @@ class Federation:
     def inprocess(cls, nodes: Sequence[Node], **kwargs: Any) -> Federation:
         """Nodes in this process, behind Flower's Grid/ClientApp seam (no network)."""
         from healthfed.federation.inprocess import InProcessGrid
-        from healthfed.federation.server_app import collect
+        from healthfed.federation.server_app import serve_request
 
         grid = InProcessGrid(nodes)
 
         def transport(request: dict[str, Any], timeout: float) -> dict[str, Any]:
-            return collect(grid, request, timeout)
+            return serve_request(grid, request, timeout)
 
         return cls(transport, grid.site_names, "inprocess", on_close=grid.close, **kwargs)
 
@@ -228,9 +232,20 @@ class Federation:
 
     # --- running ----------------------------------------------------------------------
     def query(
-        self, computation: str, dataset: str, params: dict[str, Any] | None = None
+        self,
+        computation: str,
+        dataset: str,
+        params: dict[str, Any] | None = None,
+        *,
+        secure: bool = False,
     ) -> RoundOutcome:
-        """One round: every node runs ``computation`` on ``dataset``; nothing is combined."""
+        """One round: every node runs ``computation`` on ``dataset``; nothing is combined.
+
+        With ``secure=True`` the round is Flower's SecAgg+ (summable computations
+        only, :data:`healthfed.privacy.secagg.SECURE_SUMMABLE`): ``replies`` holds one
+        entry, the sum over ``secure_sites`` labelled ``"(secure aggregate)"``, in the
+        nodes' reply format (arrays of ``local_train`` as the row-weighted mean).
+        """
         request = {
             "computation": computation,
             "dataset": dataset,
@@ -244,11 +259,22 @@ class Federation:
             request["permit"] = self.permit
         if self.purpose is not None:
             request["purpose"] = self.purpose
+        if secure:
+            request["secure"] = True
         raw = self._transport(request, self.timeout)
         outcome = RoundOutcome(
             replies={}, missing=list(raw.get("missing", [])), errors=dict(raw.get("errors", {}))
         )
         outcome.elapsed_s = float(raw.get("elapsed_s", 0.0))
+        outcome.refused.update(raw.get("refused", {}))
+        if secure:
+            from healthfed.federation.secure import SECURE_LABEL
+
+            pooled = raw.get("secure")
+            outcome.secure_sites = list(pooled["sites"]) if pooled else []
+            if pooled:
+                outcome.replies[SECURE_LABEL] = pooled["result"]
+            return outcome
         for site, reply in raw.get("replies", {}).items():
             if reply.get("status") == "ok":
                 outcome.replies[site] = reply["result"]
@@ -260,8 +286,18 @@ class Federation:
                     outcome.checks[site] = str(reply["check"])
         return outcome
 
-    def run(self, computation: str, dataset: str, params: dict[str, Any] | None = None) -> Any:
+    def run(
+        self,
+        computation: str,
+        dataset: str,
+        params: dict[str, Any] | None = None,
+        *,
+        secure: bool = False,
+    ) -> Any:
         """Run ``computation`` across the nodes and combine the released aggregates.
+
+        ``secure=True`` pools through Flower's SecAgg+: the hub sees only the sum
+        over the contributing sites (see :meth:`query`).
 
         Raises
         ------
@@ -277,7 +313,7 @@ class Federation:
         from healthfed.compute import get_computation
 
         comp = get_computation(computation)
-        outcome = self.query(computation, dataset, params)
+        outcome = self.query(computation, dataset, params, secure=secure)
         if outcome.pending:
             waiting = "; ".join(
                 f"pending approval at site {s} (ticket {t})"
@@ -294,7 +330,7 @@ class Federation:
                 f"site approved it (`healthfed node approve NODE_FILE TICKET`){others}",
                 dict(outcome.pending),
             )
-        if len(outcome.replies) < self.min_sites:
+        if len(outcome.contributed) < self.min_sites:
             detail = []
             if outcome.refused:
                 detail.append(
@@ -307,11 +343,13 @@ class Federation:
             if outcome.missing:
                 detail.append(f"no answer within {self.timeout:g}s: {', '.join(outcome.missing)}")
             raise ThresholdViolation(
-                f"{computation!r} on {dataset!r}: {len(outcome.replies)} site(s) contributed "
+                f"{computation!r} on {dataset!r}: {len(outcome.contributed)} site(s) contributed "
                 f"({', '.join(outcome.contributed) or 'none'}), the hub needs at least "
                 f"{self.min_sites}" + (" — " + " | ".join(detail) if detail else "")
             )
         result = comp.combine(outcome.replies, params or {})
+        if secure and isinstance(getattr(result, "sites", None), list):
+            result.sites = outcome.contributed  # the sites inside the sum, not its label
         if self._hub is not None:
             to_dict = getattr(result, "to_dict", None)
             released = to_dict() if callable(to_dict) else {"result": repr(result)}
@@ -365,6 +403,18 @@ class Federation:
     def crosstab(self, dataset: str, row: str, col: str) -> Any:
         """Counts of two categorical variables with margins, pooled and per site."""
         return self.run("crosstab", dataset, {"row": row, "col": col})
+
+    def secure_sum(self, dataset: str, variable: str, where: dict[str, Any] | None = None) -> Any:
+        """Sum (and n, mean) of a numeric variable pooled by SecAgg+: no site's own sum is seen.
+
+        Each site still applies its thresholds to its own contribution (fewer than
+        ``min_subset`` patients, or a few patients dominating its sum, and it does not
+        take part); the hub refuses a sum over fewer than ``min_sites`` sites.
+        """
+        params: dict[str, Any] = {"variable": variable}
+        if where:
+            params["where"] = where
+        return self.run("sum", dataset, params, secure=True)
 
     def count(self, dataset: str, **where: str) -> Any:
         """Number of patients, optionally where one categorical variable equals a level."""

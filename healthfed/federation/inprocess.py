@@ -24,6 +24,7 @@ from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.serde import message_from_proto, message_to_proto
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
@@ -180,10 +181,15 @@ class InProcessGrid(Grid):
         return _shared_blas_limit(per_node)
 
     def _deliver(self, node_id: int, msg: Message) -> Message:
+        # Through Flower's wire format both ways, as on a deployment: a node gets its
+        # own copy (SecAgg+'s mod edits its message; the hub may send one content to
+        # many nodes) and the hub gets only what serialises.
+        msg = message_from_proto(message_to_proto(msg))
         try:
             reply = self._apps[node_id](msg, self._contexts[node_id])
         except Exception as exc:  # noqa: BLE001 - reported like Flower reports a ClientApp failure
-            reply = msg.create_error_reply(Error(code=1, reason=f"{type(exc).__name__}: {exc}"))
+            reply = Message(Error(code=1, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
+        reply = message_from_proto(message_to_proto(reply))
         reply.metadata.__dict__["_message_id"] = str(uuid.uuid4())
         return reply
 

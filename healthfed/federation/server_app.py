@@ -25,6 +25,16 @@ REQUEST_KEY = "healthfed-request"
 RESULT_KEY = "healthfed-result"
 
 
+def serve_request(grid: Grid, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """One request over ``grid``: a plain round (:func:`collect`) or, when
+    ``request["secure"]``, a SecAgg+ round (:func:`healthfed.federation.secure.secure_collect`)."""
+    if request.get("secure"):
+        from healthfed.federation.secure import secure_collect
+
+        return secure_collect(grid, request, timeout)
+    return collect(grid, request, timeout)
+
+
 def collect(grid: Grid, request: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Send ``request`` to every node in one round and gather what comes back.
 
@@ -78,7 +88,7 @@ def main(grid: Grid, context: Context) -> None:
         raise FederationError(f"run config needs {REQUEST_KEY!r} and {RESULT_KEY!r}")
     request = json.loads(raw)
     timeout = float(request.pop("timeout", 120.0))
-    result = collect(grid, request, timeout=timeout)
+    result = serve_request(grid, request, timeout=timeout)
     # Wait until the SuperLink has seen every expected node before giving up is the
     # caller's job; here we only write atomically so the hub never reads half a file.
     tmp = Path(out).with_suffix(".tmp")

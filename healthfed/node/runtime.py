@@ -224,8 +224,12 @@ class Node:
             ) from None
 
     # --- answering ----------------------------------------------------------------------------
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+    def handle(self, request: dict[str, Any], *, secure: bool = False) -> dict[str, Any]:
         """Answer one request; never raises, never returns rows.
+
+        ``secure=True`` is set by the node's own SecAgg+ handler
+        (:mod:`healthfed.federation.secure`), never by a request: the result is
+        masked before it leaves, which is what ``secure_aggregation_required`` asks.
 
         The reply is ``{"site", "status": "ok", "result"}`` on success;
         ``{"site", "status": "pending", "ticket", "reason"}`` when the site reviews
@@ -245,6 +249,8 @@ class Node:
             "dataset": req.get("dataset"),
             "permit_id": _permit_id(req.get("permit")),
         }
+        if secure:
+            info["secure_aggregation"] = True
         if not self.governed and not self._warned:
             self._warned = True
             log.warning(
@@ -384,6 +390,7 @@ class Node:
             computation.name,
             params,
             policy,
+            secure=bool(info.get("secure_aggregation")),
         ) as guarded:
             with _connection(dataset, self.optouts) as con:
                 if con.excluded is not None:
@@ -456,8 +463,11 @@ class Node:
 
         queue = self.approvals
         permit_id = _permit_id(request.get("permit"))
+        fingerprinted = raw_params
+        if info.get("secure_aggregation"):  # approving a masked release is a separate decision
+            fingerprinted = {**raw_params, "(secure aggregation)": True}
         fp = request_fingerprint(
-            permit_id, request.get("requester"), computation.name, dataset.name, raw_params
+            permit_id, request.get("requester"), computation.name, dataset.name, fingerprinted
         )
         ticket = queue.by_fingerprint(fp)
         if ticket is None:

@@ -14,7 +14,10 @@ Before anything runs (:meth:`PrivacyGuard.before_run`):
 
 * ``policy.dp_required``: a computation that is not differentially private is refused;
 * ``policy.secure_aggregation_required``: a computation that releases sums or model
-  updates is refused unless the request asks for masked (secure-aggregation) output;
+  updates is refused unless the node answers it inside its own SecAgg+ handler
+  (``secure=True``, set by :mod:`healthfed.federation.secure`, never by the request);
+* a secure round may only carry a summable computation
+  (:data:`healthfed.privacy.secagg.SECURE_SUMMABLE`);
 * a DP request's planned cost (from its validated ``dp`` block) is checked against
   the per-request, per-permit and per-dataset caps and *reserved* in the ledger in
   one transaction (:class:`~healthfed.privacy.ledger.PrivacyLedger`), so two
@@ -42,6 +45,7 @@ from healthfed.errors import PolicyDenied, PrivacyError
 from healthfed.node.policy import SitePolicy
 from healthfed.privacy.differencing import CohortKey, CohortMemory, cohort_of
 from healthfed.privacy.ledger import NO_PERMIT, Charge, PrivacyLedger
+from healthfed.privacy.secagg import SECURE_SUMMABLE
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +83,7 @@ COHORT_PROTECTED = frozenset(
     }
 )
 # Computations whose release is a sum or a model update (secure aggregation applies).
-SUMMED_RELEASES = frozenset({"sum", "local_train", "secure_sum", "feature_moments"})
+SUMMED_RELEASES = frozenset(SECURE_SUMMABLE)
 
 
 def planned_charge(params: Any) -> Charge | None:
@@ -172,6 +176,7 @@ class PrivacyGuard:
         descriptor: Any = None,
         request_id: str | None = None,
         policy: SitePolicy | None = None,
+        secure: bool = False,
     ) -> Ticket:
         """Refuse or admit a validated request before any data is touched.
 
@@ -190,14 +195,16 @@ class PrivacyGuard:
                 f"this site requires differential privacy (dp_required) and {computation!r} "
                 "is not a DP release; use a dp_* computation or a 'dp' block"
             )
-        if (
-            policy.secure_aggregation_required
-            and computation in SUMMED_RELEASES
-            and not (isinstance(params, dict) and params.get("secagg"))
-        ):
+        if secure and computation not in SUMMED_RELEASES:
+            raise PolicyDenied(
+                f"{computation!r} cannot be pooled by secure aggregation; summable "
+                f"computations: {sorted(SUMMED_RELEASES)}"
+            )
+        if policy.secure_aggregation_required and computation in SUMMED_RELEASES and not secure:
             raise PolicyDenied(
                 f"this site contributes {computation!r} only through secure aggregation "
-                "(secure_aggregation_required); the request asks for it in the clear"
+                "(secure_aggregation_required); the request asks for it in the clear — "
+                "run it with secure=True (Flower SecAgg+)"
             )
         charge_id = None
         if charge is not None:
@@ -258,6 +265,7 @@ class PrivacyGuard:
         computation: str,
         params: dict[str, Any],
         policy: SitePolicy | None = None,
+        secure: bool = False,
     ) -> GuardedRequest:
         """Context manager around one request (``before_run`` on entry; abort on error).
 
@@ -266,7 +274,7 @@ class PrivacyGuard:
         name = getattr(dataset, "name", dataset)
         desc = getattr(dataset, "descriptor", None)
         return GuardedRequest(
-            self, permit_id, request_id, str(name), desc, computation, params, policy
+            self, permit_id, request_id, str(name), desc, computation, params, policy, secure
         )
 
     # --- the steward's views ------------------------------------------------------------
@@ -299,14 +307,16 @@ class GuardedRequest:
         computation: str,
         params: dict[str, Any],
         policy: SitePolicy | None,
+        secure: bool = False,
     ) -> None:
         self.guard = guard
         self._args = (permit_id, dataset, computation, params, descriptor, request_id, policy)
+        self._secure = secure
         self.ticket: Ticket | None = None
         self.audit_fields: dict[str, Any] = {}
 
     def __enter__(self) -> GuardedRequest:
-        self.ticket = self.guard.before_run(*self._args)
+        self.ticket = self.guard.before_run(*self._args, secure=self._secure)
         return self
 
     def check_cohort(self, con: Any) -> None:

@@ -1,184 +1,119 @@
-"""Secure summation of site vectors by pairwise masking (fallback for Flower's SecAgg+).
+"""Exact encoding of a site's released sums for Flower's SecAgg+, and back.
 
-**What this is.** Each site holds an X25519 key pair. For every pair of sites
-``(i, j)`` both derive the same secret (X25519 + HKDF-SHA256, bound to the round
-id) and expand it into a mask vector over the ring ``Z_{2^64}``; the site with
-the smaller id adds the mask, the other subtracts it. A site sends only its
-fixed-point-encoded vector plus all its masks; every single masked vector is
-uniformly distributed to the hub, and the masks cancel exactly in the sum. The
-hub learns the sum and nothing else about the individual vectors (semi-honest
-hub, no collusion with a site).
+healthfed sums site vectors with Flower's SecAgg+ (``flwr.client.mod.secaggplus_mod``
+at the node, ``flwr.server.workflow.SecAggPlusWorkflow`` at the hub; wired in
+:mod:`healthfed.federation.secure`). SecAgg+ adds integer vectors modulo
+``2^32`` under pairwise masks whose seeds are Shamir-shared, so the hub learns
+the sum over the sites that sent a vector (dropouts are recovered) and nothing
+about any single vector (semi-honest hub, fewer than ``threshold`` colluding
+sites).
 
-**What it is not.** Flower's SecAgg+ (``flwr.client.mod.secaggplus_mod`` with
-``flwr.server.workflow.SecAggPlusWorkflow``) adds Shamir secret sharing of the
-mask seeds so that the sum survives dropped sites, and runs as a four-stage
-protocol over ``TRAIN`` messages carrying ``ArrayRecord``s inside a legacy
-``LegacyContext``/``Strategy`` fit round. healthfed's engines carry JSON
-``query`` messages answered by the node's own executor, so wiring SecAgg+ needs
-changes to the ClientApp, the ServerApp round and the node executor; it was not
-done here. This module does **not** tolerate dropouts: if a site that shared
-keys does not send its masked vector, the sum cannot be unmasked and the hub
-refuses (fail closed).
+**Why our own encoding.** SecAgg+ turns floats into integers by stochastic
+quantisation to ``quantization_range`` steps over ``[-clipping_range,
+clipping_range]``: with its defaults a patient count comes back as a float
+accurate to ~2e-6 of the range, not as the count. healthfed instead encodes
+exactly and configures SecAgg+ so that its quantisation is the identity on our
+integers:
 
-Small-cell rules still hold: a site refuses to contribute a vector whose row count
-is below ``min_subset`` (:func:`mask_contribution`), and the hub refuses to unmask a
-sum over fewer than ``min_sites`` sites (:func:`unmask_sum`).
+* a value ``x`` becomes the fixed-point integer ``v = round(x * 2^FRACTION_BITS)``
+  (counts stay exact; other sums are exact to ``2^-21`` per site), refused when
+  ``|x| >= MAX_ABS`` (``2^33``, the range where float64 holds ``v`` exactly);
+* ``v`` modulo ``2^RING_BITS`` (two's complement, 76 bits) is split into
+  ``LIMBS`` limbs of ``LIMB_BITS`` bits;
+* SecAgg+ runs with ``clipping_range = 2^LIMB_BITS``, ``quantization_range =
+  2^(LIMB_BITS+1)``, ``max_weight = 1`` and every site's weight 1: then
+  ``quantize(limb) = limb + 2^LIMB_BITS`` exactly (stochastic rounding of an integer
+  is that integer), the workflow returns each summed limb divided by the number
+  of contributing sites, and :func:`decode_sum` multiplies back, rounds, and
+  recombines the limbs modulo ``2^RING_BITS``;
+* the modulus ``2^32`` holds up to ``MAX_SITES`` sites' limbs without wrapping.
+
+Sums over the sites can reach ``MAX_SITES * MAX_ABS``, far inside the 76-bit ring,
+so the recombined sum is exact in the ring and then divided by ``2^FRACTION_BITS``.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from healthfed.errors import PrivacyError, ThresholdViolation
-from healthfed.node.policy import SitePolicy
+from healthfed.errors import PrivacyError
 
 __all__ = [
+    "CLIPPING_RANGE",
     "FRACTION_BITS",
-    "SecAggKeys",
-    "mask_contribution",
-    "mask_vector",
-    "unmask_sum",
+    "LIMBS",
+    "LIMB_BITS",
+    "MAX_ABS",
+    "MAX_SITES",
+    "MODULUS_RANGE",
+    "QUANTIZATION_RANGE",
+    "SECURE_SUMMABLE",
+    "decode_sum",
+    "encode_vector",
 ]
 
-FRACTION_BITS = 24  # fixed-point precision: 2^-24 ~ 6e-8
-_RING = 2**64
+FRACTION_BITS = 20
+LIMB_BITS = 19
+LIMBS = 4
+RING_BITS = LIMB_BITS * LIMBS  # 76
+MAX_ABS = float(2**33)
+CLIPPING_RANGE = float(2**LIMB_BITS)
+QUANTIZATION_RANGE = 2 ** (LIMB_BITS + 1)
+MODULUS_RANGE = 2**32
+MAX_SITES = MODULUS_RANGE // QUANTIZATION_RANGE - 1  # 4095
+
+_LIMB_MASK = (1 << LIMB_BITS) - 1
+
+# Computations whose released statistics are sums over rows and may therefore be
+# pooled by secure aggregation, with how a site weights its arrays first:
+# "sum" adds them as they are; "rows" multiplies them by the site's row count so
+# the pooled arrays divided by the pooled row count are the row-weighted mean
+# (FedAvg's update).
+SECURE_SUMMABLE: dict[str, str] = {
+    "sum": "sum",
+    "feature_moments": "sum",
+    "glm_step": "sum",
+    "local_train": "rows",
+}
 
 
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode()
-
-
-@dataclass
-class SecAggKeys:
-    """One site's key pair for one round of secure summation."""
-
-    private: X25519PrivateKey
-
-    @classmethod
-    def generate(cls) -> SecAggKeys:
-        return cls(X25519PrivateKey.generate())
-
-    @property
-    def public(self) -> str:
-        raw = self.private.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        return _b64(raw)
-
-    def shared_seed(self, peer_public: str, round_id: str) -> bytes:
-        peer = X25519PublicKey.from_public_bytes(base64.b64decode(peer_public))
-        secret = self.private.exchange(peer)
-        return HKDF(
-            algorithm=hashes.SHA256(),
-            length=32,
-            salt=hashlib.sha256(round_id.encode()).digest(),
-            info=b"healthfed-secagg-mask",
-        ).derive(secret)
-
-
-def _mask(seed: bytes, size: int) -> np.ndarray:
-    rng = np.random.Generator(np.random.PCG64(int.from_bytes(seed, "big")))
-    return rng.integers(0, np.iinfo(np.uint64).max, size=size, dtype=np.uint64, endpoint=True)
-
-
-def _encode(vec: np.ndarray) -> np.ndarray:
-    v = np.asarray(vec, dtype=float)
-    if not np.all(np.isfinite(v)):
-        raise PrivacyError("secure sum: a non-finite value cannot be encoded")
-    q = np.round(v * 2.0**FRACTION_BITS)
-    if np.any(np.abs(q) >= 2.0**62):
-        raise PrivacyError("secure sum: a value is too large for the fixed-point ring")
-    return q.astype(np.int64).view(np.uint64)
-
-
-def _decode(u: np.ndarray) -> np.ndarray:
-    return u.view(np.int64).astype(float) / 2.0**FRACTION_BITS
-
-
-def mask_vector(
-    vector: Sequence[float],
-    site: str,
-    keys: SecAggKeys,
-    peers: Mapping[str, str],
-    round_id: str,
-) -> list[int]:
-    """The site's masked, fixed-point vector (what it sends to the hub).
-
-    Parameters
-    ----------
-    peers
-        Site name -> public key of *every* site in the round (including this one).
-    """
-    if site not in peers:
-        raise PrivacyError(f"secure sum: site {site!r} is not among the round's sites")
-    x = _encode(np.asarray(vector, dtype=float).ravel())
-    with np.errstate(over="ignore"):
-        for other, pub in sorted(peers.items()):
-            if other == site:
-                continue
-            m = _mask(keys.shared_seed(pub, round_id), x.size)
-            x = x + m if site < other else x - m  # uint64 arithmetic wraps mod 2^64
-    return [int(v) for v in x]
-
-
-def mask_contribution(
-    vector: Sequence[float],
-    n_rows: int,
-    site: str,
-    keys: SecAggKeys,
-    peers: Mapping[str, str],
-    round_id: str,
-    policy: SitePolicy,
-) -> dict[str, object]:
-    """Node side: refuse under ``min_subset`` rows, else mask ``[n_rows, *vector]``."""
-    if int(n_rows) < policy.min_subset:
-        raise ThresholdViolation(
-            f"secure sum: fewer than min_subset = {policy.min_subset} patients at site "
-            f"{site!r}; the site does not contribute"
-        )
-    masked = mask_vector([float(n_rows), *list(vector)], site, keys, peers, round_id)
-    return {"site": site, "masked": masked, "round_id": round_id}
-
-
-def unmask_sum(
-    contributions: Mapping[str, Sequence[int]],
-    expected_sites: Sequence[str],
-    min_sites: int = 2,
-) -> np.ndarray:
-    """Hub side: the sum of the sites' vectors (masks cancel).
+def encode_vector(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Fixed-point limbs of ``values``: an ``(LIMBS, n)`` int64 array, each in ``[0, 2^19)``.
 
     Raises
     ------
-    ThresholdViolation
-        Fewer than ``min_sites`` sites contributed.
     PrivacyError
-        A site that shared keys sent no vector (dropouts are not handled: the masks
-        would not cancel, so nothing is released).
+        A value is not finite or ``|x| >= MAX_ABS``: nothing is encoded (the site
+        does not contribute rather than contribute a wrapped number).
     """
-    if len(expected_sites) < min_sites or len(contributions) < min_sites:
-        raise ThresholdViolation(
-            f"secure sum: {len(contributions)} site(s) contributed, the hub needs at least "
-            f"{min_sites}"
-        )
-    missing = sorted(set(expected_sites) - set(contributions))
-    if missing:
+    x = np.asarray(values, dtype=float).ravel()
+    if not np.all(np.isfinite(x)):
+        raise PrivacyError("secure aggregation: a released statistic is not finite")
+    if x.size and float(np.max(np.abs(x))) >= MAX_ABS:
         raise PrivacyError(
-            f"secure sum: site(s) {missing} shared keys but sent no vector; their masks do not "
-            "cancel and this protocol does not recover dropouts — nothing released"
+            f"secure aggregation: a released statistic has |value| >= 2^33 ({MAX_ABS:.3g}), "
+            "outside the exact fixed-point range; nothing contributed"
         )
-    sizes = {len(v) for v in contributions.values()}
-    if len(sizes) != 1:
-        raise PrivacyError("secure sum: the sites' vectors differ in length")
-    total = np.zeros(sizes.pop(), dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for site in sorted(contributions):
-            total = total + np.asarray([int(v) for v in contributions[site]], dtype=np.uint64)
-    return _decode(total)
+    v = np.rint(x * float(2**FRACTION_BITS)).astype(np.int64)
+    # Arithmetic shifts of the two's-complement int64 give the limbs of v mod 2^76.
+    return np.stack([(v >> (LIMB_BITS * k)) & _LIMB_MASK for k in range(LIMBS)])
+
+
+def decode_sum(mean_limbs: Sequence[np.ndarray] | np.ndarray, n_sites: int) -> np.ndarray:
+    """The sites' summed values from SecAgg+'s output (limb sums divided by ``n_sites``)."""
+    if n_sites < 1 or n_sites > MAX_SITES:
+        raise PrivacyError(f"secure aggregation: {n_sites} sites is outside 1..{MAX_SITES}")
+    limbs = np.asarray(mean_limbs, dtype=float).reshape(LIMBS, -1)
+    totals = np.rint(limbs * n_sites)
+    if np.any(totals < 0) or np.any(totals > n_sites * _LIMB_MASK):
+        raise PrivacyError("secure aggregation: the unmasked sum is not a valid limb sum")
+    ring = 1 << RING_BITS
+    out = np.empty(limbs.shape[1], dtype=float)
+    for j in range(limbs.shape[1]):
+        u = sum(int(totals[k, j]) << (LIMB_BITS * k) for k in range(LIMBS)) % ring
+        if u >= ring >> 1:
+            u -= ring
+        out[j] = u / float(2**FRACTION_BITS)
+    return out

@@ -1,5 +1,5 @@
-"""DP federated training (clipping + Gaussian noise, ε in the ledger), membership
-inference against it, and the pairwise-masking secure sum."""
+"""DP federated training (clipping + Gaussian noise, ε in the ledger) and membership
+inference against it (secure aggregation: tests/privacy/test_secure_aggregation.py)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,9 @@ from healthfed.compute.fedavg import (  # noqa: E402
     per_example_grads,
     round_dp,
 )
-from healthfed.errors import PrivacyError, ThresholdViolation  # noqa: E402
+from healthfed.errors import ThresholdViolation  # noqa: E402
 from healthfed.federation.federation import Federation  # noqa: E402
 from healthfed.node.policy import SitePolicy  # noqa: E402
-from healthfed.privacy.secagg import SecAggKeys, mask_contribution, unmask_sum  # noqa: E402
 
 SPEC = {
     "features": [
@@ -115,37 +114,3 @@ def test_membership_inference_fails_against_dp_model(tmp_path) -> None:
     lin, lout = losses(members), losses(outsiders)
     auc = roc_auc_score(np.r_[np.ones(len(lin)), np.zeros(len(lout))], -np.r_[lin, lout])
     assert auc <= 0.55
-
-
-# --- secure aggregation (pairwise masking fallback) ----------------------------------------
-def test_secure_sum_masks_cancel_and_hide_each_vector() -> None:
-    sites = ["a", "b", "c", "d"]
-    keys = {s: SecAggKeys.generate() for s in sites}
-    pubs = {s: k.public for s, k in keys.items()}
-    rng = np.random.default_rng(0)
-    vecs = {s: rng.normal(size=5) * 100 for s in sites}
-    out = {
-        s: mask_contribution(vecs[s], 50, s, keys[s], pubs, "round-1", SitePolicy())["masked"]
-        for s in sites
-    }
-    total = unmask_sum(out, sites)
-    np.testing.assert_allclose(total[1:], sum(vecs.values()), atol=1e-5)
-    assert total[0] == pytest.approx(200)
-    # A single masked vector says nothing recognisable about its site's vector.
-    assert not np.allclose(np.asarray(out["a"], dtype=float)[1:], vecs["a"], atol=1e3)
-    # Another round id gives other masks.
-    again = mask_contribution(vecs["a"], 50, "a", keys["a"], pubs, "round-2", SitePolicy())
-    assert again["masked"] != out["a"]
-
-
-def test_secure_sum_small_cell_and_site_rules() -> None:
-    sites = ["a", "b"]
-    keys = {s: SecAggKeys.generate() for s in sites}
-    pubs = {s: k.public for s, k in keys.items()}
-    with pytest.raises(ThresholdViolation, match="does not contribute"):
-        mask_contribution([1.0], 3, "a", keys["a"], pubs, "r", SitePolicy())
-    one = {"a": mask_contribution([1.0], 10, "a", keys["a"], pubs, "r", SitePolicy())["masked"]}
-    with pytest.raises(ThresholdViolation, match="at least 2"):
-        unmask_sum(one, ["a"], min_sites=2)
-    with pytest.raises(PrivacyError, match="dropouts"):
-        unmask_sum({**one, "c": one["a"]}, ["a", "b", "c"], min_sites=2)
