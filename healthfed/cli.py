@@ -392,6 +392,32 @@ def stats_crosstab(
     _emit(result, fmt, out)
 
 
+@stats_app.command("sum")
+def stats_sum(
+    nodes: NodesArg,
+    variable: Annotated[str, typer.Option("--var", help="Numeric variable to sum.")],
+    dataset: DatasetOpt = "covid",
+    secure: Annotated[
+        bool,
+        typer.Option(help="Pool with Flower's SecAgg+: no site's own sum reaches the hub."),
+    ] = False,
+    engine: EngineOpt = Engine.inprocess,
+    fmt: FormatOpt = Format.text,
+    out: OutOpt = None,
+    permit: PermitOpt = None,
+    requester: RequesterOpt = "researcher",
+    purpose: PurposeOpt = None,
+    hub: HubReleaseOpt = None,
+) -> None:
+    """Sum, n and mean of a numeric variable (sites under min_subset or dominated decline)."""
+    params = {"variable": variable}
+    result = _run_stats(
+        nodes, engine, lambda fed: fed.run("sum", dataset, params, secure=secure),
+        permit, requester, purpose, hub,
+    )  # fmt: skip
+    _emit(result, fmt, out)
+
+
 # --- node: opt-outs and the airlock -------------------------------------------------------------
 NodeFileArg = Annotated[Path, typer.Argument(help="Node TOML file.")]
 
@@ -893,6 +919,13 @@ def train(
     holdout: Annotated[
         float | None, typer.Option(help="Hold out this share of each site's patients for testing.")
     ] = None,
+    secure_aggregation: Annotated[
+        bool,
+        typer.Option(
+            help="Pool every training round with Flower's SecAgg+ (no site's own update "
+            "or gradient reaches the hub)."
+        ),
+    ] = False,
     engine: EngineOpt = Engine.inprocess,
     permit: PermitOpt = None,
     requester: RequesterOpt = "researcher",
@@ -920,8 +953,14 @@ def train(
                 rounds=rounds,
                 holdout=split,
                 progress=model not in ("logistic", "gaussian", "poisson"),
+                secure_aggregation=secure_aggregation,
             )
-        provenance = {"dataset": dataset, "holdout": split, "engine": engine.value}
+        provenance = {
+            "dataset": dataset,
+            "holdout": split,
+            "engine": engine.value,
+            "secure_aggregation": secure_aggregation,
+        }
         return fitted, save_model(fitted, out, provenance=provenance)
 
     fitted, artefact = _guard(go)

@@ -91,3 +91,23 @@ def test_unknown_model_kind_exits_2(nodes: list[str], tmp_path: Path) -> None:
     )  # fmt: skip
     assert r.exit_code == 2
     assert "xgboost" in r.output
+
+
+def test_secure_aggregation_from_the_command_line(nodes: list[str], tmp_path: Path) -> None:
+    clear = runner.invoke(app, ["stats", "sum", *nodes, "--var", "age", "--format", "json"])
+    secure = runner.invoke(
+        app, ["stats", "sum", *nodes, "--var", "age", "--secure", "--format", "json"]
+    )
+    assert clear.exit_code == 0 and secure.exit_code == 0, (clear.output, secure.output)
+    c, s = json.loads(clear.stdout), json.loads(secure.stdout)
+    assert s["n"] == c["n"] and abs(s["sum"] - c["sum"]) < 1e-5
+    assert list(s["per_site"]) == ["(secure aggregate)"] and s["sites"] == ["h1", "h2", "h3"]
+
+    model = tmp_path / "secure_model"
+    r = runner.invoke(
+        app,
+        ["train", *nodes, "--target", "death_28d", "--features", "age,spo2",
+         "--secure-aggregation", "--out", str(model)],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads((model / "model.json").read_text())["provenance"]["secure_aggregation"]

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
+import pandas as pd
 
 from healthfed.compute.registry import Computation, register
 from healthfed.errors import DataError, PolicyDenied, ThresholdViolation
@@ -464,7 +465,27 @@ class SumResult:
     sites: list[str]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sum": self.sum, "n": self.n, "mean": self.mean, "per_site": self.per_site}
+        return {
+            "sum": self.sum,
+            "n": self.n,
+            "mean": self.mean,
+            "per_site": self.per_site,
+            "sites": self.sites,
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per released part (a site, or the secure aggregate) and the pooled row."""
+        rows = {k: {"sum": v["sum"], "n": v["n"]} for k, v in self.per_site.items()}
+        rows["pooled"] = {"sum": self.sum, "n": self.n}
+        frame = pd.DataFrame.from_dict(rows, orient="index")
+        frame["mean"] = frame["sum"] / frame["n"].where(frame["n"] > 0)
+        return frame
+
+    def to_text(self) -> str:
+        return (
+            f"{self.to_frame().to_string()}\n"
+            f"sites in the sum: {', '.join(self.sites) or 'none'}"
+        )
 
 
 def combine_sum(replies: dict[str, dict], params: dict) -> SumResult:

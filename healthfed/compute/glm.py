@@ -409,6 +409,11 @@ class FederatedGLM(BaseEstimator):
         per pooled SD; predictions are unaffected without a penalty).
     missing
         ``"indicator"`` (pooled-mean imputation + indicator) or ``"drop"``.
+    secure_aggregation
+        Pool every Newton round with Flower's SecAgg+ (``Federation.query(...,
+        secure=True)``): the hub sees only the summed score and Hessian, never a
+        site's own. The preprocessing round (pooled means, SDs, level counts) stays
+        an ordinary disclosure-checked round.
 
     Attributes
     ----------
@@ -441,6 +446,7 @@ class FederatedGLM(BaseEstimator):
         tol: float = 1e-10,
         standardize: bool = True,
         missing: str = "indicator",
+        secure_aggregation: bool = False,
     ) -> None:
         self.family = family
         self.l2 = l2
@@ -448,6 +454,7 @@ class FederatedGLM(BaseEstimator):
         self.tol = tol
         self.standardize = standardize
         self.missing = missing
+        self.secure_aggregation = secure_aggregation
 
     # --- fitting --------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -544,22 +551,23 @@ class FederatedGLM(BaseEstimator):
         n_iter = 0
         for it in range(self.max_iter + 1):
             params = {**base, "beta": None if beta is None else beta.tolist()}
-            out = federation.query(GLM_STEP, dataset, params)
+            secure = {"secure": True} if getattr(self, "secure_aggregation", False) else {}
+            out = federation.query(GLM_STEP, dataset, params, **secure)
             rounds += 1
             n_iter += 1
             self.refused_.update(out.refused)
-            if len(out.replies) < min_sites:
+            if len(out.contributed) < min_sites:
                 raise ThresholdViolation(
-                    f"glm_step round {it}: {len(out.replies)} site(s) contributed "
-                    f"({', '.join(sorted(out.replies)) or 'none'}), at least {min_sites} needed; "
+                    f"glm_step round {it}: {len(out.contributed)} site(s) contributed "
+                    f"({', '.join(out.contributed) or 'none'}), at least {min_sites} needed; "
                     f"refused: {out.refused}; missing: {out.missing}; errors: {out.errors}"
                 )
             if sites is None:
-                sites = sorted(out.replies)
-            elif sorted(out.replies) != sites:
+                sites = out.contributed
+            elif out.contributed != sites:
                 raise FederationError(
                     f"glm_step round {it}: contributing sites changed from {sites} to "
-                    f"{sorted(out.replies)} (refused: {out.refused}; missing: {out.missing}); "
+                    f"{out.contributed} (refused: {out.refused}; missing: {out.missing}); "
                     "a Newton fit needs the same sites in every round"
                 )
             agg = combine_glm_step(out.replies, params)
@@ -748,12 +756,14 @@ class FederatedLogisticRegression(ClassifierMixin, FederatedGLM):
         tol: float = 1e-10,
         standardize: bool = True,
         missing: str = "indicator",
+        secure_aggregation: bool = False,
     ) -> None:
         self.l2 = l2
         self.max_iter = max_iter
         self.tol = tol
         self.standardize = standardize
         self.missing = missing
+        self.secure_aggregation = secure_aggregation
 
     def _set_coef(self, beta: np.ndarray) -> None:
         self.coef_ = beta[1:].reshape(1, -1).copy()

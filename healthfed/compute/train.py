@@ -15,19 +15,32 @@ from healthfed.errors import PolicyDenied
 MODEL_KINDS = ("logistic", "gaussian", "poisson", "fedavg", "fedprox", "fedadam", "mlp")
 
 
-def make_estimator(kind: str, *, l2: float = 0.0, rounds: int = 30, seed: int = 0) -> Any:
-    """The unfitted estimator for ``kind`` (see ``MODEL_KINDS``)."""
+def make_estimator(
+    kind: str,
+    *,
+    l2: float = 0.0,
+    rounds: int = 30,
+    seed: int = 0,
+    secure_aggregation: bool = False,
+) -> Any:
+    """The unfitted estimator for ``kind`` (see ``MODEL_KINDS``).
+
+    ``secure_aggregation`` pools every training round with Flower's SecAgg+.
+    """
     from healthfed.compute.fedavg import FedAvgLogisticRegression, FederatedMLPClassifier
     from healthfed.compute.glm import FederatedGLM, FederatedLogisticRegression
 
+    sa = secure_aggregation
     if kind == "logistic":
-        return FederatedLogisticRegression(l2=l2)
+        return FederatedLogisticRegression(l2=l2, secure_aggregation=sa)
     if kind in ("gaussian", "poisson"):
-        return FederatedGLM(family=kind, l2=l2)
+        return FederatedGLM(family=kind, l2=l2, secure_aggregation=sa)
     if kind in ("fedavg", "fedprox", "fedadam"):
-        return FedAvgLogisticRegression(strategy=kind, rounds=rounds, random_state=seed)
+        return FedAvgLogisticRegression(
+            strategy=kind, rounds=rounds, random_state=seed, secure_aggregation=sa
+        )
     if kind == "mlp":
-        return FederatedMLPClassifier(rounds=rounds, random_state=seed)
+        return FederatedMLPClassifier(rounds=rounds, random_state=seed, secure_aggregation=sa)
     raise PolicyDenied(f"--model must be one of {list(MODEL_KINDS)}, got {kind!r}")
 
 
@@ -43,6 +56,7 @@ def train(
     holdout: dict[str, Any] | None = None,
     seed: int = 0,
     progress: bool = False,
+    secure_aggregation: bool = False,
 ) -> Any:
     """Fit a ``kind`` model of ``target`` on ``features`` across the federation.
 
@@ -53,7 +67,9 @@ def train(
     """
     from healthfed.compute.preprocess import FederatedPreprocessor
 
-    estimator = make_estimator(kind, l2=l2, rounds=rounds, seed=seed)
+    estimator = make_estimator(
+        kind, l2=l2, rounds=rounds, seed=seed, secure_aggregation=secure_aggregation
+    )
     if kind in ("logistic", "gaussian", "poisson"):
         return estimator.fit(federation, dataset, target, list(features), holdout=holdout)
     spec = (

@@ -30,6 +30,7 @@ reason, and the layout of the vector (names and shapes, fixed by the request).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -402,7 +403,14 @@ def secure_collect(grid: Any, request: dict[str, Any], timeout: float) -> dict[s
         modulus_range=secagg.MODULUS_RANGE,
         timeout=timeout,
     )
-    workflow(rgrid, context)
+    # Flower logs each stage at INFO; keep its warnings and errors, not the chatter.
+    flwr_logger = logging.getLogger("flwr")
+    level = flwr_logger.level
+    flwr_logger.setLevel(max(logging.WARNING, flwr_logger.getEffectiveLevel()))
+    try:
+        workflow(rgrid, context)
+    finally:
+        flwr_logger.setLevel(level)
 
     refused: dict[str, str] = {}
     errors: dict[str, str] = {}
@@ -410,7 +418,7 @@ def secure_collect(grid: Any, request: dict[str, Any], timeout: float) -> dict[s
         text = reason.removeprefix(f"{SecureRefusal.__name__}: ")
         match = _SITE_RE.match(text)
         if match and text != reason:
-            refused.setdefault(match.group(1), text)
+            refused.setdefault(match.group(1), text[match.end() :].removeprefix(" refused: "))
         else:
             errors[f"node-{nid}"] = reason
     secure = None

@@ -209,3 +209,16 @@ def test_dp_training_through_secure_aggregation(tmp_path, frames) -> None:
     for node in nodes:
         spent = node.privacy_guard.budget()
         assert float(spent["epsilon_spent"].sum()) == pytest.approx(1.5, rel=1e-3)
+
+
+def test_exact_glm_with_secure_aggregation_equals_the_clear_fit(tmp_path, frames) -> None:
+    from healthfed.compute.glm import FederatedGLM
+
+    with Federation.inprocess(_nodes(tmp_path, frames)) as fed:
+        clear = FederatedGLM().fit(fed, "cohort", "death", ["age", "los", "sex"])
+        secure = FederatedGLM(secure_aggregation=True).fit(
+            fed, "cohort", "death", preprocess=clear.preprocessor_
+        )
+    np.testing.assert_allclose(secure.params_, clear.params_, atol=1e-6)
+    np.testing.assert_allclose(secure.bse_, clear.bse_, atol=1e-6)
+    assert secure.sites_ == ["h0", "h1", "h2"]
