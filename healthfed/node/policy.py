@@ -33,7 +33,8 @@ class SitePolicy:
     max_param_ratio
         Largest ratio of model parameters to rows a node accepts.
     min_sites
-        Fewest contributing sites for a pooled release at the hub.
+        Fewest contributing sites for a pooled release at the hub; in a secure
+        (SecAgg+) round the site itself takes no part with fewer.
     allow_min_max
         Whether exact minima/maxima may be released (off: they are single patients' values).
     histogram_bins
@@ -57,8 +58,9 @@ class SitePolicy:
         contributions make up more than ``k`` percent of the total (default: the two
         largest more than 85 %).
     secure_aggregation_required
-        When true the site contributes sums and model updates only masked for
-        secure aggregation (``healthfed.privacy.secagg``), never in the clear.
+        When true the site contributes sums and model updates (``sum``,
+        ``feature_moments``, ``glm_step``, ``local_train``) only inside Flower
+        SecAgg+ rounds (``healthfed.federation.secure``), never in the clear.
     timeout_s
         Not a disclosure rule: how long the hub waits for this node by default.
     """
