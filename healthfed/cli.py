@@ -109,6 +109,11 @@ def demo(
         + ", ".join(f"{site} {eps:.2f}" for site, eps in dp["epsilon_per_site"].items())
         + " (each node's ledger: healthfed node budget NODEFILE)"
     )
+    sec = result.summary["secure_sum"]
+    console.print(
+        f"Mean {sec['variable']} by secure aggregation ({sec['protocol']}; the hub saw only the "
+        f"sum over {', '.join(sec['sites'])}): {sec['mean']:.1f} (n = {sec['n']})"
+    )
     console.print(
         f"Permit {result.summary['permit_id']} (granted by the demo hub in "
         f"{result.out_dir / 'hub'}); node audit logs in {result.out_dir / 'nodes'}"

@@ -91,6 +91,9 @@ def prepare_nodes(
 #: The demo's differentially private statistic (charged to each node's budget ledger).
 DP_COMPUTATION, DP_VARIABLE, DP_EPSILON = "dp_mean", "age", 0.5
 
+#: The demo's secure sum (Flower SecAgg+: the hub sees only the total over the sites).
+SECURE_VARIABLE = "age"
+
 #: What training, evaluating and reporting the demo's model asks of the nodes.
 MODEL_COMPUTATIONS = [
     "describe",
@@ -122,7 +125,7 @@ def grant_demo_permit(hub: Any, node_files: list[Path]) -> dict[str, Any]:
             "no_prohibited_use": True,
             "datasets": ["covid"],
             "variables": [*TABLE1_VARIABLES, TABLE1_BY],
-            "computations": ["table1", DP_COMPUTATION, *MODEL_COMPUTATIONS],
+            "computations": ["table1", DP_COMPUTATION, "sum", *MODEL_COMPUTATIONS],
             "data_form": "anonymised",
         }
     )
@@ -192,6 +195,12 @@ def run_demo(
                 DP_COMPUTATION, "covid", {"variable": DP_VARIABLE, "epsilon": DP_EPSILON}
             )
             progress.update(step, completed=1, total=1)
+            step = progress.add_task(
+                f"Secure sum of {SECURE_VARIABLE} (Flower SecAgg+, no site's own sum seen)",
+                total=None,
+            )
+            secure = federation.secure_sum("covid", SECURE_VARIABLE)
+            progress.update(step, completed=1, total=1)
             report_path = None
             report_refused: str | None = None
             if report:
@@ -228,6 +237,13 @@ def run_demo(
             "value": dp.value,
             "epsilon_per_site": dict(sorted(dp.epsilon.items())),
             "delta_per_site": dict(sorted(dp.delta.items())),
+        },
+        "secure_sum": {
+            "variable": SECURE_VARIABLE,
+            "n": secure.n,
+            "mean": secure.mean,
+            "sites": list(secure.sites),
+            "protocol": "Flower SecAgg+",
         },
         "trust_report": None if report_path is None else str(report_path),
         "trust_report_refused": report_refused,

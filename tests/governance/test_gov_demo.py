@@ -26,10 +26,10 @@ def test_demo_runs_under_a_permit_of_its_local_hub(tmp_path: Path) -> None:
     with Hub.open(out / "hub") as hub:
         assert hub.permit(pid)["permit"]["purpose"] == "scientific_research"
         assert sorted(hub.permit(pid)["permit"]["computations"]) == sorted(
-            ["table1", DP_COMPUTATION, *MODEL_COMPUTATIONS]
+            ["table1", DP_COMPUTATION, "sum", *MODEL_COMPUTATIONS]
         )
-        releases = hub.releases()  # Table 1 and the DP mean
-        assert [r["computation"] for r in releases] == ["table1", DP_COMPUTATION]
+        releases = hub.releases()  # Table 1, the DP mean and the secure sum
+        assert [r["computation"] for r in releases] == ["table1", DP_COMPUTATION, "sum"]
         for release in releases:
             assert release["permit_id"] == pid and release["sites"] == summary["sites"]
         assert len(hub.catalogue()) == 2
@@ -37,9 +37,12 @@ def test_demo_runs_under_a_permit_of_its_local_hub(tmp_path: Path) -> None:
     for site in summary["sites"]:
         log = out / "nodes" / f"{site}.state" / "audit.jsonl"
         assert verify_audit_log(log).ok
-        last = json.loads(log.read_text().splitlines()[-1])
-        assert last["permit_id"] == pid and last["decision"] == "released"
-        assert last["computation"] == DP_COMPUTATION and last["dp_epsilon"] > 0
+        records = [json.loads(line) for line in log.read_text().splitlines()]
+        dp, secure = records[-2], records[-1]
+        assert dp["permit_id"] == pid and dp["decision"] == "released"
+        assert dp["computation"] == DP_COMPUTATION and dp["dp_epsilon"] > 0
+        assert secure["computation"] == "sum" and secure["secure_aggregation"] is True
+        assert secure["decision"] == "released"
     # Running again in the same folder reuses the hub and grants a fresh permit.
     again = run_demo(
         sites=2, rows=300, out=out, console=Console(file=io.StringIO()), report=False
