@@ -5,31 +5,114 @@ privacy guard, the DP ledger and the differencing memory live in each node execu
 process (a sandbox node keeps them in memory for the life of that process), so state
 carries from one round to the next exactly as on a node driven in-process. The tests
 run in file order and share that state: the DP and differencing tests rely on it.
-Seven rounds in all (a round costs ~5-6 s); "more levels than allowed" stays in the
-in-process suite (tests/privacy/test_attacks.py) to keep this module under a minute.
+
+Each node holds two datasets: the synthetic COVID cohort and ``cohort``, built like the
+in-process suite's (tests/privacy/_privacy_helpers.py) with its attack targets planted
+(see ``_cohort_frame``; the sites' ``cohort`` descriptors differ on purpose, see
+``_cohort_columns``, so one round checks two refusal paths). Each dataset has its own
+DP ledger and differencing memory, so the two never interfere.
+
+Run over Flower, mirroring tests/privacy/test_attacks.py: an identifier as a variable;
+tiny subgroups via cross-tabs and via subgroup metrics; the DP budget per request and
+per permit (repeating one DP query until the budget is spent); all-vs-all-minus-a-few
+differencing; more levels than allowed; min/max and quantile reconstruction; dominated
+sums and sums over fewer than ``min_subset`` patients. Fifteen rounds in all (a round
+costs ~5-6 s).
+
+Only in the in-process suite: "site requires DP" and "site requires secure
+aggregation" (node-wide policies: such a node would refuse the non-DP requests above,
+so it needs a deployment of its own), the zCDP composition of many Gaussian releases (a
+dozen rounds or more), differencing through data changes and holdout splits, and
+forged DP releases (no network involved).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from healthfed.data.synth import write_covid_cohort
-from healthfed.errors import ThresholdViolation
-from healthfed.federation.federation import Federation
-from healthfed.node.policy import SitePolicy
-from healthfed.node.runtime import write_node_file
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _privacy_helpers import COLUMNS, frame  # noqa: E402
+
+from healthfed.data.dataset import render_descriptor_toml  # noqa: E402
+from healthfed.data.synth import write_covid_cohort  # noqa: E402
+from healthfed.errors import ThresholdViolation  # noqa: E402
+from healthfed.federation.federation import Federation  # noqa: E402
+from healthfed.node.policy import SitePolicy  # noqa: E402
+from healthfed.node.runtime import write_node_file  # noqa: E402
 
 pytestmark = pytest.mark.flower
 
 SITES, ROWS, SEED = 2, 300, 5
 DATASET = "covid"
+COHORT = "cohort"  # the second dataset of every node, see _cohort_frame
 SITE_NAMES = ["hospital_1", "hospital_2"]
 # Defaults except a small DP budget, so it runs out within two rounds.
 POLICY = SitePolicy(dp_epsilon_per_request=1.0, dp_epsilon_per_permit=1.5)
+MAX_LEVELS = POLICY.max_levels  # 40, the default
+CLINICS = [f"c{i:02d}" for i in range(MAX_LEVELS + 5)]  # more levels than allowed
+WEIGHT_BOUNDS = [0, 250]  # declared at hospital_2 only
+
+
+def _cohort_columns(k: int) -> dict[str, dict[str, Any]]:
+    """Site ``k``'s ``cohort`` descriptor: the in-process suite's columns, plus ``clinic``.
+
+    The two sites declare ``clinic`` and ``weight`` differently (as real sites' descriptors
+    may differ), so one round checks two refusal paths:
+
+    ==========  ==================  ============================
+    column      hospital_1          hospital_2
+    ==========  ==================  ============================
+    ``clinic``  45 declared levels  no declared levels (45 seen)
+    ``weight``  no declared bounds  bounds ``WEIGHT_BOUNDS``
+    ==========  ==================  ============================
+    """
+    if k == 1:
+        clinic: dict[str, Any] = {"type": "categorical", "levels": CLINICS}
+        return {**COLUMNS, "clinic": clinic}
+    weight = {**COLUMNS["weight"], "bounds": WEIGHT_BOUNDS}
+    return {**COLUMNS, "weight": weight, "clinic": {"type": "categorical"}}
+
+
+def _cohort_frame(k: int) -> pd.DataFrame:
+    """Site ``k``'s ``cohort``: the in-process suite's cohort with its attack targets.
+
+    As there: one patient aged 109 (all others <= 100) and three patients on ward
+    ``d`` (all others on ``a``); every one of the 45 clinics is seen. At hospital_1 two
+    patients hold 1.9 of the 1.94 million of income (the sum is dominated);
+    hospital_2 keeps ordinary incomes (no dominance).
+    """
+    d = frame(400, k, prefix=f"h{k}_")
+    d.loc[0, "age"] = 109.0
+    d.loc[d.index[1:], "age"] = d.loc[d.index[1:], "age"].clip(upper=100.0)
+    d["ward"] = "a"
+    d.loc[:2, "ward"] = "d"
+    d["clinic"] = pd.Series([CLINICS[i % len(CLINICS)] for i in range(len(d))], dtype=object)
+    if k == 1:
+        d["income"] = 100.0
+        d.loc[0, "income"] = 1_000_000.0
+        d.loc[1, "income"] = 900_000.0
+    return d
+
+
+def _write_cohort(folder: Path, k: int) -> Path:
+    """Write site ``k``'s ``cohort`` (Parquet and descriptor); return the descriptor path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _cohort_frame(k).to_parquet(folder / f"cohort_{k}.parquet", index=False)
+    dataset = {
+        "name": COHORT,
+        "file": f"cohort_{k}.parquet",
+        "format": "parquet",
+        "id_column": "pid",
+    }
+    path = folder / f"cohort_{k}.toml"
+    path.write_text(render_descriptor_toml(dataset, _cohort_columns(k)), encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +121,13 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     written = write_covid_cohort(root / "data", sites=SITES, rows=ROWS, seed=SEED)
     descriptors = sorted(p for p in written if p.suffix == ".toml")
     node_files = [
-        write_node_file(root / "nodes" / f"{d.stem}.toml", d.stem, [d], policy=POLICY)
-        for d in descriptors
+        write_node_file(
+            root / "nodes" / f"{d.stem}.toml",
+            d.stem,
+            [d, _write_cohort(root / "cohort", k)],
+            policy=POLICY,
+        )
+        for k, d in enumerate(descriptors, start=1)
     ]
     data = {p.stem: pd.read_parquet(p) for p in written if p.suffix == ".parquet"}
     return {"root": root, "node_files": node_files, "data": data}
@@ -53,12 +141,30 @@ def fed(frames: dict[str, Any]) -> Iterator[Federation]:
         yield federation
 
 
-def all_refused(fed: Federation, computation: str, params: dict[str, Any], *needles: str) -> None:
-    out = fed.query(computation, DATASET, params)
+def all_refused(
+    fed: Federation,
+    computation: str,
+    params: dict[str, Any],
+    *needles: str,
+    dataset: str = DATASET,
+) -> None:
+    out = fed.query(computation, dataset, params)
     assert not out.replies, out.replies
     assert sorted(out.refused) == SITE_NAMES, (out.refused, out.errors, out.missing)
     for site, reason in out.refused.items():
         for n in needles:
+            assert n in reason, (site, reason)
+
+
+def refused_by_site(
+    fed: Federation, computation: str, params: dict[str, Any], needles: dict[str, list[str]]
+) -> None:
+    """Both sites refuse the ``cohort`` request, each naming its own problem."""
+    out = fed.query(computation, COHORT, params)
+    assert not out.replies, out.replies
+    assert sorted(out.refused) == SITE_NAMES, (out.refused, out.errors, out.missing)
+    for site, reason in out.refused.items():
+        for n in needles[site]:
             assert n in reason, (site, reason)
 
 
@@ -115,12 +221,13 @@ def test_dp_budget_per_request_and_per_permit(fed: Federation) -> None:
     # Sandbox requests (no permit) share one ledger entry per dataset: 1.0 fits in 1.5 ...
     ok = fed.run("dp_mean", DATASET, {"variable": "age", "epsilon": 1.0})
     assert ok.epsilon == {s: pytest.approx(1.0) for s in SITE_NAMES}
-    # ... another 1.0 does not.
+    # ... the same query again does not (repeated-query averaging runs out of budget).
     all_refused(
         fed,
         "dp_mean",
         {"variable": "age", "epsilon": 1.0},
         "privacy budget exceeded",
+        "spent ε = 1 of 1.5",
         "dp_epsilon_per_permit",
     )
 
@@ -145,4 +252,83 @@ def test_all_vs_all_minus_a_few_is_refused(fed: Federation, frames: dict[str, An
         {"variable": "age", "where": {"age": [0, cut]}},
         "differencing protection",
         "min_subset = 5",
+    )
+
+
+# --- 5. more levels than allowed --------------------------------------------------------------
+def test_more_levels_than_allowed(fed: Federation) -> None:
+    limit = f"max_levels = {MAX_LEVELS}"
+    # 45 clinics: no cross-tab, whether the levels are declared (hospital_1) or only
+    # seen in the data (hospital_2) ...
+    all_refused(fed, "crosstab", {"row": "clinic", "col": "sex"}, "'clinic'", limit, dataset=COHORT)
+    # ... no DP histogram over them (hospital_1: too many; hospital_2: DP needs declared
+    # levels, never read off the data: the min/max-and-quantiles attack's check) ...
+    refused_by_site(
+        fed,
+        "dp_histogram",
+        {"variable": "clinic"},
+        {"hospital_1": ["'clinic'", limit], "hospital_2": ["'clinic'", "no declared levels"]},
+    )
+    # ... nor more histogram bins than levels allowed.
+    all_refused(
+        fed, "dp_histogram", {"variable": "age", "bins": MAX_LEVELS + 1}, "bins requested", limit
+    )
+
+
+# --- 6. reconstruction through min/max and quantiles ----------------------------------------
+def test_min_max_and_quantile_reconstruction(fed: Federation) -> None:
+    out = fed.query("describe", COHORT, {"variables": ["age"]})
+    assert sorted(out.replies) == SITE_NAMES, (out.refused, out.errors)
+    for site, result in out.replies.items():
+        cell = result["numeric"]["age"]["cells"][0]
+        assert "min" not in cell and "max" not in cell, site  # the 109-year-old stays hidden
+        assert all(c >= 5 for c in cell["hist"]["counts"]), site  # every bin holds >= 5
+    # DP quantiles need declared bounds, never read off the data (hospital_1 declares
+    # none for weight) ...
+    q = fed.query("dp_quantiles", COHORT, {"variable": "weight", "quantiles": [0.5, 0.99]})
+    assert sorted(q.refused) == ["hospital_1"], (q.refused, q.errors, q.missing)
+    assert "'weight'" in q.refused["hospital_1"], q.refused
+    assert "no declared bounds" in q.refused["hospital_1"], q.refused
+    # ... and where declared (hospital_2) the grid is the declared bounds, not the data's.
+    assert sorted(q.replies) == ["hospital_2"], q.replies
+    released = q.replies["hospital_2"]
+    assert released["privacy"]["epsilon"] <= 1.0
+    assert max(released["public"]["edges"]) == float(WEIGHT_BOUNDS[1])
+    # (DP histograms need declared levels: checked at hospital_2 in test 5.)
+
+
+# --- 7. tiny subgroups via subgroup metrics ---------------------------------------------------
+def test_tiny_subgroups_via_subgroup_metrics_are_suppressed(fed: Federation) -> None:
+    params = {
+        "model": {
+            "model": "logistic",
+            "preprocess": {"features": [{"column": "age", "center": 60.0, "scale": 15.0}]},
+            "weights": [[0.5], [0.0]],
+        },
+        "target": "death",
+        "attributes": ["ward"],
+    }
+    out = fed.query("subgroup_metrics", COHORT, params)
+    assert sorted(out.replies) == SITE_NAMES, (out.refused, out.errors)
+    for site, result in out.replies.items():
+        n = result["tables"]["n.ward"]
+        j = n["cols"].index("d")
+        assert n["counts"][0][j] is None, site  # three patients on ward d: withheld
+        ward_keys = [k for k in result["numeric"] if k.endswith(".ward")]
+        assert ward_keys, (site, sorted(result["numeric"]))
+        for key in ward_keys:
+            # no score/error statistics for 3 patients
+            assert result["numeric"][key]["cells"][j] is None, (site, key)
+
+
+# --- 8. dominance of sums ---------------------------------------------------------------------
+def test_dominated_sum_is_refused(fed: Federation) -> None:
+    # hospital_1's income sum is dominated by two patients; hospital_2's is not.
+    out = fed.query("sum", COHORT, {"variable": "income"})
+    assert sorted(out.refused) == ["hospital_1"], (out.refused, out.errors, out.missing)
+    assert "dominance rule (2, 85)" in out.refused["hospital_1"], out.refused
+    assert sorted(out.replies) == ["hospital_2"], out.replies
+    # A sum over the one patient aged 105..110 is refused at both sites.
+    all_refused(
+        fed, "sum", {"variable": "los", "where": {"age": [105, 110]}}, "min_subset", dataset=COHORT
     )
