@@ -18,7 +18,7 @@ import contextlib
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
@@ -74,6 +74,15 @@ def _shared_blas_limit(threads: int) -> Any:
                 _blas_state["limit"] = None
 
 
+def _fixed_node(node: Node) -> Callable[[Context], Node]:
+    """The ClientApp's node resolver for an in-process node: always ``node``."""
+
+    def resolve(_context: Context) -> Node:
+        return node
+
+    return resolve
+
+
 class InProcessGrid(Grid):
     """A Flower ``Grid`` whose nodes are ``Node`` objects in this process.
 
@@ -93,7 +102,7 @@ class InProcessGrid(Grid):
         _set_task_identity(self._run.run_id)
         self._nodes = {_FIRST_NODE_ID + i: node for i, node in enumerate(nodes)}
         self._apps: dict[int, ClientApp] = {
-            nid: make_client_app(lambda _ctx, node=node: node) for nid, node in self._nodes.items()
+            nid: make_client_app(_fixed_node(node)) for nid, node in self._nodes.items()
         }
         self._contexts = {
             nid: Context(

@@ -61,7 +61,7 @@ def collect(grid: Grid, request: dict[str, Any], timeout: float) -> dict[str, An
     for message in grid.send_and_receive(messages, timeout=timeout):
         if message.has_error():
             # e.g. a node refused the pushed app bundle; the site name is not in an error.
-            errors[f"node-{message.metadata.src_node_id}"] = message.error.reason
+            errors[f"node-{message.metadata.src_node_id}"] = str(message.error.reason)
             continue
         reply = decode_reply(message.content)
         site = str(reply.get("site", f"node-{message.metadata.src_node_id}"))

@@ -6,6 +6,7 @@ Each function raises healthfed errors; the CLI turns them into messages and exit
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def read_patient(path: str | Path) -> dict[str, Any]:
 def report_command(
     model: str | Path,
     out: str | Path,
-    node_files: list[str | Path] | None = None,
+    node_files: Sequence[str | Path] | None = None,
     *,
     dataset: str | None = None,
     sensitive: list[str] | None = None,
