@@ -63,8 +63,8 @@ def disclose_model_statistics(release: ModelStatistics, policy: SitePolicy) -> d
         )
     if release.n_params and release.n_params > policy.max_param_ratio * n:
         raise ThresholdViolation(
-            f"model has {release.n_params} parameters for {n} rows; the policy allows at most "
-            f"{policy.max_param_ratio:g} parameters per row"
+            f"model has {release.n_params} parameters, more than the policy's "
+            f"{policy.max_param_ratio:g} parameters per row allows for this site's rows"
         )
     for name, values in release.counts.items():
         for v in values:
