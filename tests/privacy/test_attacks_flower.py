@@ -16,14 +16,15 @@ Run over Flower, mirroring tests/privacy/test_attacks.py: an identifier as a var
 tiny subgroups via cross-tabs and via subgroup metrics; the DP budget per request and
 per permit (repeating one DP query until the budget is spent); all-vs-all-minus-a-few
 differencing; more levels than allowed; min/max and quantile reconstruction; dominated
-sums and sums over fewer than ``min_subset`` patients. Fifteen rounds in all (a round
-costs ~5-6 s).
+sums and sums over fewer than ``min_subset`` patients; membership inference against
+DP training. Seventeen rounds in all (a round costs ~5-6 s).
 
-Only in the in-process suite: "site requires DP" and "site requires secure
-aggregation" (node-wide policies: such a node would refuse the non-DP requests above,
-so it needs a deployment of its own), the zCDP composition of many Gaussian releases (a
-dozen rounds or more), differencing through data changes and holdout splits, and
-forged DP releases (no network involved).
+Membership inference runs last, against a model trained with DP-FL by the node
+executors. "Site requires DP" and "site requires secure aggregation" (node-wide
+policies) run over Flower in tests/privacy/test_secure_aggregation_flower.py. Only in
+the in-process suite: the zCDP composition of many Gaussian releases (a dozen rounds or
+more), differencing through data changes and holdout splits, and forged DP releases (no
+network involved).
 """
 
 from __future__ import annotations
@@ -332,3 +333,58 @@ def test_dominated_sum_is_refused(fed: Federation) -> None:
     all_refused(
         fed, "sum", {"variable": "los", "where": {"age": [105, 110]}}, "min_subset", dataset=COHORT
     )
+
+
+# --- 9. membership inference against a DP model trained over Flower ---------------------------
+def test_membership_inference_against_dp_training_over_flower(fed: Federation) -> None:
+    """DP-FL run by the node executors (ε charged there); the loss attack stays at chance.
+
+    Runs last: hospital_2 spent ε = 1 (Laplace) of its 1.5 ``cohort`` budget above, so
+    the fit asks for 0.4 in one Gaussian round (a second Gaussian release would push the
+    summed δ past the site's δ and the ledger to zCDP composition, ε ≈ 5.8); both sites'
+    rows are the members and fresh patients from the same generator the non-members.
+    """
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from healthfed.compute.fedavg import FedAvgLogisticRegression
+
+    spec = {
+        "features": [
+            {"column": "age", "center": 55.0, "scale": 27.5},
+            {"column": "los", "center": 6.0, "scale": 3.0},
+        ]
+    }
+    model = FedAvgLogisticRegression(rounds=1, lr=0.5, dp={"epsilon": 0.4}).fit(
+        fed, COHORT, "death", preprocess=spec
+    )
+    assert model.history_[-1]["sites"] == SITE_NAMES
+
+    def losses(d: pd.DataFrame) -> np.ndarray:
+        z = model.decision_function(d)
+        y = d["death"].to_numpy(float)
+        return np.logaddexp(0, z) - y * z
+
+    members = np.concatenate([losses(_cohort_frame(k)) for k in (1, 2)])
+    outsiders = np.concatenate([losses(frame(400, 50 + k, prefix=f"o{k}_")) for k in (1, 2)])
+    labels = np.r_[np.ones(len(members)), np.zeros(len(outsiders))]
+    auc = roc_auc_score(labels, -np.r_[members, outsiders])
+    assert auc <= 0.55, auc
+    # The budget is really charged at the nodes: more DP training is refused at hospital_2.
+    out = fed.query(
+        "local_train",
+        COHORT,
+        {
+            "model": "logistic",
+            "target": "death",
+            "preprocess": spec,
+            "weights": [[0.0, 0.0], [0.0]],
+            "epochs": 1,
+            "lr": 0.5,
+            "batch_size": 32,
+            "mu": 0.0,
+            "seed": 1,
+            "dp": {"epsilon": 0.4, "delta": 1e-6, "clip": 1.0, "level": "sample"},
+        },
+    )
+    assert "hospital_2" in out.refused and "ε" in out.refused["hospital_2"], out.refused
