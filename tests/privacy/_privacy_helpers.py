@@ -74,3 +74,15 @@ def request(computation: str, params: dict[str, Any], permit: Any = None) -> dic
     if permit is not None:
         req["permit"] = permit
     return req
+
+
+# A fitted model's subgroup metrics by ward: the tiny-subgroup attack of both engines' suites.
+SUBGROUP_BY_WARD: dict[str, Any] = {
+    "model": {
+        "model": "logistic",
+        "preprocess": {"features": [{"column": "age", "center": 60.0, "scale": 15.0}]},
+        "weights": [[0.5], [0.0]],
+    },
+    "target": "death",
+    "attributes": ["ward"],
+}

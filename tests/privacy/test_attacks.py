@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _privacy_helpers import frame, make_node, request  # noqa: E402
+from _privacy_helpers import SUBGROUP_BY_WARD, frame, make_node, request  # noqa: E402
 
 from healthfed.data.dataset import NodeDataset  # noqa: E402
 from healthfed.federation.federation import Federation  # noqa: E402
@@ -147,15 +147,7 @@ def test_tiny_subgroups_via_subgroup_metrics_are_suppressed(tmp_path, df) -> Non
     d["ward"] = "a"
     d.loc[:2, "ward"] = "d"
     node = make_node(tmp_path, "h1", d)
-    params = {
-        "model": {
-            "model": "logistic",
-            "preprocess": {"features": [{"column": "age", "center": 60.0, "scale": 15.0}]},
-            "weights": [[0.5], [0.0]],
-        },
-        "target": "death",
-        "attributes": ["ward"],
-    }
+    params = SUBGROUP_BY_WARD
     r = node.handle(request("subgroup_metrics", params))
     assert r["status"] == "ok", r
     n = r["result"]["tables"]["n.ward"]

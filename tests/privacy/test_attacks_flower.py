@@ -38,7 +38,7 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _privacy_helpers import COLUMNS, frame  # noqa: E402
+from _privacy_helpers import COLUMNS, SUBGROUP_BY_WARD, frame  # noqa: E402
 
 from healthfed.data.dataset import render_descriptor_toml  # noqa: E402
 from healthfed.data.synth import write_covid_cohort  # noqa: E402
@@ -300,15 +300,7 @@ def test_min_max_and_quantile_reconstruction(fed: Federation) -> None:
 
 # --- 7. tiny subgroups via subgroup metrics ---------------------------------------------------
 def test_tiny_subgroups_via_subgroup_metrics_are_suppressed(fed: Federation) -> None:
-    params = {
-        "model": {
-            "model": "logistic",
-            "preprocess": {"features": [{"column": "age", "center": 60.0, "scale": 15.0}]},
-            "weights": [[0.5], [0.0]],
-        },
-        "target": "death",
-        "attributes": ["ward"],
-    }
+    params = SUBGROUP_BY_WARD
     out = fed.query("subgroup_metrics", COHORT, params)
     assert sorted(out.replies) == SITE_NAMES, (out.refused, out.errors)
     for site, result in out.replies.items():
