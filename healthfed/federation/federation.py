@@ -267,6 +267,7 @@ class Federation:
         )
         outcome.elapsed_s = float(raw.get("elapsed_s", 0.0))
         outcome.refused.update(raw.get("refused", {}))
+        outcome.pending.update(raw.get("pending", {}))
         if secure:
             from healthfed.federation.secure import SECURE_LABEL
 

@@ -46,6 +46,7 @@ REQUEST_CONFIG_KEY = "healthfed-request"
 SECURE_LABEL = "(secure aggregate)"
 RECONSTRUCTION_THRESHOLD = 0.67  # share of a site's neighbours needed to unmask
 _SITE_RE = re.compile(r"site '([^']+)'")
+_PENDING_RE = re.compile(r"site '([^']+)' pending: ticket (\S+)$")
 
 
 class SecureRefusal(PrivacyError):
@@ -179,11 +180,13 @@ def make_secure_train(
             ) from None
         reply = node.handle(request, secure=True)
         status = reply.get("status")
+        if status == "pending":
+            # Not a refusal: the hub reports the ticket and the same request is re-run later.
+            raise SecureRefusal(f"site {node.name!r} pending: ticket {reply.get('ticket')}")
         if status != "ok":
-            detail = reply.get("reason", "no reason given")
-            if status == "pending":
-                detail = f"pending approval (ticket {reply.get('ticket')}): {detail}"
-            raise SecureRefusal(f"site {node.name!r} refused: {detail}")
+            raise SecureRefusal(
+                f"site {node.name!r} refused: {reply.get('reason', 'no reason given')}"
+            )
         layout, vector = flatten_release(str(request.get("computation")), reply["result"])
         limbs = secagg.encode_vector(vector)
         fitres = FitRes(
@@ -352,8 +355,9 @@ def secure_collect(grid: Any, request: dict[str, Any], timeout: float) -> dict[s
 
     Returns ``collect``'s dict plus ``secure``: ``{"result": the pooled statistics
     in the node's reply format, "sites": contributing sites}`` (``None`` when the
-    protocol halted). Refusals come back under ``refused`` (site -> reason) and
-    other node failures under ``errors``.
+    protocol halted). Refusals come back under ``refused`` (site -> reason), sites
+    holding the release for manual approval under ``pending`` (site -> ticket), other
+    node failures under ``errors``.
     """
     from flwr.app import ArrayRecord, ConfigRecord
     from flwr.server import ServerConfig
@@ -413,11 +417,15 @@ def secure_collect(grid: Any, request: dict[str, Any], timeout: float) -> dict[s
         flwr_logger.setLevel(level)
 
     refused: dict[str, str] = {}
+    pending: dict[str, str] = {}
     errors: dict[str, str] = {}
     for nid, reason in sorted(errors_by_node.items()):
         text = reason.removeprefix(f"{SecureRefusal.__name__}: ")
         match = _SITE_RE.match(text)
-        if match and text != reason:
+        held = _PENDING_RE.match(text) if text != reason else None
+        if held:
+            pending[held.group(1)] = held.group(2)
+        elif match and text != reason:
             refused.setdefault(match.group(1), text[match.end() :].removeprefix(" refused: "))
         else:
             errors[f"node-{nid}"] = reason
@@ -428,12 +436,13 @@ def secure_collect(grid: Any, request: dict[str, Any], timeout: float) -> dict[s
         layout = json.loads(next(iter(strategy.layouts)))
         total = secagg.decode_sum(strategy.aggregate[0], len(strategy.sites))
         secure = {"result": unflatten_total(layout, total), "sites": strategy.sites}
-    answered = set(refused) | set(strategy.sites)
+    answered = set(refused) | set(pending) | set(strategy.sites)
     expected = request.get("expected_sites") or []
     return {
         "replies": {},
         "secure": secure,
         "refused": refused,
+        "pending": pending,
         "missing": sorted(set(expected) - answered),
         "errors": errors,
         "unanswered_nodes": len(node_ids) - len(answered),
