@@ -26,8 +26,12 @@ Rounds (each a ``Federation.query``; a deployed round costs seconds):
    this already is the least-squares solution.
 3. ``glm_step`` with coefficients, until ``max |step| < tol`` or the relative
    change of the (penalised) deviance ``|D - D_old| / (|D| + 0.1) < tol`` (R's
-   rule). The last round's step is applied, so the result is converged to
-   about ``tol`` squared.
+   rule), or when the last two steps show Newton's quadratic convergence and
+   extrapolate the next step below ``tol`` (the confirmation round is then
+   skipped). The last round's step is applied, so the result is converged to
+   about ``tol`` squared; standard errors and the deviance come from the last
+   evaluated coefficients, one (quadratically small) step before (relative
+   differences ~1e-8).
 
 Typically 6-9 rounds for logistic regression, 3 for Gaussian.
 
@@ -390,6 +394,22 @@ def _solve(A: np.ndarray, b: np.ndarray, names: Sequence[str]) -> np.ndarray:
         ) from None
 
 
+def _quadratic_stop(prev_step: float, step: float, tol: float) -> bool:
+    """True when Newton is visibly in its quadratic phase and the next step is < ``tol``.
+
+    Near the optimum Newton's steps shrink as ``s_{k+1} ~ c * s_k**2``. With ``c``
+    estimated from the last two steps, the step just applied leaves an error of about
+    ``c * step**2``; when that is below ``tol`` (and the contraction ``c * step`` is
+    clearly < 1, i.e. not the linear regime of a flat or separated likelihood) the
+    confirmation round would only measure it, so it is skipped: one deployed round
+    (seconds) less per fit.
+    """
+    if not (math.isfinite(prev_step) and prev_step > 0 and step > 0):
+        return False
+    c = step / prev_step**2
+    return c * step < 0.1 and c * step**2 < tol
+
+
 class FederatedGLM(BaseEstimator):
     """Exact federated GLM by Newton-Raphson over summed site statistics.
 
@@ -549,6 +569,7 @@ class FederatedGLM(BaseEstimator):
         n_rows = 0
         converged = False
         n_iter = 0
+        prev_step = math.nan
         for it in range(self.max_iter + 1):
             params = {**base, "beta": None if beta is None else beta.tolist()}
             secure = {"secure": True} if getattr(self, "secure_aggregation", False) else {}
@@ -593,12 +614,18 @@ class FederatedGLM(BaseEstimator):
                 {"round": it, "deviance": dev, "max_step": max_step, "sites": sites}
             )
             beta = beta + step
-            if max_step < self.tol or (
-                math.isfinite(dev_old) and abs(pen_dev - dev_old) / (abs(pen_dev) + 0.1) < self.tol
+            if (
+                max_step < self.tol
+                or (
+                    math.isfinite(dev_old)
+                    and abs(pen_dev - dev_old) / (abs(pen_dev) + 0.1) < self.tol
+                )
+                or _quadratic_stop(prev_step, max_step, self.tol)
             ):
                 converged = True
                 break
             dev_old = pen_dev
+            prev_step = max_step
         if not converged:
             from sklearn.exceptions import ConvergenceWarning
 
