@@ -173,6 +173,15 @@ def test_federation_flower_runs_the_installed_client_app_on_real_nodes(tmp_path:
     fed = Federation.flower(nodes, timeout=30)
     try:
         outcome = fed.query("count", "covid")
+        again = fed.query("count", "covid")
+        # Both rounds went to one long-running ServerApp (one Flower run, a session).
+        deployment = fed._on_close.__self__  # type: ignore[union-attr]
+        session = deployment._session
+        assert session is not None and session.alive
+        assert deployment.run_status(session.run_id)[0] == "running"
+        assert deployment.last_round_s < 15
     finally:
         fed.close()
     assert outcome.contributed == ["hospital_1", "hospital_2"], (outcome.refused, outcome.missing)
+    assert again.contributed == outcome.contributed
+    assert not session.alive

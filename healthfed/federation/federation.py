@@ -190,7 +190,11 @@ class Federation:
         deployment = LocalFlowerDeployment(node_files, work_dir=work_dir)
         deployment.start()
         return cls(
-            deployment.run, deployment.site_names, "flower", on_close=deployment.close, **kwargs
+            deployment.session_run,
+            deployment.site_names,
+            "flower",
+            on_close=deployment.close,
+            **kwargs,
         )
 
     @classmethod

@@ -23,6 +23,8 @@ from healthfed.federation.messages import QUERY, decode_reply, encode_request
 
 REQUEST_KEY = "healthfed-request"
 RESULT_KEY = "healthfed-result"
+SESSION_KEY = "healthfed-session"
+SESSION_IDLE_S = 900.0  # a session ServerApp with no request for this long finishes
 
 
 def serve_request(grid: Grid, request: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -79,9 +81,50 @@ def collect(grid: Grid, request: dict[str, Any], timeout: float) -> dict[str, An
 app = ServerApp()
 
 
+def serve_session(grid: Grid, folder: Path, idle_s: float = SESSION_IDLE_S) -> None:
+    """Serve the request files dropped in ``folder/requests`` until ``folder/close`` exists.
+
+    Each ``*.json`` request (written atomically by the hub's
+    :class:`~healthfed.federation.deploy.FlowerSession`) is answered with
+    :func:`serve_request` and its result written atomically to ``folder/results``
+    under the same name; a failure becomes ``{"session_error": ...}`` there, so the
+    waiting researcher gets an error instead of a timeout.
+    """
+    inbox, outbox = folder / "requests", folder / "results"
+    last = time.monotonic()
+    while not (folder / "close").exists():
+        pending = sorted(inbox.glob("*.json"))
+        if not pending:
+            if time.monotonic() - last > idle_s:
+                return
+            time.sleep(0.01)
+            continue
+        for path in pending:
+            try:
+                request = json.loads(path.read_text(encoding="utf-8"))
+                path.unlink()
+                timeout = float(request.pop("timeout", 120.0))
+                result = serve_request(grid, request, timeout=timeout)
+            except Exception as exc:  # noqa: BLE001 - answered, never swallowed silently
+                path.unlink(missing_ok=True)
+                result = {"session_error": f"{type(exc).__name__}: {exc}"}
+            tmp = outbox / f"{path.name}.tmp"
+            tmp.write_text(json.dumps(result), encoding="utf-8")
+            os.replace(tmp, outbox / path.name)
+            last = time.monotonic()
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Deployed entry point: request in the run config, result to a hub-side file."""
+    """Deployed entry point: request in the run config, result to a hub-side file.
+
+    With ``healthfed-session`` set, the ServerApp instead serves request files from
+    that folder until told to stop (:func:`serve_session`).
+    """
+    session = context.run_config.get(SESSION_KEY)
+    if isinstance(session, str) and session:
+        serve_session(grid, Path(session))
+        return
     raw = context.run_config.get(REQUEST_KEY)
     out = context.run_config.get(RESULT_KEY)
     if not isinstance(raw, str) or not isinstance(out, str):
