@@ -337,7 +337,9 @@ def _recording_grid(grid: Any, errors: dict[int, str]) -> Any:
         def send_and_receive(
             self, messages: Iterable[Message], *, timeout: float | None = None
         ) -> Iterable[Message]:
-            return self._record(grid.send_and_receive(messages, timeout=timeout))
+            from healthfed.federation.server_app import exchange
+
+            return self._record(exchange(grid, messages, timeout))
 
         @staticmethod
         def _record(replies: Iterable[Message]) -> list[Message]:

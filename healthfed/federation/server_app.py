@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,33 @@ REQUEST_KEY = "healthfed-request"
 RESULT_KEY = "healthfed-result"
 SESSION_KEY = "healthfed-session"
 SESSION_IDLE_S = 900.0  # a session ServerApp with no request for this long finishes
+
+
+def exchange(grid: Grid, messages: Iterable[Message], timeout: float | None) -> list[Message]:
+    """``grid.send_and_receive``, but polling for replies every 20-200 ms.
+
+    Flower 1.42's deployed Grid sleeps a fixed 3 s between pulls, and its first pull
+    comes right after the push, before any node can have answered: every exchange
+    would cost at least 3 s on top of the nodes' own polling. The in-process grid
+    answers as soon as its node threads finish and is used as it is.
+    """
+    from healthfed.federation.inprocess import InProcessGrid
+
+    if isinstance(grid, InProcessGrid):
+        return list(grid.send_and_receive(messages, timeout=timeout))
+    ids = set(grid.push_messages(messages))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    replies: list[Message] = []
+    wait = 0.02
+    while ids:
+        got = list(grid.pull_messages(ids))
+        replies.extend(got)
+        ids -= {m.metadata.reply_to_message_id for m in got}
+        if not ids or (deadline is not None and time.monotonic() >= deadline):
+            break
+        time.sleep(wait)
+        wait = min(wait * 1.5, 0.2)
+    return replies
 
 
 def serve_request(grid: Grid, request: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -60,7 +88,7 @@ def collect(grid: Grid, request: dict[str, Any], timeout: float) -> dict[str, An
     ]
     replies: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
-    for message in grid.send_and_receive(messages, timeout=timeout):
+    for message in exchange(grid, messages, timeout):
         if message.has_error():
             # e.g. a node refused the pushed app bundle; the site name is not in an error.
             errors[f"node-{message.metadata.src_node_id}"] = str(message.error.reason)
