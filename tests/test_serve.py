@@ -106,6 +106,12 @@ def test_hub_and_two_hospitals_started_separately_answer_a_request(tmp_path: Pat
         assert all(r["status"] == "ok" for r in result["replies"].values()), result
         assert result["missing"] == [] and result["errors"] == {}
         assert all("answered run" in n.executor_log() for n in nodes)
+        # The researcher's Federation on the hub machine: one session run, many rounds.
+        from healthfed.federation.federation import Federation
+
+        with Federation.flower_remote(hub.address, hub.ca_cert, sites, timeout=30) as fed:
+            first, second = fed.query("count", "covid"), fed.query("count", "covid")
+        assert first.contributed == second.contributed == sorted(sites), first.refused
 
         pids = process_tree(pid for h in handles for pid in h.pids)
         listening = listening_addresses(pids)

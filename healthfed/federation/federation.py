@@ -208,17 +208,15 @@ class Federation:
         """An already running hub SuperLink (``healthfed hub serve``), used on the hub machine.
 
         ``sites`` names the hospitals expected to answer, so a silent one is reported
-        by name. The ServerApp writes each round's result to a hub-side file, which is
-        why this runs where the SuperLink runs.
+        by name. All rounds go to one long ServerApp run (a
+        :class:`~healthfed.federation.serve.HubSession`) that exchanges requests and
+        results with this process through hub-side files, which is why this runs
+        where the SuperLink runs. ``close()`` ends the run.
         """
-        from healthfed.federation.serve import run_on_hub
+        from healthfed.federation.serve import HubSession
 
-        expected = list(sites)
-
-        def transport(request: dict[str, Any], timeout: float) -> dict[str, Any]:
-            return run_on_hub(address, root_certificates, request, timeout, expected)
-
-        return cls(transport, expected, "flower", **kwargs)
+        session = HubSession(address, root_certificates, list(sites))
+        return cls(session.request, session.sites, "flower", on_close=session.close, **kwargs)
 
     def close(self) -> None:
         if self._on_close is not None:

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from healthfed.errors import FederationError
 from healthfed.federation.deploy import (
     CLIENTAPP_REF,
     LOOPBACK,
+    FlowerSession,
     HubControl,
     _Proc,
     _tail,
@@ -61,6 +63,7 @@ from healthfed.federation.tls import (
 __all__ = [
     "DEFAULT_HUB_PORT",
     "HubServer",
+    "HubSession",
     "NodeServer",
     "generate_hub_tls",
     "nginx_fleet_location",
@@ -659,31 +662,82 @@ def run_on_hub(
         ``collect``'s result: ``replies``, ``missing``, ``errors``,
         ``unanswered_nodes``, ``elapsed_s``.
     """
-    _split_address(hub_address, "hub address")
-    ca = Path(root_certificates).resolve()
-    if not ca.is_file():
-        raise FederationError(f"root certificates {ca} do not exist")
     envelope = dict(request)
     envelope.setdefault("expected_sites", list(expected_sites))
-    hub = HubControl(hub_address, ca)
+    hub = HubControl(hub_address, _hub_ca(hub_address, root_certificates))
     own = result_dir is None
     out = Path(result_dir or tempfile.mkdtemp(prefix="healthfed-run-")).resolve()
     try:
-        deadline = time.monotonic() + node_wait
-        reached = False
-        while True:
-            nodes = hub.list_nodes()
-            if nodes is not None:
-                reached = True
-                if sum(n.status == "online" for n in nodes) >= len(expected_sites):
-                    break
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
-        if not reached:
-            raise FederationError(f"cannot reach the SuperLink Control API at {hub_address}")
+        _wait_for_nodes(hub, len(expected_sites), node_wait)
         return hub.run(envelope, timeout, out, list(expected_sites))
     finally:
         hub.close()
         if own:
             shutil.rmtree(out, ignore_errors=True)
+
+
+def _hub_ca(hub_address: str, root_certificates: str | Path) -> Path:
+    _split_address(hub_address, "hub address")
+    ca = Path(root_certificates).resolve()
+    if not ca.is_file():
+        raise FederationError(f"root certificates {ca} do not exist")
+    return ca
+
+
+def _wait_for_nodes(hub: HubControl, expected: int, node_wait: float) -> None:
+    """Wait up to ``node_wait`` s until ``expected`` nodes are online (then go on anyway)."""
+    deadline = time.monotonic() + node_wait
+    reached = False
+    while True:
+        nodes = hub.list_nodes()
+        if nodes is not None:
+            reached = True
+            if sum(n.status == "online" for n in nodes) >= expected:
+                return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if not reached:
+        raise FederationError(f"cannot reach the SuperLink Control API at {hub.address}")
+
+
+class HubSession:
+    """The researcher's rounds through a running hub SuperLink, in one long Flower run.
+
+    Like :func:`run_on_hub`, but every request of the session goes to one ServerApp
+    run (:class:`~healthfed.federation.deploy.FlowerSession`), which saves the
+    ServerApp start (~2.5 s) on every round after the first. Runs on the hub
+    machine as the hub's user: the ServerApp reads requests from, and writes results
+    to, a fresh 0700 folder here (removed by :meth:`close`).
+    """
+
+    def __init__(
+        self,
+        hub_address: str,
+        root_certificates: str | Path,
+        expected_sites: Sequence[str],
+        node_wait: float = 30.0,
+    ) -> None:
+        self.sites = list(expected_sites)
+        self.node_wait = node_wait
+        self._hub = HubControl(hub_address, _hub_ca(hub_address, root_certificates))
+        self._dir = Path(tempfile.mkdtemp(prefix="healthfed-session-")).resolve()
+        self._session: FlowerSession | None = None
+
+    def request(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """One round: ``collect``'s result for ``request`` (as :func:`run_on_hub`)."""
+        envelope = dict(request)
+        envelope.setdefault("expected_sites", self.sites)
+        if self._session is None or not self._session.alive:
+            _wait_for_nodes(self._hub, len(self.sites), self.node_wait)
+            folder = self._dir / uuid.uuid4().hex[:12]
+            self._session = FlowerSession(self._hub, folder, self.sites)
+        result: dict[str, Any] = self._session.request(envelope, timeout)
+        return result
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        self._hub.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
