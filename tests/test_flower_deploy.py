@@ -180,6 +180,14 @@ def test_federation_flower_runs_the_installed_client_app_on_real_nodes(tmp_path:
         assert session is not None and session.alive
         assert deployment.run_status(session.run_id)[0] == "running"
         assert deployment.last_round_s < 15
+        # A session whose ServerApp has gone (as after its idle timeout: the hub still
+        # believes it open) is replaced, not failed.
+        session.stop()
+        deployment.wait_run(session.run_id, timeout=30)
+        session.alive = True
+        third = fed.query("count", "covid")
+        assert third.contributed == outcome.contributed
+        assert deployment._session is not session and deployment._session.alive
     finally:
         fed.close()
     assert outcome.contributed == ["hospital_1", "hospital_2"], (outcome.refused, outcome.missing)

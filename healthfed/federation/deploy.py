@@ -627,7 +627,7 @@ class FlowerSession:
     writes the result to ``folder/results`` (:func:`healthfed.federation.server_app.
     serve_session`). The folder is on the hub machine, like the per-run result files.
     A dead or stuck ServerApp ends the session with an error naming it; the next
-    request starts a new session.
+    request (or the first after the ServerApp's idle timeout) starts a new session.
     """
 
     def __init__(self, hub: HubControl, folder: Path, sites: Sequence[str] = ()) -> None:
@@ -639,6 +639,12 @@ class FlowerSession:
         self.run_id = hub.start_run({SESSION_KEY: str(folder)})
         self.alive = True
         self.last_round_s: float | None = None
+
+    def usable(self) -> bool:
+        """Still serving: not closed, and its run has not finished (e.g. idle timeout)."""
+        if self.alive and self.hub.run_status(self.run_id)[0] == "finished":
+            self.alive = False
+        return self.alive
 
     def request(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Hand ``request`` to the running ServerApp; its result dict once written."""
@@ -943,7 +949,7 @@ class LocalFlowerDeployment:
         ``Federation.flower`` uses.
         """
         hub = self._require_hub()
-        if self._session is None or not self._session.alive:
+        if self._session is None or not self._session.usable():
             folder = self.work_dir / "session" / uuid.uuid4().hex[:12]
             self._session = FlowerSession(hub, folder, self.site_names)
         try:

@@ -728,7 +728,7 @@ class HubSession:
         """One round: ``collect``'s result for ``request`` (as :func:`run_on_hub`)."""
         envelope = dict(request)
         envelope.setdefault("expected_sites", self.sites)
-        if self._session is None or not self._session.alive:
+        if self._session is None or not self._session.usable():
             _wait_for_nodes(self._hub, len(self.sites), self.node_wait)
             folder = self._dir / uuid.uuid4().hex[:12]
             self._session = FlowerSession(self._hub, folder, self.sites)
