@@ -296,6 +296,16 @@ def superlink_argv(bin_dir: Path, host: str, port: int, tls: TlsFiles) -> list[s
     """
     return [
         str(bin_dir / "flower-superlink"),
+        *_tls_server_args(host, port, tls),
+        "--isolation",
+        "subprocess",
+        "--disable-runtime-dependency-installation",
+    ]
+
+
+def _tls_server_args(host: str, port: int, tls: TlsFiles) -> list[str]:
+    """``--host/--port`` and the three ``--ssl-*`` flags of a Flower server (TLS, never off)."""
+    return [
         "--host",
         host,
         "--port",
@@ -306,9 +316,58 @@ def superlink_argv(bin_dir: Path, host: str, port: int, tls: TlsFiles) -> list[s
         str(tls.server_key),
         "--ssl-ca-certfile",
         str(tls.ca_cert),
+    ]
+
+
+def supernode_argv(
+    bin_dir: Path,
+    superlink: str,
+    root_certificates: Path,
+    runtime_port: int,
+    runtime_tls: TlsFiles,
+    secret_file: Path,
+    node_file: Path,
+    max_retries: int | None = None,
+) -> list[str]:
+    """A hospital's ``flower-supernode`` command: outbound TLS to ``superlink``, its
+    Runtime API on loopback (``runtime_tls``), ClientApps run by our executor
+    (``--isolation process``), the node TOML in its node config."""
+    argv = [
+        str(bin_dir / "flower-supernode"),
+        "--superlink",
+        superlink,
+        "--root-certificates",
+        str(root_certificates),
+        *_tls_server_args(LOOPBACK, runtime_port, runtime_tls),
         "--isolation",
-        "subprocess",
-        "--disable-runtime-dependency-installation",
+        "process",
+        "--superexec-auth-secret-file",
+        str(secret_file),
+        "--node-config",
+        node_config_arg(node_file),
+    ]
+    if max_retries is not None:
+        argv += ["--max-retries", str(max_retries)]
+    return argv
+
+
+def node_exec_argv(
+    runtime_address: str, runtime_ca: Path, secret_file: Path, clientapp_ref: str
+) -> list[str]:
+    """The healthfed node executor's command (serves the installed ClientApp)."""
+    return [
+        sys.executable,
+        "-m",
+        "healthfed.federation.deploy",
+        "node-exec",
+        "--runtime-api-address",
+        runtime_address,
+        "--root-certificates",
+        str(runtime_ca),
+        "--superexec-auth-secret-file",
+        str(secret_file),
+        "--clientapp",
+        clientapp_ref,
     ]
 
 
@@ -829,51 +888,22 @@ class LocalFlowerDeployment:
             home.mkdir(parents=True, exist_ok=True)
             secret_file = write_secret_file(home / "superexec.secret", secret)
             node_port = free_port()
-            self._spawn(
-                role,
-                [
-                    str(bin_dir / "flower-supernode"),
-                    "--superlink",
-                    self.superlink_address,
-                    "--root-certificates",
-                    str(tls.ca_cert),
-                    "--host",
-                    LOOPBACK,
-                    "--port",
-                    str(node_port),
-                    "--ssl-certfile",
-                    str(tls.server_cert),
-                    "--ssl-keyfile",
-                    str(tls.server_key),
-                    "--ssl-ca-certfile",
-                    str(tls.ca_cert),
-                    "--isolation",
-                    "process",
-                    "--superexec-auth-secret-file",
-                    str(secret_file),
-                    "--node-config",
-                    node_config_arg(path),
-                    "--max-retries",
-                    "20",
-                ],
-                home,
+            argv = supernode_argv(
+                bin_dir,
+                self.superlink_address,
+                tls.ca_cert,
+                node_port,
+                tls,
+                secret_file,
+                path,
+                max_retries=20,
             )
+            self._spawn(role, argv, home)
             self._spawn(
                 f"node-exec-{i}-{_safe(name)}",
-                [
-                    sys.executable,
-                    "-m",
-                    "healthfed.federation.deploy",
-                    "node-exec",
-                    "--runtime-api-address",
-                    f"{LOOPBACK}:{node_port}",
-                    "--root-certificates",
-                    str(tls.ca_cert),
-                    "--superexec-auth-secret-file",
-                    str(secret_file),
-                    "--clientapp",
-                    self.clientapp_ref,
-                ],
+                node_exec_argv(
+                    f"{LOOPBACK}:{node_port}", tls.ca_cert, secret_file, self.clientapp_ref
+                ),
                 home,
                 self.node_pythonpath,
             )

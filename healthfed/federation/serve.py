@@ -46,9 +46,11 @@ from healthfed.federation.deploy import (
     _tail,
     free_port,
     node_config_arg,
+    node_exec_argv,
     spawn,
     stop_procs,
     superlink_argv,
+    supernode_argv,
     wait_ready,
     write_secret_file,
 )
@@ -545,7 +547,7 @@ def serve_node(
     ca = Path(root_certificates).resolve()
     if not ca.is_file():
         raise FederationError(f"root certificates {ca} do not exist")
-    config_arg = node_config_arg(path)
+    node_config_arg(path)  # a path the node config cannot carry fails now, not in the thread
     own = work_dir is None
     work = Path(work_dir or tempfile.mkdtemp(prefix="healthfed-node-")).resolve()
     work.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -561,48 +563,13 @@ def serve_node(
         home = work / "home" / "supernode"
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         secret = write_secret_file(home / "superexec.secret", secrets.token_bytes(32))
-        argv = [
-            str(bin_dir / "flower-supernode"),
-            "--superlink",
-            superlink,
-            "--root-certificates",
-            str(ca),
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(runtime_port),
-            "--ssl-certfile",
-            str(local_tls.server_cert),
-            "--ssl-keyfile",
-            str(local_tls.server_key),
-            "--ssl-ca-certfile",
-            str(local_tls.ca_cert),
-            "--isolation",
-            "process",
-            "--superexec-auth-secret-file",
-            str(secret),
-            "--node-config",
-            config_arg,
-        ]
-        if max_retries is not None:
-            argv += ["--max-retries", str(max_retries)]
+        argv = supernode_argv(
+            bin_dir, superlink, ca, runtime_port, local_tls, secret, path, max_retries
+        )
         supernode = node._spawn("supernode", argv, home, ())
         executor = node._spawn(
             "node-exec",
-            [
-                sys.executable,
-                "-m",
-                "healthfed.federation.deploy",
-                "node-exec",
-                "--runtime-api-address",
-                runtime_address,
-                "--root-certificates",
-                str(local_tls.ca_cert),
-                "--superexec-auth-secret-file",
-                str(secret),
-                "--clientapp",
-                clientapp_ref,
-            ],
+            node_exec_argv(runtime_address, local_tls.ca_cert, secret, clientapp_ref),
             work / "home" / "node-exec",
             pythonpath,
         )
