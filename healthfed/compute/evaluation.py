@@ -66,7 +66,7 @@ import numpy as np
 from healthfed.compute.fedavg import (
     _float_param,
     _int_param,
-    build_design,
+    design_from_params,
     logits,
     sigmoid,
     validate_model_params,
@@ -366,14 +366,7 @@ def recalibration_derivatives(
 
 def run_evaluate(con: Any, descriptor: Any, params: dict[str, Any], policy: Any) -> ModelStatistics:
     """Score the site's rows; release histograms (merged), sums and Newton derivatives."""
-    X, y = build_design(
-        con,
-        descriptor,
-        params["preprocess"],
-        params["target"],
-        params["positive"],
-        params["holdout"],
-    )
+    X, y = design_from_params(con, descriptor, params)
     n = len(y)
     if n < policy.min_subset:
         return ModelStatistics(arrays={}, n_rows=n, n_params=2)  # the filter refuses it

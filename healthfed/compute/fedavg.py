@@ -209,6 +209,21 @@ def _target_sql(descriptor: Any, target: str, positive: str | None) -> str:
     )
 
 
+def design_from_params(
+    con: Any, descriptor: Any, params: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`build_design` from a validated model request's ``preprocess``, ``target``,
+    ``positive`` and ``holdout`` (what every model-scoring computation passes)."""
+    return build_design(
+        con,
+        descriptor,
+        params["preprocess"],
+        params["target"],
+        params["positive"],
+        params["holdout"],
+    )
+
+
 def build_design(
     con: Any,
     descriptor: Any,
@@ -622,14 +637,7 @@ def run_local_train(
     rows (``loss_sum``), so the hub can report the pooled training loss of
     each round's starting model without another round.
     """
-    X, y = build_design(
-        con,
-        descriptor,
-        params["preprocess"],
-        params["target"],
-        params["positive"],
-        params["holdout"],
-    )
+    X, y = design_from_params(con, descriptor, params)
     kind, w0 = params["model"], params["weights"]
     n = len(y)
     n_params = n_weights(w0)

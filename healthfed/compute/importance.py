@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from healthfed.compute.evaluation import validate_evaluate
-from healthfed.compute.fedavg import build_design, log_loss_sum, logits, sigmoid
+from healthfed.compute.fedavg import design_from_params, log_loss_sum, logits, sigmoid
 from healthfed.errors import PolicyDenied
 from healthfed.privacy.model_release import ModelStatistics, array_from_reply
 
@@ -74,9 +74,7 @@ def validate_permutation(params: dict[str, Any], descriptor: Any, policy: Any) -
 
 
 def run_permutation(con: Any, descriptor: Any, params: dict[str, Any], policy: Any) -> ModelStatistics:
-    X, y = build_design(
-        con, descriptor, params["preprocess"], params["target"], params["positive"], params["holdout"]
-    )
+    X, y = design_from_params(con, descriptor, params)
     n = len(y)
     groups = feature_groups(params["preprocess"])
     if n < policy.min_subset:
@@ -137,9 +135,7 @@ def validate_information(params: dict[str, Any], descriptor: Any, policy: Any) -
 
 
 def run_information(con: Any, descriptor: Any, params: dict[str, Any], policy: Any) -> ModelStatistics:
-    X, y = build_design(
-        con, descriptor, params["preprocess"], params["target"], params["positive"], params["holdout"]
-    )
+    X, y = design_from_params(con, descriptor, params)
     n, p = X.shape
     n_params = p + 1 if params["model"] == "logistic" else 0
     if n < policy.min_subset or n_params > policy.max_param_ratio * n:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from healthfed.compute.evaluation import validate_evaluate
-from healthfed.compute.fedavg import build_design, logits, sigmoid
+from healthfed.compute.fedavg import design_from_params, logits, sigmoid
 from healthfed.errors import DataError, PolicyDenied
 from healthfed.privacy.disclosure import CellMoments, CountTable, NumericSummary, Release
 
@@ -157,14 +157,7 @@ class _filtered_view:
 
 
 def _scores(con: Any, descriptor: Any, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    X, y = build_design(
-        con,
-        descriptor,
-        params["preprocess"],
-        params["target"],
-        params["positive"],
-        params["holdout"],
-    )
+    X, y = design_from_params(con, descriptor, params)
     if len(y) == 0:
         return np.empty(0), np.empty(0)
     return sigmoid(logits(params["model"], params["weights"], X)), y
