@@ -39,7 +39,7 @@ from typing import Any, cast
 import numpy as np
 from flwr.app import Context, Message, RecordDict
 
-from healthfed.errors import FederationError, PolicyDenied, PrivacyError
+from healthfed.errors import FederationError, PrivacyError
 from healthfed.privacy import secagg
 
 REQUEST_CONFIG_KEY = "healthfed-request"
@@ -62,12 +62,7 @@ def flatten_release(computation: str, disclosed: dict[str, Any]) -> tuple[dict, 
     ``layout`` (names, shapes, public facts) is the same at every site for the same
     request and travels in the clear; ``vector`` is what SecAgg+ masks.
     """
-    weighting = secagg.SECURE_SUMMABLE.get(computation)
-    if weighting is None:
-        raise PolicyDenied(
-            f"{computation!r} cannot be pooled by secure aggregation; summable computations: "
-            f"{sorted(secagg.SECURE_SUMMABLE)}"
-        )
+    weighting = secagg.secure_weighting(computation)
     parts: list[np.ndarray] = []
     entries: list[list[Any]] = []
     if disclosed.get("format") == "healthfed.dp/1":
@@ -373,11 +368,7 @@ def secure_collect(grid: Any, request: dict[str, Any], timeout: float) -> dict[s
         k: v for k, v in request.items() if k not in ("expected_sites", "timeout", "secure")
     }
     computation = str(envelope.get("computation"))
-    if computation not in secagg.SECURE_SUMMABLE:
-        raise PolicyDenied(
-            f"{computation!r} cannot be pooled by secure aggregation; summable computations: "
-            f"{sorted(secagg.SECURE_SUMMABLE)}"
-        )
+    secagg.secure_weighting(computation)  # refuse before any message goes out
     node_ids = list(grid.get_node_ids())
     if len(node_ids) < 2:
         raise FederationError(

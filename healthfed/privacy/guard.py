@@ -45,7 +45,7 @@ from healthfed.errors import PolicyDenied, PrivacyError
 from healthfed.node.policy import SitePolicy
 from healthfed.privacy.differencing import CohortKey, CohortMemory, cohort_of
 from healthfed.privacy.ledger import NO_PERMIT, Charge, PrivacyLedger
-from healthfed.privacy.secagg import SECURE_SUMMABLE
+from healthfed.privacy.secagg import SECURE_SUMMABLE, secure_weighting
 
 log = logging.getLogger(__name__)
 
@@ -195,11 +195,8 @@ class PrivacyGuard:
                 f"this site requires differential privacy (dp_required) and {computation!r} "
                 "is not a DP release; use a dp_* computation or a 'dp' block"
             )
-        if secure and computation not in SUMMED_RELEASES:
-            raise PolicyDenied(
-                f"{computation!r} cannot be pooled by secure aggregation; summable "
-                f"computations: {sorted(SUMMED_RELEASES)}"
-            )
+        if secure:
+            secure_weighting(computation)
         if policy.secure_aggregation_required and computation in SUMMED_RELEASES and not secure:
             raise PolicyDenied(
                 f"this site contributes {computation!r} only through secure aggregation "

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from healthfed.errors import PrivacyError
+from healthfed.errors import PolicyDenied, PrivacyError
 
 __all__ = [
     "CLIPPING_RANGE",
@@ -52,6 +52,7 @@ __all__ = [
     "SECURE_SUMMABLE",
     "decode_sum",
     "encode_vector",
+    "secure_weighting",
 ]
 
 FRACTION_BITS = 20
@@ -77,6 +78,23 @@ SECURE_SUMMABLE: dict[str, str] = {
     "glm_step": "sum",
     "local_train": "rows",
 }
+
+
+def secure_weighting(computation: str) -> str:
+    """How ``computation``'s arrays are weighted for a secure sum (``SECURE_SUMMABLE``).
+
+    Raises
+    ------
+    PolicyDenied
+        The computation's release is not a sum over rows, so SecAgg+ cannot pool it.
+    """
+    weighting = SECURE_SUMMABLE.get(computation)
+    if weighting is None:
+        raise PolicyDenied(
+            f"{computation!r} cannot be pooled by secure aggregation; summable computations: "
+            f"{sorted(SECURE_SUMMABLE)}"
+        )
+    return weighting
 
 
 def encode_vector(values: Sequence[float] | np.ndarray) -> np.ndarray:
