@@ -49,8 +49,8 @@ from healthfed.data.dataset import NodeDataset
 from healthfed.data.descriptor import descriptor_from_dict
 from healthfed.data.heart_disease import HEART_DISEASE_SITES, flamby_heart_disease_split
 from healthfed.federation.federation import Federation
-from healthfed.node.policy import SitePolicy
 from healthfed.node.runtime import Node
+from healthfed.policy import SitePolicy
 
 FLAMBY_SUMMARY = (
     Path(__file__).resolve().parents[2]

@@ -94,8 +94,8 @@ from healthfed.data.dataset import NodeDataset  # noqa: E402
 from healthfed.data.descriptor import descriptor_from_dict  # noqa: E402
 from healthfed.data.synth import COVID_COLUMNS, covid_descriptor_toml, generate_covid_cohort  # noqa: E402
 from healthfed.federation.federation import Federation  # noqa: E402
-from healthfed.node.policy import SitePolicy  # noqa: E402
 from healthfed.node.runtime import Node  # noqa: E402
+from healthfed.policy import SitePolicy  # noqa: E402
 
 TARGET = "death_28d"
 FEATURES = [

@@ -44,8 +44,8 @@ from healthfed.compute.survival import FederatedCoxPH, fit_pooled_breslow, linea
 from healthfed.data.dataset import NodeDataset
 from healthfed.data.descriptor import descriptor_from_dict
 from healthfed.federation.federation import Federation
-from healthfed.node.policy import SitePolicy
 from healthfed.node.runtime import Node
+from healthfed.policy import SitePolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

@@ -28,6 +28,10 @@ _EXPORTS: dict[str, str] = {
     "BudgetExceeded": "healthfed.errors",
     "FederationError": "healthfed.errors",
     "NodeTimeout": "healthfed.errors",
+    "InvalidArgument": "healthfed.errors",
+    "PermitRefused": "healthfed.errors",
+    "SecureRefusal": "healthfed.errors",
+    "TooFewSites": "healthfed.errors",
     # data
     "ColumnSpec": "healthfed.data.descriptor",
     "DatasetDescriptor": "healthfed.data.descriptor",
@@ -38,13 +42,13 @@ _EXPORTS: dict[str, str] = {
     "load_heart_disease": "healthfed.data.heart_disease",
     "write_heart_disease": "healthfed.data.heart_disease",
     # node
-    "SitePolicy": "healthfed.node.policy",
+    "SitePolicy": "healthfed.policy",
     "Node": "healthfed.node.runtime",
     "write_node_file": "healthfed.node.runtime",
     # federation
     "Federation": "healthfed.federation.federation",
-    "RoundOutcome": "healthfed.federation.federation",
-    "ApprovalPending": "healthfed.federation.federation",
+    "RoundOutcome": "healthfed.compute.rounds",
+    "ApprovalPending": "healthfed.errors",
     # models and evaluation
     "FederatedPreprocessor": "healthfed.compute.preprocess",
     "FederatedGLM": "healthfed.compute.glm",

@@ -66,7 +66,7 @@ def _guard(fn: Callable[[], T]) -> T:
     A result held for manual approval at a site is not an error: it prints which
     sites and tickets and exits with code 3.
     """
-    from healthfed.federation.federation import ApprovalPending
+    from healthfed.errors import ApprovalPending
 
     try:
         return fn()
@@ -503,7 +503,9 @@ def node_budget(
         epoch = _guard(
             lambda: node.privacy_guard.reset_budget(dataset, permit or None, by, reason or "")
         )
-        console.print(f"Reset the budget of {dataset!r} / {permit or '-'} (period {epoch}); audited")
+        console.print(
+            f"Reset the budget of {dataset!r} / {permit or '-'} (period {epoch}); audited"
+        )
     frame = node.privacy_guard.budget(node.policy)
     if len(frame):
         print(frame.to_string(index=False))

@@ -11,7 +11,7 @@ import pandas as pd
 
 from healthfed.compute import get_computation
 from healthfed.data.descriptor import DatasetDescriptor, descriptor_from_dict
-from healthfed.node.policy import SitePolicy
+from healthfed.policy import SitePolicy
 from healthfed.privacy.disclosure import disclose
 
 COLUMNS: dict[str, dict[str, Any]] = {

@@ -17,7 +17,9 @@ FEATURES = "age,sex,vaccination,spo2,crp,diabetes"
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     root = tmp_path_factory.mktemp("models")
-    r = runner.invoke(app, ["synth", "covid", "--sites", "3", "--rows", "1500", "--out", str(root / "d")])
+    r = runner.invoke(
+        app, ["synth", "covid", "--sites", "3", "--rows", "1500", "--out", str(root / "d")]
+    )
     assert r.exit_code == 0, r.output
     files = []
     for k in (1, 2, 3):
@@ -51,7 +53,14 @@ def test_train_evaluate_report_predict_decide(nodes: list[str], tmp_path: Path) 
     assert "pooled" in r.output and "auroc" in r.output
 
     r = runner.invoke(
-        app, ["report", str(model), "--out", str(tmp_path / "rep"), *[a for n in nodes for a in ("--nodes", n)]]
+        app,
+        [
+            "report",
+            str(model),
+            "--out",
+            str(tmp_path / "rep"),
+            *[a for n in nodes for a in ("--nodes", n)],
+        ],
     )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "rep" / "report.html").exists()
@@ -61,7 +70,7 @@ def test_train_evaluate_report_predict_decide(nodes: list[str], tmp_path: Path) 
                                    "crp": 150, "diabetes": 1}))  # fmt: skip
     r = runner.invoke(app, ["predict", str(model), "--input", str(patient), "--json"])
     assert r.exit_code == 0, r.output
-    out = json.loads(r.output[r.output.index("{"):])
+    out = json.loads(r.output[r.output.index("{") :])
     assert 0.0 < out["probability"] < 1.0
 
     log = tmp_path / "decisions.jsonl"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from healthfed.errors import PrivacyError
-from healthfed.node.policy import SitePolicy
+from healthfed.policy import SitePolicy
 from healthfed.privacy.disclosure import (
     CellMoments,
     CountTable,

@@ -13,7 +13,7 @@ from test_fedavg import CENTER, FEATURES, SCALE, make_nodes, make_site
 from healthfed.compute import evaluation as E
 from healthfed.compute.fedavg import sigmoid
 from healthfed.federation.federation import Federation
-from healthfed.node.policy import SitePolicy
+from healthfed.policy import SitePolicy
 
 # A fixed model (as a GLM would hand it over): coefficients on the standardised design.
 SPEC = {

@@ -13,9 +13,10 @@ from sklearn.metrics import roc_auc_score
 from healthfed.compute import fedavg as F
 from healthfed.compute.fedavg import FedAvgLogisticRegression, FederatedMLPClassifier
 from healthfed.data.descriptor import descriptor_from_dict
+from healthfed.errors import TooFewSites
 from healthfed.federation.federation import Federation
-from healthfed.node.policy import SitePolicy
 from healthfed.node.runtime import Node
+from healthfed.policy import SitePolicy
 
 FEATURES = ["x1", "x2", "x3", "x4"]
 BETA = np.array([2.0, -1.5, 1.0, -1.0])
@@ -152,17 +153,18 @@ def test_mlp_improves_loss_and_small_site_is_refused(tmp_path, frames):
 
 
 def test_bad_parameters_are_refused_by_name(fed):
-    out = fed.query(
-        "local_train",
-        "synth",
-        {
-            "model": "logistic",
-            "target": "y",
-            "preprocess": {"features": [{"column": "x1"}]},
-            "weights": [[0.0, 0.0], [0.0]],
-        },
-    )
-    assert set(out.refused) == {"a", "b", "c"}
-    assert "weights" in out.refused["a"]
+    with pytest.raises(TooFewSites) as err:
+        fed.round(
+            "local_train",
+            "synth",
+            {
+                "model": "logistic",
+                "target": "y",
+                "preprocess": {"features": [{"column": "x1"}]},
+                "weights": [[0.0, 0.0], [0.0]],
+            },
+        )
+    assert set(err.value.refusals) == {"a", "b", "c"}
+    assert "weights" in err.value.refusals["a"]
     with pytest.raises(Exception, match="strategy"):
         FedAvgLogisticRegression(strategy="sgd").fit(fed, "synth", "y", FEATURES)

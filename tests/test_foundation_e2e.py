@@ -15,8 +15,8 @@ import pytest
 from healthfed.data.synth import generate_covid_cohort
 from healthfed.demo import prepare_nodes, run_demo
 from healthfed.federation.federation import Federation
-from healthfed.node.policy import SitePolicy
 from healthfed.node.runtime import Node
+from healthfed.policy import SitePolicy
 
 SITES, ROWS, SEED = 3, 1500, 11
 

@@ -19,8 +19,8 @@ from healthfed.data.dataset import NodeDataset
 from healthfed.data.descriptor import descriptor_from_dict
 from healthfed.errors import ThresholdViolation
 from healthfed.federation.federation import Federation
-from healthfed.node.policy import SitePolicy
 from healthfed.node.runtime import Node
+from healthfed.policy import SitePolicy
 
 FEATURES = ["age", "x", "grp", "flag"]
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
+from healthfed.errors import TooFewSites
 from healthfed.federation.federation import Federation
 from healthfed.federation.inprocess import InProcessGrid
 from healthfed.federation.server_app import collect
@@ -52,7 +55,11 @@ def test_refusals_are_kept_with_their_reason() -> None:
         def handle(self, request: dict[str, Any]) -> dict[str, Any]:
             return {"site": self.name, "status": "refused", "reason": "too few rows"}
 
-    with Federation.inprocess([EchoNode("a"), Refuser("r")]) as fed:
-        outcome = fed.query("x", "covid")
-    assert outcome.contributed == ["a"]
-    assert outcome.refused == {"r": "too few rows"}
+    with Federation.inprocess([EchoNode("a"), EchoNode("b"), Refuser("r")]) as fed:
+        outcome = fed.round("x", "covid")
+        assert outcome.contributed == ["a", "b"]
+        assert outcome.refused == {"r": "too few rows"}
+        fed.min_sites = 3  # the one rule: too few sites is an error naming each refusal
+        with pytest.raises(TooFewSites, match="r: too few rows") as err:
+            fed.round("x", "covid")
+    assert err.value.refusals == {"r": "too few rows"}

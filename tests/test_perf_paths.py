@@ -24,6 +24,7 @@ from healthfed.compute import glm
 from healthfed.compute import preprocess as pp
 from healthfed.data.dataset import NodeDataset
 from healthfed.data.descriptor import descriptor_from_dict
+from healthfed.data.sql import holdout_sql
 from healthfed.federation.federation import Federation
 from healthfed.node.runtime import Node, _connection
 
@@ -157,7 +158,7 @@ def test_cached_design_equals_design_matrix(sites):
     cases = [
         ("indicator", "y", None, "TRUE", "binomial"),
         ("indicator", "y", "alive", "TRUE", "binomial"),
-        ("indicator", "y", None, pp.where_sql(None, None), "gaussian"),
+        ("indicator", "y", None, holdout_sql(None, None), "gaussian"),
         ("drop", "y", None, "TRUE", "binomial"),
         ("raw-scale", "outcome", "died", "TRUE", "binomial"),
         ("indicator", "count", None, "TRUE", "poisson"),
@@ -165,7 +166,7 @@ def test_cached_design_equals_design_matrix(sites):
     for ds in sites.values():
         desc = ds.descriptor
         cases_here = [*cases]
-        cases_here.append(("indicator", "y", None, pp.where_sql(desc, hold), "binomial"))
+        cases_here.append(("indicator", "y", None, holdout_sql(desc, hold), "binomial"))
         for name, target, positive, where, family in cases_here:
             spec = specs[name]
             with _connection(ds) as data:

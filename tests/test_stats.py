@@ -13,8 +13,8 @@ from _stats_helpers import cohort, connect, descriptor, federate, site_reply
 from healthfed.compute import get_computation, registered_computations
 from healthfed.data.descriptor import descriptor_from_dict
 from healthfed.errors import DataError, PolicyDenied, PrivacyError
-from healthfed.node.policy import SitePolicy
 from healthfed.node.runtime import Node
+from healthfed.policy import SitePolicy
 from healthfed.privacy.disclosure import disclose
 
 OPEN = SitePolicy(min_cell_count=1, min_subset=1, histogram_bins=50)

@@ -13,10 +13,10 @@ from healthfed.compute import survival as S
 from healthfed.compute.survival import FederatedCoxPH, concordance_index, kaplan_meier
 from healthfed.data.dataset import NodeDataset
 from healthfed.data.descriptor import descriptor_from_dict
-from healthfed.errors import DataError, PolicyDenied
+from healthfed.errors import DataError, PolicyDenied, TooFewSites
 from healthfed.federation.federation import Federation
-from healthfed.node.policy import SitePolicy
 from healthfed.node.runtime import Node
+from healthfed.policy import SitePolicy
 
 lifelines = pytest.importorskip("lifelines")
 
@@ -203,13 +203,14 @@ def test_unstratified_default_policy_coarsens_and_equals_pooled_on_coarse_times(
 
 
 def test_too_fine_grid_is_refused_by_name(fed):
-    out = fed.query(
-        S.COX_RISK_SETS,
-        "surv",
-        {"duration": "time", "event": "dead", "features": FEATURES, "time_grid": 1.0},
-    )
-    assert set(out.refused) == {"a", "b", "c"}
-    assert all(S.GRID_TOO_FINE in r for r in out.refused.values())
+    with pytest.raises(TooFewSites) as err:
+        fed.round(
+            S.COX_RISK_SETS,
+            "surv",
+            {"duration": "time", "event": "dead", "features": FEATURES, "time_grid": 1.0},
+        )
+    assert set(err.value.refusals) == {"a", "b", "c"}
+    assert all(S.GRID_TOO_FINE in r for r in err.value.refusals.values())
 
 
 def test_small_site_declines_and_others_fit(frames):
@@ -245,14 +246,13 @@ def test_estimator_api_and_pickle(fed, frames):
 def test_bad_requests_name_the_argument(fed):
     with pytest.raises(PolicyDenied, match="ties"):
         FederatedCoxPH(ties="efron").fit(fed, "surv", "time", "dead", FEATURES)
-    out = fed.query(
-        S.COX_STRATIFIED, "surv", {"duration": "time", "event": "dead", "features": ["nope"]}
-    )
-    assert all("nope" in r for r in out.refused.values())
-    out = fed.query(
-        S.COX_STRATIFIED, "surv", {"duration": "time", "event": "dead", "features": ["fold"]}
-    )
-    assert all("features" in r for r in out.refused.values())
+    for bad, word in (("nope", "nope"), ("fold", "features")):
+        with pytest.raises(TooFewSites) as err:
+            fed.round(
+                S.COX_STRATIFIED, "surv", {"duration": "time", "event": "dead", "features": [bad]}
+            )
+        assert len(err.value.refusals) == 3
+        assert all(word in r for r in err.value.refusals.values())
     with pytest.raises(DataError, match="collinear|information"):
         # 'treated' twice under another name is impossible here; a zero column is collinear
         S._newton_step(np.zeros((2, 2)), np.ones(2), ["u", "v"])

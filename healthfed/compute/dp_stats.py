@@ -41,9 +41,10 @@ import numpy as np
 import pandas as pd
 
 from healthfed.compute.registry import Computation, register
+from healthfed.data.sql import quote_ident, validate_where, where_sql
 from healthfed.errors import DataError, PolicyDenied, ThresholdViolation
-from healthfed.node.policy import SitePolicy
-from healthfed.privacy.differencing import check_dominance, validate_where, where_sql
+from healthfed.policy import SitePolicy
+from healthfed.privacy.differencing import check_dominance
 from healthfed.privacy.dp import (
     DP_FORMAT,
     DPBudget,
@@ -60,10 +61,6 @@ MISSING = "(missing)"
 DEFAULT_BINS = 10
 QUANTILE_GRID = 100
 MAX_QUANTILES = 19
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _keys(params: Any, allowed: set[str], name: str) -> dict[str, Any]:
@@ -230,7 +227,7 @@ def _where(params: dict, desc: Any) -> str:
 
 
 def _values(con: Any, desc: Any, params: dict) -> np.ndarray:
-    v = _q(params["variable"])
+    v = quote_ident(params["variable"])
     res = con.execute(
         f"SELECT CAST({v} AS DOUBLE) AS x FROM data WHERE ({_where(params, desc)}) "
         f"AND {v} IS NOT NULL"
@@ -263,7 +260,7 @@ def run_dp_mean(con: Any, desc: Any, params: dict, policy: SitePolicy) -> DPRele
 
 
 def _grid_counts(con: Any, desc: Any, params: dict) -> tuple[list[str], list[int]]:
-    v = _q(params["variable"])
+    v = quote_ident(params["variable"])
     w = _where(params, desc)
     if params.get("kind") in ("categorical", "binary"):
         key = (
@@ -482,10 +479,7 @@ class SumResult:
         return frame
 
     def to_text(self) -> str:
-        return (
-            f"{self.to_frame().to_string()}\n"
-            f"sites in the sum: {', '.join(self.sites) or 'none'}"
-        )
+        return f"{self.to_frame().to_string()}\nsites in the sum: {', '.join(self.sites) or 'none'}"
 
 
 def combine_sum(replies: dict[str, dict], params: dict) -> SumResult:

@@ -702,7 +702,7 @@ def evaluate_classifier(
 
     def ask(stage: str) -> Any:
         cands = [newton[r].candidate() for r in rows]
-        return federation.query(EVALUATE, dataset, {**base, "stage": stage, "candidates": cands})
+        return federation.round(EVALUATE, dataset, {**base, "stage": stage, "candidates": cands})
 
     first = ask("full")
     if len(first.replies) < min_sites:

@@ -62,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from healthfed.data.sql import holdout_sql, quote_ident, validate_holdout
 from healthfed.errors import DataError, PolicyDenied, ThresholdViolation
 from healthfed.privacy.model_release import (
     ModelStatistics,
@@ -80,10 +81,6 @@ _MAX_HIDDEN = 512
 # =====================================================================================
 # Design matrix (node side and hub side)
 # =====================================================================================
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 _PREPROCESS_API = ("n_features", "design_matrix", "transform_frame", "validate_spec")
 
 
@@ -146,51 +143,13 @@ def n_features(spec: dict[str, Any]) -> int:
     return len(_fallback_features(spec))
 
 
-def _holdout_sql(descriptor: Any, holdout: dict[str, Any] | None) -> str:
-    """SQL predicate keeping one part of a deterministic per-patient split, or ``TRUE``.
-
-    The split hashes the patient id with a seed, so training and evaluation
-    requests on the same site see complementary rows without the hub ever
-    knowing which rows are which.
-    """
-    if not holdout:
-        return "TRUE"
-    frac = float(holdout["fraction"])
-    seed = int(holdout.get("seed", 0))
-    part = holdout.get("part", "train")
-    idc = _quote(descriptor.id_column)
-    u = f"(hash(CAST({idc} AS VARCHAR) || ':{seed}') % 1000000) / 1000000.0"
-    return f"{u} < {frac!r}" if part == "test" else f"{u} >= {frac!r}"
-
-
-def validate_holdout(holdout: Any) -> dict[str, Any] | None:
-    """Check the ``holdout`` parameter: ``{"fraction": f, "seed": s, "part": "train"|"test"}``."""
-    if holdout is None:
-        return None
-    if not isinstance(holdout, dict):
-        raise PolicyDenied("parameter 'holdout' must be an object {fraction, seed, part}")
-    try:
-        frac = float(holdout["fraction"])
-    except (KeyError, TypeError, ValueError):
-        raise PolicyDenied("parameter 'holdout.fraction' must be a number in (0, 1)") from None
-    if not 0 < frac < 1:
-        raise PolicyDenied("parameter 'holdout.fraction' must be in (0, 1)")
-    part = holdout.get("part", "train")
-    if part not in ("train", "test"):
-        raise PolicyDenied("parameter 'holdout.part' must be 'train' or 'test'")
-    seed = holdout.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise PolicyDenied("parameter 'holdout.seed' must be an integer")
-    return {"fraction": frac, "seed": seed, "part": part}
-
-
 def _target_sql(descriptor: Any, target: str, positive: str | None) -> str:
     spec = descriptor.column(target)
     if spec.type == "binary":
         pos = "1" if positive is None else str(positive)
         if pos not in ("0", "1"):
             raise DataError(f"parameter 'positive': binary target {target!r} has levels 0/1")
-        return f"CASE WHEN {_quote(target)} = {int(pos)} THEN 1.0 ELSE 0.0 END"
+        return f"CASE WHEN {quote_ident(target)} = {int(pos)} THEN 1.0 ELSE 0.0 END"
     if spec.type == "categorical":
         if positive is None:
             raise DataError(
@@ -202,7 +161,7 @@ def _target_sql(descriptor: Any, target: str, positive: str | None) -> str:
                 f"(levels {list(spec.levels)})"
             )
         lit = "'" + str(positive).replace("'", "''") + "'"
-        return f"CASE WHEN CAST({_quote(target)} AS VARCHAR) = {lit} THEN 1.0 ELSE 0.0 END"
+        return f"CASE WHEN CAST({quote_ident(target)} AS VARCHAR) = {lit} THEN 1.0 ELSE 0.0 END"
     raise DataError(
         f"parameter 'target': column {target!r} is {spec.type}; a binary classifier needs a "
         "binary or categorical target"
@@ -238,7 +197,7 @@ def build_design(
     standardisation spec described in the module docstring.
     """
     pre = _preprocess_module(spec)
-    where = _holdout_sql(descriptor, holdout)
+    where = holdout_sql(descriptor, holdout)
     if pre is not None:
         return pre.design_matrix(
             con, descriptor, spec, target=target, positive=positive, where=where
@@ -253,8 +212,8 @@ def build_design(
                 f"parameter 'preprocess': column {f['column']!r} is {c.type}; the minimal spec "
                 "takes numeric, integer or binary columns"
             )
-        cols.append(f"CAST({_quote(f['column'])} AS DOUBLE) AS x{i}")
-    needed = [_quote(f["column"]) for f in feats] + [_quote(target)]
+        cols.append(f"CAST({quote_ident(f['column'])} AS DOUBLE) AS x{i}")
+    needed = [quote_ident(f["column"]) for f in feats] + [quote_ident(target)]
     not_null = " AND ".join(f"{c} IS NOT NULL" for c in needed)
     sql = f"SELECT {', '.join(cols)}, {ysql} AS y FROM data WHERE {not_null} AND ({where})"
     res = con.execute(sql).fetchnumpy()
@@ -744,11 +703,15 @@ def run_feature_moments(
     standardisation spec (the same rows ``local_train`` will use).
     """
     cols = params["columns"]
-    needed = [_quote(c) for c in cols] + ([_quote(params["target"])] if params["target"] else [])
+    needed = [quote_ident(c) for c in cols] + (
+        [quote_ident(params["target"])] if params["target"] else []
+    )
     not_null = " AND ".join(f"{c} IS NOT NULL" for c in needed)
-    where = _holdout_sql(descriptor, params["holdout"])
-    sums = ", ".join(f"SUM(CAST({_quote(c)} AS DOUBLE))" for c in cols)
-    sqs = ", ".join(f"SUM(CAST({_quote(c)} AS DOUBLE) * CAST({_quote(c)} AS DOUBLE))" for c in cols)
+    where = holdout_sql(descriptor, params["holdout"])
+    sums = ", ".join(f"SUM(CAST({quote_ident(c)} AS DOUBLE))" for c in cols)
+    sqs = ", ".join(
+        f"SUM(CAST({quote_ident(c)} AS DOUBLE) * CAST({quote_ident(c)} AS DOUBLE))" for c in cols
+    )
     row = con.execute(
         f"SELECT COUNT(*), {sums}, {sqs} FROM data WHERE {not_null} AND ({where})"
     ).fetchone()
@@ -998,7 +961,7 @@ class _FederatedBinaryClassifier(ClassifierMixin, BaseEstimator):
                     "weights": [w.tolist() for w in weights],
                     "seed": (self.random_state * 1_000_003 + r) % 2**31,
                 }
-                out = federation.query(LOCAL_TRAIN, dataset, params, **self._secure())
+                out = federation.round(LOCAL_TRAIN, dataset, params, **self._secure())
                 if len(out.contributed) < min_sites:
                     raise ThresholdViolation(
                         f"round {r}: {len(out.contributed)} site(s) contributed "
@@ -1043,7 +1006,7 @@ class _FederatedBinaryClassifier(ClassifierMixin, BaseEstimator):
         params: dict[str, Any] = {"columns": features, "target": target}
         if hold:
             params["holdout"] = hold
-        out = federation.query(FEATURE_MOMENTS, dataset, params, **self._secure())
+        out = federation.round(FEATURE_MOMENTS, dataset, params, **self._secure())
         if len(out.contributed) < min_sites:
             raise ThresholdViolation(
                 f"feature_moments: {len(out.contributed)} site(s) contributed, at least {min_sites} "

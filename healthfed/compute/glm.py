@@ -78,10 +78,9 @@ from healthfed.compute.preprocess import (
     cached_design,
     feature_names,
     transform_frame,
-    validate_holdout,
     validate_spec,
-    where_sql,
 )
+from healthfed.data.sql import holdout_sql, validate_holdout
 from healthfed.errors import DataError, FederationError, PolicyDenied, ThresholdViolation
 from healthfed.privacy.model_release import ModelStatistics, array_from_reply
 
@@ -275,7 +274,7 @@ def validate_glm_step(params: dict[str, Any], descriptor: Any, policy: Any) -> d
         "positive": None if positive is None else str(positive),
         "beta": beta,
         "holdout": holdout,
-        "where": where_sql(descriptor, holdout),
+        "where": holdout_sql(descriptor, holdout),
         "n_params": p,
     }
 
@@ -573,7 +572,7 @@ class FederatedGLM(BaseEstimator):
         for it in range(self.max_iter + 1):
             params = {**base, "beta": None if beta is None else beta.tolist()}
             secure = {"secure": True} if getattr(self, "secure_aggregation", False) else {}
-            out = federation.query(GLM_STEP, dataset, params, **secure)
+            out = federation.round(GLM_STEP, dataset, params, **secure)
             rounds += 1
             n_iter += 1
             self.refused_.update(out.refused)

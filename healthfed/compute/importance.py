@@ -73,7 +73,9 @@ def validate_permutation(params: dict[str, Any], descriptor: Any, policy: Any) -
     return out
 
 
-def run_permutation(con: Any, descriptor: Any, params: dict[str, Any], policy: Any) -> ModelStatistics:
+def run_permutation(
+    con: Any, descriptor: Any, params: dict[str, Any], policy: Any
+) -> ModelStatistics:
     X, y = design_from_params(con, descriptor, params)
     n = len(y)
     groups = feature_groups(params["preprocess"])
@@ -109,17 +111,23 @@ def combine_permutation(site_replies: dict[str, dict[str, Any]], params: dict[st
     sq = np.sum([array_from_reply(r, "sqerr") for r in site_replies.values()], axis=0)
     b_ll = sum(float(r["scalars"]["base_logloss"]) for r in site_replies.values())
     b_sq = sum(float(r["scalars"]["base_sqerr"]) for r in site_replies.values())
-    names = [g for g, _ in feature_groups(params["model"]["preprocess"])] if isinstance(
-        params.get("model"), dict
-    ) and "preprocess" in params["model"] else [f"f{i}" for i in range(len(ll))]
+    names = (
+        [g for g, _ in feature_groups(params["model"]["preprocess"])]
+        if isinstance(params.get("model"), dict) and "preprocess" in params["model"]
+        else [f"f{i}" for i in range(len(ll))]
+    )
     d_ll = (np.asarray(ll) - b_ll) / n
     d_sq = (np.asarray(sq) - b_sq) / n
     return {
         "features": names,
         "logloss_increase": d_ll.mean(axis=1).tolist(),
-        "logloss_increase_sd": d_ll.std(axis=1, ddof=1).tolist() if d_ll.shape[1] > 1 else [0.0] * len(names),
+        "logloss_increase_sd": d_ll.std(axis=1, ddof=1).tolist()
+        if d_ll.shape[1] > 1
+        else [0.0] * len(names),
         "brier_increase": d_sq.mean(axis=1).tolist(),
-        "brier_increase_sd": d_sq.std(axis=1, ddof=1).tolist() if d_sq.shape[1] > 1 else [0.0] * len(names),
+        "brier_increase_sd": d_sq.std(axis=1, ddof=1).tolist()
+        if d_sq.shape[1] > 1
+        else [0.0] * len(names),
         "base_logloss": b_ll / n,
         "base_brier": b_sq / n,
         "n": n,
@@ -134,7 +142,9 @@ def validate_information(params: dict[str, Any], descriptor: Any, policy: Any) -
     return validate_evaluate(params, descriptor, policy)
 
 
-def run_information(con: Any, descriptor: Any, params: dict[str, Any], policy: Any) -> ModelStatistics:
+def run_information(
+    con: Any, descriptor: Any, params: dict[str, Any], policy: Any
+) -> ModelStatistics:
     X, y = design_from_params(con, descriptor, params)
     n, p = X.shape
     n_params = p + 1 if params["model"] == "logistic" else 0

@@ -74,6 +74,7 @@ from typing import Any
 
 import numpy as np
 
+from healthfed.data.sql import holdout_sql, quote_ident, sql_literal, validate_holdout
 from healthfed.errors import DataError, PolicyDenied, ThresholdViolation
 from healthfed.privacy.model_release import ModelStatistics, array_from_reply
 
@@ -103,36 +104,10 @@ _CODE_TYPES = {0: "numeric", 1: "binary", 2: "categorical"}
 # =====================================================================================
 # small helpers
 # =====================================================================================
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _num(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise PolicyDenied(f"parameter 'preprocess': {what} must be a finite number, got {value!r}")
     return float(value)
-
-
-def where_sql(descriptor: Any, holdout: dict[str, Any] | None) -> str:
-    """SQL row filter of a validated ``holdout`` (FedAvg's per-patient split), or ``TRUE``."""
-    if not holdout:
-        return "TRUE"
-    from healthfed.compute.fedavg import _holdout_sql
-
-    return _holdout_sql(descriptor, holdout)
-
-
-def validate_holdout(holdout: Any) -> dict[str, Any] | None:
-    """Check a ``holdout`` parameter (same format as ``healthfed.compute.fedavg``)."""
-    if holdout is None:
-        return None
-    from healthfed.compute.fedavg import validate_holdout as _v
-
-    return _v(holdout)
 
 
 # =====================================================================================
@@ -297,11 +272,11 @@ def _column_sql(c: dict[str, Any]) -> list[str]:
     differ only in their pooled means/SDs (those vary in the last bits between
     runs of the same parallel aggregation).
     """
-    q = _quote(c["name"])
+    q = quote_ident(c["name"])
     out: list[str] = []
     if c["type"] == "categorical":
         for lev in c["levels"][1:]:
-            out.append(f"CASE WHEN {q} = {_lit(lev)} THEN 1.0 ELSE 0.0 END")
+            out.append(f"CASE WHEN {q} = {sql_literal(lev)} THEN 1.0 ELSE 0.0 END")
     else:
         out.append(f"COALESCE(CAST({q} AS DOUBLE), 'NaN'::DOUBLE)")
     if c["indicator"]:
@@ -347,7 +322,7 @@ def target_sql(descriptor: Any, target: str, positive: str | None, family: str) 
         The target's type does not suit the family, or ``positive`` is not one of its levels.
     """
     spec = descriptor.column(target)
-    q = _quote(target)
+    q = quote_ident(target)
     if spec.type == "id":
         raise PolicyDenied(f"parameter 'target': {target!r} is the patient id column")
     if family == "binomial":
@@ -366,7 +341,7 @@ def target_sql(descriptor: Any, target: str, positive: str | None, family: str) 
                     f"parameter 'positive': {positive!r} is not a level of {target!r} "
                     f"(levels {list(spec.levels)})"
                 )
-            return f"CASE WHEN {q} = {_lit(str(positive))} THEN 1.0 ELSE 0.0 END"
+            return f"CASE WHEN {q} = {sql_literal(str(positive))} THEN 1.0 ELSE 0.0 END"
         return f"CAST({q} AS DOUBLE)"  # numeric 0/1: checked after reading
     if spec.type == "categorical":
         raise DataError(
@@ -390,9 +365,9 @@ def _check_outcome(y: np.ndarray, target: str, family: str) -> None:
 def _row_filter(spec: dict[str, Any], target: str | None, where: str) -> str:
     conds = [f"({where or 'TRUE'})"]
     if target is not None:
-        conds.append(f"{_quote(target)} IS NOT NULL")
+        conds.append(f"{quote_ident(target)} IS NOT NULL")
     if spec["missing"] == "drop":
-        conds += [f"{_quote(c['name'])} IS NOT NULL" for c in spec["columns"]]
+        conds += [f"{quote_ident(c['name'])} IS NOT NULL" for c in spec["columns"]]
     return " AND ".join(conds)
 
 
@@ -494,7 +469,7 @@ def _dataset_fingerprint(con: Any, descriptor: Any, columns: Sequence[str]) -> t
             stats.append((p, st.st_size, st.st_mtime_ns))
         else:
             return ("files", descriptor.name, sqls, tuple(stats))
-    cols = ", ".join(_quote(c) for c in columns)
+    cols = ", ".join(quote_ident(c) for c in columns)
     n, h = con.execute(f"SELECT count(*), sum(hash({cols})::HUGEINT) FROM data").fetchone()
     view_sql = tuple(s for v, s in sqls if v == "data")
     return ("scan", descriptor.name, view_sql, int(n), str(h))
@@ -593,9 +568,9 @@ def _fetch_raw(
     """One DuckDB scan: the raw columns and outcome of the rows a fit uses."""
     sel: list[str] = []
     for i, (name, kind, levels) in enumerate(structure):
-        q = _quote(name)
+        q = quote_ident(name)
         if kind == "categorical":
-            cases = " ".join(f"WHEN {_lit(lev)} THEN {k}" for k, lev in enumerate(levels))
+            cases = " ".join(f"WHEN {sql_literal(lev)} THEN {k}" for k, lev in enumerate(levels))
             sel.append(
                 f"CAST(CASE {q} {cases} ELSE (CASE WHEN {q} IS NULL THEN {_NULL_CODE} "
                 f"ELSE {_OTHER_CODE} END) END AS INTEGER) AS f{i}"
@@ -604,7 +579,7 @@ def _fetch_raw(
             sel.append(f"COALESCE(CAST({q} AS DOUBLE), 'NaN'::DOUBLE) AS f{i}")
     conds = [f"({where or 'TRUE'})"]
     if target is not None:
-        q = _quote(target)
+        q = quote_ident(target)
         sel.append(
             f"{q} AS __y"
             if descriptor.column(target).type == "categorical"
@@ -612,7 +587,7 @@ def _fetch_raw(
         )
         conds.append(f"{q} IS NOT NULL")
     if missing == "drop":
-        conds += [f"{_quote(name)} IS NOT NULL" for name, _, _ in structure]
+        conds += [f"{quote_ident(name)} IS NOT NULL" for name, _, _ in structure]
     sql = f"SELECT {', '.join(sel)} FROM data WHERE {' AND '.join(conds)}"
     res = con.execute(sql).fetchnumpy()
     cols = {}
@@ -932,7 +907,7 @@ def run_moments(con: Any, descriptor: Any, params: dict[str, Any], policy: Any) 
         structure,
         params["missing"],
         params["target"],
-        where_sql(descriptor, params["holdout"]),
+        holdout_sql(descriptor, params["holdout"]),
     )
     n = raw.n
     k = len(cols)
@@ -1160,7 +1135,7 @@ class FederatedPreprocessor:
             params["target"] = target
         if holdout is not None:
             params["holdout"] = holdout
-        out = federation.query(PREPROCESS_MOMENTS, dataset, params)
+        out = federation.round(PREPROCESS_MOMENTS, dataset, params)
         min_sites = int(getattr(federation, "min_sites", 2))
         if len(out.replies) < min_sites:
             raise ThresholdViolation(

@@ -19,7 +19,7 @@ import duckdb
 
 from healthfed.data.descriptor import DatasetDescriptor
 from healthfed.errors import PolicyDenied
-from healthfed.node.policy import SitePolicy
+from healthfed.policy import SitePolicy
 from healthfed.privacy.disclosure import Release
 from healthfed.privacy.model_release import ModelStatistics
 

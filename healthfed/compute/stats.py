@@ -40,8 +40,9 @@ from healthfed.compute.results import (
     combine_summary,
 )
 from healthfed.data.descriptor import ColumnSpec, DatasetDescriptor
+from healthfed.data.sql import quote_ident
 from healthfed.errors import DataError, PolicyDenied
-from healthfed.node.policy import SitePolicy
+from healthfed.policy import SitePolicy
 from healthfed.privacy.disclosure import CellMoments, CountTable, NumericSummary, Release
 
 __all__ = ["DEFAULT_QUANTILES"]
@@ -201,14 +202,10 @@ def validate_count(
 # --------------------------------------------------------------------------------------
 # node-side SQL
 # --------------------------------------------------------------------------------------
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _key_expr(spec: ColumnSpec) -> str:
     if spec.type == "binary":
-        return f"CAST(CAST({_q(spec.name)} AS INTEGER) AS VARCHAR)"
-    return f"CAST({_q(spec.name)} AS VARCHAR)"
+        return f"CAST(CAST({quote_ident(spec.name)} AS INTEGER) AS VARCHAR)"
+    return f"CAST({quote_ident(spec.name)} AS VARCHAR)"
 
 
 def _levels(
@@ -258,7 +255,7 @@ def _run_summary(
     B = policy.histogram_bins
     gexpr = _key_expr(desc.column(by)) if by else "CAST(NULL AS VARCHAR)"
     cols = [f"{gexpr} AS g"]
-    cols += [f"CAST({_q(v)} AS DOUBLE) AS n{i}" for i, v in enumerate(numeric)]
+    cols += [f"CAST({quote_ident(v)} AS DOUBLE) AS n{i}" for i, v in enumerate(numeric)]
     cols += [f"{_key_expr(specs[v])} AS c{i}" for i, v in enumerate(categorical)]
     base = f"SELECT {', '.join(cols)} FROM data"
     aggs = ["count(*)"]

@@ -40,6 +40,7 @@ import numpy as np
 
 from healthfed.compute.evaluation import validate_evaluate
 from healthfed.compute.fedavg import design_from_params, logits, sigmoid
+from healthfed.data.sql import quote_ident, sql_literal
 from healthfed.errors import DataError, PolicyDenied
 from healthfed.privacy.disclosure import CellMoments, CountTable, NumericSummary, Release
 
@@ -63,14 +64,6 @@ DEFAULT_BINS = 1000
 MAX_ATTRIBUTES = 10
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def attribute_groups(descriptor: Any, attribute: str) -> list[tuple[str, str]]:
     """``[(label, SQL predicate)]`` of an attribute's groups, in a fixed public order."""
     if attribute == "all":
@@ -79,7 +72,7 @@ def attribute_groups(descriptor: Any, attribute: str) -> list[tuple[str, str]]:
         col = descriptor.column("age")
         if not col.is_numeric:
             raise DataError("attribute 'age_band' needs a numeric column 'age'")
-        a = f"CAST({_q('age')} AS DOUBLE)"
+        a = f"CAST({quote_ident('age')} AS DOUBLE)"
         cuts = (float("-inf"), *AGE_BANDS, float("inf"))
         out = []
         for label, lo, hi in zip(AGE_BAND_LABELS, cuts[:-1], cuts[1:], strict=True):
@@ -91,16 +84,14 @@ def attribute_groups(descriptor: Any, attribute: str) -> list[tuple[str, str]]:
             out.append((label, " AND ".join(conds)))
         return [*out, (MISSING_GROUP, f"{a} IS NULL")]
     col = descriptor.column(attribute)
-    q = _q(attribute)
+    q = quote_ident(attribute)
     if col.type == "binary":
         levels = list(col.levels or ("0", "1"))
         groups = [(levels[i], f"CAST({q} AS INTEGER) = {i}") for i in (0, 1)]
     elif col.type == "categorical":
         if col.levels is None:
-            raise DataError(
-                f"attribute {attribute!r}: a sensitive attribute needs declared levels"
-            )
-        groups = [(lev, f"CAST({q} AS VARCHAR) = {_lit(lev)}") for lev in col.levels]
+            raise DataError(f"attribute {attribute!r}: a sensitive attribute needs declared levels")
+        groups = [(lev, f"CAST({q} AS VARCHAR) = {sql_literal(lev)}") for lev in col.levels]
     else:
         raise PolicyDenied(
             f"parameter 'attributes': {attribute!r} is {col.type}; a sensitive attribute must be "
@@ -263,7 +254,7 @@ def run_fingerprint(con: Any, descriptor: Any, params: dict[str, Any], policy: A
     if path.is_file():
         kind, digest = "file-sha256", _file_sha256(path)
     else:  # in-memory data: a digest of DuckDB's per-row hashes of every declared column
-        cols = ", ".join(_q(c) for c in descriptor.columns)
+        cols = ", ".join(quote_ident(c) for c in descriptor.columns)
         h = con.execute(f"SELECT sum(hash({cols})::HUGEINT), bit_xor(hash({cols})) FROM data")
         kind = "rows-sha256"
         digest = hashlib.sha256(repr(tuple(h.fetchone())).encode()).hexdigest()

@@ -93,7 +93,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _stats
 
-from healthfed.errors import DataError, FederationError, PolicyDenied, ThresholdViolation
+from healthfed.compute.rounds import RoundOutcome
+from healthfed.data.sql import quote_ident, sql_literal
+from healthfed.errors import DataError, FederationError, PolicyDenied, ThresholdViolation, TooFewSites
 from healthfed.privacy.model_release import ModelStatistics, array_from_reply
 
 COX_STRATIFIED = "cox_site_newton"
@@ -348,14 +350,6 @@ def km_from_counts(
 # =====================================================================================
 # Node side: parameter checks and data access
 # =====================================================================================
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def _grid_spec(time_grid: Any) -> dict[str, Any]:
     """Normalise a grid given as a width, a list of points or an already-built spec."""
     if isinstance(time_grid, dict):
@@ -466,15 +460,15 @@ def _fetch(
     """Complete cases: durations, 0/1 events and the feature matrix (never leaves the node)."""
     feats = params["features"]
     cols = [params["duration"], params["event"], *feats]
-    sel = [f"CAST({_quote(params['duration'])} AS DOUBLE) AS t"]
-    sel.append(f"CAST({_quote(params['event'])} AS DOUBLE) AS e")
-    sel += [f"CAST({_quote(f)} AS DOUBLE) AS x{i}" for i, f in enumerate(feats)]
-    where = [f"{_quote(c)} IS NOT NULL" for c in dict.fromkeys(cols)]
+    sel = [f"CAST({quote_ident(params['duration'])} AS DOUBLE) AS t"]
+    sel.append(f"CAST({quote_ident(params['event'])} AS DOUBLE) AS e")
+    sel += [f"CAST({quote_ident(f)} AS DOUBLE) AS x{i}" for i, f in enumerate(feats)]
+    where = [f"{quote_ident(c)} IS NOT NULL" for c in dict.fromkeys(cols)]
     for col, level in (params.get("subset") or {}).items():
         spec = descriptor.column(col)
         if spec.type == "binary" and spec.levels is not None and level in spec.levels:
             level = str(spec.levels.index(level))
-        where.append(f"CAST({_quote(col)} AS VARCHAR) = {_lit(level)}")
+        where.append(f"CAST({quote_ident(col)} AS VARCHAR) = {sql_literal(level)}")
     res = con.execute(f"SELECT {', '.join(sel)} FROM data WHERE {' AND '.join(where)}").fetchnumpy()
     t = np.asarray(res["t"], dtype=float)
     e = np.asarray(res["e"], dtype=float)
@@ -1121,7 +1115,12 @@ class FederatedCoxPH(BaseEstimator):
             params = {**base, "coef": b.tolist(), "center": c.tolist()}
             if g is not None:
                 params["time_grid"] = g
-            return federation.query(computation, dataset, params)
+            try:
+                return federation.round(computation, dataset, params)
+            except TooFewSites as exc:  # a grid too fine everywhere: coarsen below, or fail
+                if g is None or not any(GRID_TOO_FINE in r for r in exc.refusals.values()):
+                    raise
+                return RoundOutcome(replies={}, refused=exc.refusals, checks=exc.checks)
 
         out = ask(beta, center, grid)
         if grid is not None and "width" in grid and self.coarsen == "auto":

@@ -44,6 +44,7 @@ import pyarrow as pa
 
 from healthfed.data.descriptor import ColumnSpec, DatasetDescriptor, load_descriptor
 from healthfed.data.harmonise import conversion
+from healthfed.data.sql import quote_ident, sql_literal
 from healthfed.errors import DataError
 
 __all__ = ["NodeDataset", "render_descriptor_toml"]
@@ -66,16 +67,6 @@ _INT_TYPES = (
 )
 
 
-def _q(name: str) -> str:
-    """Quote an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    """Quote an SQL string literal."""
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _base_type(sql_type: str) -> str:
     return sql_type.split("(")[0].strip().upper()
 
@@ -90,7 +81,7 @@ def _is_int(sql_type: str) -> bool:
 
 def _str_expr(col: str, sql_type: str) -> str:
     """The column as VARCHAR, writing integral floats without '.0' so 1.0 reads as '1'."""
-    q = _q(col)
+    q = quote_ident(col)
     if _base_type(sql_type) == "VARCHAR":
         return q
     if _is_float(sql_type):
@@ -107,7 +98,7 @@ def _str_expr(col: str, sql_type: str) -> str:
 
 def _double_expr(col: str, sql_type: str) -> str:
     """The column as DOUBLE, NaN read as NULL (assumes validation passed)."""
-    q = _q(col)
+    q = quote_ident(col)
     if _is_int(sql_type):
         return f"CAST({q} AS DOUBLE)"
     d = q if _base_type(sql_type) == "DOUBLE" else f"CAST({q} AS DOUBLE)"
@@ -123,16 +114,16 @@ def _binary_expr(spec: ColumnSpec, sql_type: str) -> str:
     """The column as INTEGER 0/1; the first declared level is 0, the second 1."""
     lo, hi = _binary_levels(spec)
     if (lo, hi) == ("0", "1") and _is_int(sql_type):
-        return f"CAST({_q(spec.name)} AS INTEGER)"
+        return f"CAST({quote_ident(spec.name)} AS INTEGER)"
     if (lo, hi) == ("0", "1") and _base_type(sql_type) == "DOUBLE":
-        return f"CAST(NULLIF({_q(spec.name)}, 'NaN'::DOUBLE) AS INTEGER)"
+        return f"CAST(NULLIF({quote_ident(spec.name)}, 'NaN'::DOUBLE) AS INTEGER)"
     s = _str_expr(spec.name, sql_type)
-    return f"(CASE {s} WHEN {_lit(lo)} THEN 0 WHEN {_lit(hi)} THEN 1 END)"
+    return f"(CASE {s} WHEN {sql_literal(lo)} THEN 0 WHEN {sql_literal(hi)} THEN 1 END)"
 
 
 def _bad_value_predicate(spec: ColumnSpec, sql_type: str) -> tuple[str, str] | None:
     """(SQL predicate true for an invalid value, what was expected) or None if no check applies."""
-    q = _q(spec.name)
+    q = quote_ident(spec.name)
     if spec.is_numeric:
         d = q if (_is_float(sql_type) or _is_int(sql_type)) else f"TRY_CAST({q} AS DOUBLE)"
         if _is_int(sql_type):
@@ -147,10 +138,13 @@ def _bad_value_predicate(spec: ColumnSpec, sql_type: str) -> tuple[str, str] | N
         if (lo, hi) == ("0", "1") and _is_int(sql_type):
             return f"({q} NOT IN (0, 1))", "0 or 1"
         s = _str_expr(spec.name, sql_type)
-        return f"({s} IS NOT NULL AND {s} NOT IN ({_lit(lo)}, {_lit(hi)}))", f"{lo!r} or {hi!r}"
+        return (
+            f"({s} IS NOT NULL AND {s} NOT IN ({sql_literal(lo)}, {sql_literal(hi)}))",
+            f"{lo!r} or {hi!r}",
+        )
     if spec.type == "categorical" and spec.levels:
         s = _str_expr(spec.name, sql_type)
-        levels = ", ".join(_lit(v) for v in spec.levels)
+        levels = ", ".join(sql_literal(v) for v in spec.levels)
         return f"({s} IS NOT NULL AND {s} NOT IN ({levels}))", f"one of {list(spec.levels)}"
     return None
 
@@ -386,7 +380,7 @@ class NodeDataset:
         try:
             if d.format == "parquet":
                 source_path = path
-                source = f"read_parquet({_lit(str(path))})"
+                source = f"read_parquet({sql_literal(str(path))})"
                 types = self._source_types(con, source)
                 stamp = cache_dir / f"{prefix}-{key}.json" if cache_dir else None
                 n = self._read_stamp(stamp)
@@ -404,7 +398,7 @@ class NodeDataset:
                 if not cached.is_file():
                     self._csv_to_cache(con, cached, prefix)
                 source_path = cached
-                source = f"read_parquet({_lit(str(cached))})"
+                source = f"read_parquet({sql_literal(str(cached))})"
                 types = self._source_types(con, source)
                 n = int(con.execute(f"SELECT count(*) FROM {source}").fetchone()[0])  # type: ignore[index]
         finally:
@@ -418,12 +412,12 @@ class NodeDataset:
         opts = [
             "all_varchar = true",
             f"header = {'true' if d.csv_header else 'false'}",
-            f"delim = {_lit(d.csv_delimiter)}",
-            f"nullstr = [{', '.join(_lit(v) for v in d.na_values)}]",
+            f"delim = {sql_literal(d.csv_delimiter)}",
+            f"nullstr = [{', '.join(sql_literal(v) for v in d.na_values)}]",
         ]
         if not d.csv_header:
-            opts.append(f"names = [{', '.join(_lit(c) for c in d.columns)}]")
-        return f"read_csv({_lit(str(d.path))}, {', '.join(opts)})"
+            opts.append(f"names = [{', '.join(sql_literal(c) for c in d.columns)}]")
+        return f"read_csv({sql_literal(str(d.path))}, {', '.join(opts)})"
 
     def _csv_to_cache(self, con: duckdb.DuckDBPyConnection, cached: Path, prefix: str) -> None:
         """Validate the CSV, then write it as typed Parquet atomically (temp file + rename)."""
@@ -435,16 +429,16 @@ class NodeDataset:
         for name, spec in self.descriptor.columns.items():
             t = types[name]
             if spec.is_numeric:
-                exprs.append(f"{_double_expr(name, t)} AS {_q(name)}")
+                exprs.append(f"{_double_expr(name, t)} AS {quote_ident(name)}")
             elif spec.type == "binary":
-                exprs.append(f"{_binary_expr(spec, t)} AS {_q(name)}")
+                exprs.append(f"{_binary_expr(spec, t)} AS {quote_ident(name)}")
             else:
-                exprs.append(f"{_str_expr(name, t)} AS {_q(name)}")
+                exprs.append(f"{_str_expr(name, t)} AS {quote_ident(name)}")
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.parent / f".{cached.name}.{uuid.uuid4().hex}.tmp"
         try:
             con.execute(
-                f"COPY (SELECT {', '.join(exprs)} FROM {source}) TO {_lit(str(tmp))} "
+                f"COPY (SELECT {', '.join(exprs)} FROM {source}) TO {sql_literal(str(tmp))} "
                 f"(FORMAT parquet, ROW_GROUP_SIZE {_ROW_GROUP_SIZE})"
             )
             os.replace(tmp, cached)
@@ -539,7 +533,7 @@ class NodeDataset:
             shown = (
                 _str_expr(name, types[name])
                 if spec.is_categorical
-                else f"CAST({_q(name)} AS VARCHAR)"
+                else f"CAST({quote_ident(name)} AS VARCHAR)"
             )
             ex = con.execute(
                 f"SELECT __row, {shown} FROM {numbered} WHERE {pred} LIMIT 1"
@@ -576,7 +570,7 @@ class NodeDataset:
                 expr = _binary_expr(spec, t)
             else:
                 expr = _str_expr(name, t)
-            exprs.append(f"{expr} AS {_q(name)}")
+            exprs.append(f"{expr} AS {quote_ident(name)}")
         return f"CREATE VIEW data AS SELECT {', '.join(exprs)} FROM {source}"
 
 

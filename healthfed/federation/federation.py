@@ -26,54 +26,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from healthfed.errors import FederationError, HealthfedError, ThresholdViolation
+from healthfed.compute import get_computation
+from healthfed.compute.rounds import RoundOutcome
+from healthfed.errors import ApprovalPending, FederationError, TooFewSites
+from healthfed.federation.secure import SECURE_LABEL
 from healthfed.node.runtime import Node
 
 Transport = Callable[[dict[str, Any], float], dict[str, Any]]
 
 DEFAULT_TIMEOUT_S = 120.0
 HUB_MIN_SITES = 2
-
-
-class ApprovalPending(HealthfedError):
-    """One or more sites hold the result for manual approval; ``tickets`` maps site -> ticket.
-
-    Not a refusal: re-run the same request (same permit, requester, computation,
-    dataset and parameters) after the sites' data stewards approved it.
-    """
-
-    def __init__(self, message: str, tickets: dict[str, str]) -> None:
-        super().__init__(message)
-        self.tickets = tickets
-
-
-@dataclass
-class RoundOutcome:
-    """What one round produced before combining: who answered, who refused, who was silent.
-
-    ``pending`` maps a site holding the result for manual approval to its ticket;
-    ``checks`` maps a site that refused because of the permit to the failed check.
-    """
-
-    replies: dict[str, dict[str, Any]]
-    refused: dict[str, str] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)
-    errors: dict[str, str] = field(default_factory=dict)
-    elapsed_s: float = 0.0
-    pending: dict[str, str] = field(default_factory=dict)
-    checks: dict[str, str] = field(default_factory=dict)
-    secure_sites: list[str] | None = None
-
-    @property
-    def contributed(self) -> list[str]:
-        """Sites whose statistics are in the result (in a secure round: in the sum)."""
-        if self.secure_sites is not None:
-            return sorted(self.secure_sites)
-        return sorted(self.replies)
 
 
 class Federation:
@@ -232,8 +197,8 @@ class Federation:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- running ----------------------------------------------------------------------
-    def query(
+    # --- running: the one round path ---------------------------------------------------
+    def round(
         self,
         computation: str,
         dataset: str,
@@ -241,14 +206,94 @@ class Federation:
         *,
         secure: bool = False,
     ) -> RoundOutcome:
-        """One round: every node runs ``computation`` on ``dataset``; nothing is combined.
+        """One governed round: every node runs ``computation`` on ``dataset``.
 
-        With ``secure=True`` the round is Flower's SecAgg+ (summable computations
-        only, :data:`healthfed.privacy.secagg.SECURE_SUMMABLE`): ``replies`` holds one
-        entry, the sum over ``secure_sites`` labelled ``"(secure aggregate)"``, in the
-        nodes' reply format (arrays of ``local_train`` as the row-weighted mean).
+        This is the path every estimator, evaluation and report takes
+        (:class:`~healthfed.compute.rounds.Rounds`). ``replies`` holds each contributing
+        site's disclosure-checked reply; nothing is combined. With a hub, the round is
+        released through the hub's checks and recorded in its register
+        (``release_id``). With ``secure=True`` the round is Flower's SecAgg+ (summable
+        computations only, :data:`healthfed.privacy.secagg.SECURE_SUMMABLE`):
+        ``replies`` holds one entry, the sum over ``secure_sites``, labelled
+        ``"(secure aggregate)"``, in the nodes' reply format.
+
+        Raises
+        ------
+        ApprovalPending
+            A site holds its answer for manual approval (names sites and tickets).
+        TooFewSites
+            Fewer than :attr:`required_sites` sites contributed; each site's refusal
+            reason (for a permit: the failed check) is in the message and in
+            ``refusals`` / ``checks``.
+        PermitError
+            With a hub: the permit is revoked, expired or does not cover the round.
         """
-        request = {
+        outcome = self._exchange(computation, dataset, params, secure)
+        outcome.release_id = self._release(
+            computation, dataset, outcome, {"replies": outcome.replies}
+        )
+        return outcome
+
+    query = round  # the name earlier releases used; same path, same rules
+
+    def run(
+        self,
+        computation: str,
+        dataset: str,
+        params: dict[str, Any] | None = None,
+        *,
+        secure: bool = False,
+    ) -> Any:
+        """Run ``computation`` across the nodes and combine the released aggregates.
+
+        The same governed path as :meth:`round` (same errors); what the hub releases
+        and records is the combined result. ``secure=True`` pools through Flower's
+        SecAgg+: the hub sees only the sum over the contributing sites.
+        """
+        comp = get_computation(computation)
+        outcome = self._exchange(computation, dataset, params, secure)
+        result = comp.combine(outcome.replies, params or {})
+        if secure and isinstance(getattr(result, "sites", None), list):
+            result.sites = outcome.contributed  # the sites inside the sum, not its label
+        to_dict = getattr(result, "to_dict", None)
+        released = to_dict() if callable(to_dict) else {"result": repr(result)}
+        suppressed = getattr(result, "suppressed_cells", None)
+        rel_id = self._release(
+            computation,
+            dataset,
+            outcome,
+            released,
+            suppressed if isinstance(suppressed, int) else None,
+        )
+        for name, value in (
+            ("release_id", rel_id),
+            ("missing_sites", outcome.missing),
+            ("refusals", outcome.refused),
+            ("engine", self.engine),
+            ("elapsed_s", outcome.elapsed_s),
+        ):
+            if name == "release_id" and value is None:
+                continue
+            try:
+                setattr(result, name, value)
+            except AttributeError:  # pragma: no cover - frozen result types
+                pass
+        return result
+
+    @property
+    def required_sites(self) -> int:
+        """Fewest contributing sites for a round: the federation's and the permit's minimum."""
+        need = int(self.min_sites)
+        body = (self.permit or {}).get("permit")
+        if isinstance(body, dict) and isinstance(body.get("output_rules"), dict):
+            need = max(need, int(body["output_rules"].get("min_sites", need)))
+        return need
+
+    def _exchange(
+        self, computation: str, dataset: str, params: dict[str, Any] | None, secure: bool
+    ) -> RoundOutcome:
+        """Send one request, sort the replies, and apply the pending and minimum-sites rules."""
+        request: dict[str, Any] = {
             "computation": computation,
             "dataset": dataset,
             "params": params or {},
@@ -263,124 +308,41 @@ class Federation:
             request["purpose"] = self.purpose
         if secure:
             request["secure"] = True
-        raw = self._transport(request, self.timeout)
-        outcome = RoundOutcome(
-            replies={}, missing=list(raw.get("missing", [])), errors=dict(raw.get("errors", {}))
-        )
-        outcome.elapsed_s = float(raw.get("elapsed_s", 0.0))
-        outcome.refused.update(raw.get("refused", {}))
-        outcome.pending.update(raw.get("pending", {}))
-        if secure:
-            from healthfed.federation.secure import SECURE_LABEL
-
-            pooled = raw.get("secure")
-            outcome.secure_sites = list(pooled["sites"]) if pooled else []
-            if pooled:
-                outcome.replies[SECURE_LABEL] = pooled["result"]
-            return outcome
-        for site, reply in raw.get("replies", {}).items():
-            if reply.get("status") == "ok":
-                outcome.replies[site] = reply["result"]
-            elif reply.get("status") == "pending":
-                outcome.pending[site] = str(reply.get("ticket", "?"))
-            else:
-                outcome.refused[site] = str(reply.get("reason", "no reason given"))
-                if reply.get("check"):
-                    outcome.checks[site] = str(reply["check"])
+        outcome = _outcome(self._transport(request, self.timeout), secure)
+        label = f"{computation!r} on {dataset!r}"
+        if outcome.pending:
+            raise ApprovalPending(_pending_message(label, outcome), dict(outcome.pending))
+        need = self.required_sites
+        if len(outcome.contributed) < need:
+            raise TooFewSites(
+                _too_few_message(label, outcome, need, self.timeout),
+                refusals=outcome.refused,
+                checks=outcome.checks,
+            )
         return outcome
 
-    def run(
+    def _release(
         self,
         computation: str,
         dataset: str,
-        params: dict[str, Any] | None = None,
-        *,
-        secure: bool = False,
-    ) -> Any:
-        """Run ``computation`` across the nodes and combine the released aggregates.
-
-        ``secure=True`` pools through Flower's SecAgg+: the hub sees only the sum
-        over the contributing sites (see :meth:`query`).
-
-        Raises
-        ------
-        ApprovalPending
-            A site holds its answer for manual approval (names sites and tickets).
-        ThresholdViolation
-            Fewer than ``min_sites`` sites contributed (a pooled release over one
-            site would be that site's own numbers under another name). Each site's
-            refusal reason (for a permit: the failed check) is in the message.
-        PermitError
-            With a hub: the hub's release checks withheld the result.
-        """
-        from healthfed.compute import get_computation
-
-        comp = get_computation(computation)
-        outcome = self.query(computation, dataset, params, secure=secure)
-        if outcome.pending:
-            waiting = "; ".join(
-                f"pending approval at site {s} (ticket {t})"
-                for s, t in sorted(outcome.pending.items())
-            )
-            others = (
-                " — also refused: "
-                + "; ".join(f"{s}: {r}" for s, r in sorted(outcome.refused.items()))
-                if outcome.refused
-                else ""
-            )
-            raise ApprovalPending(
-                f"{computation!r} on {dataset!r}: {waiting}. Re-run the same request once the "
-                f"site approved it (`healthfed node approve NODE_FILE TICKET`){others}",
-                dict(outcome.pending),
-            )
-        if len(outcome.contributed) < self.min_sites:
-            detail = []
-            if outcome.refused:
-                detail.append(
-                    "refused: " + "; ".join(f"{s}: {r}" for s, r in sorted(outcome.refused.items()))
-                )
-            if outcome.errors:
-                detail.append(
-                    "errors: " + "; ".join(f"{n}: {r}" for n, r in sorted(outcome.errors.items()))
-                )
-            if outcome.missing:
-                detail.append(f"no answer within {self.timeout:g}s: {', '.join(outcome.missing)}")
-            raise ThresholdViolation(
-                f"{computation!r} on {dataset!r}: {len(outcome.contributed)} site(s) contributed "
-                f"({', '.join(outcome.contributed) or 'none'}), the hub needs at least "
-                f"{self.min_sites}" + (" — " + " | ".join(detail) if detail else "")
-            )
-        result = comp.combine(outcome.replies, params or {})
-        if secure and isinstance(getattr(result, "sites", None), list):
-            result.sites = outcome.contributed  # the sites inside the sum, not its label
-        if self._hub is not None:
-            to_dict = getattr(result, "to_dict", None)
-            released = to_dict() if callable(to_dict) else {"result": repr(result)}
-            suppressed = getattr(result, "suppressed_cells", None)
-            rel_id = self._hub.release(
+        outcome: RoundOutcome,
+        released: dict[str, Any],
+        suppressed_cells: int | None = None,
+    ) -> str | None:
+        """Release a round through the hub (its checks, its register); ``None`` without one."""
+        if self._hub is None:
+            return None
+        return str(
+            self._hub.release(
                 self.permit,
                 requester=self.requester,
                 computation=computation,
                 dataset=dataset,
                 sites=outcome.contributed,
                 result=released,
-                suppressed_cells=int(suppressed) if isinstance(suppressed, int) else None,
+                suppressed_cells=suppressed_cells,
             )
-            try:
-                result.release_id = rel_id
-            except AttributeError:  # pragma: no cover - frozen result types
-                pass
-        for name, value in (
-            ("missing_sites", outcome.missing),
-            ("refusals", outcome.refused),
-            ("engine", self.engine),
-            ("elapsed_s", outcome.elapsed_s),
-        ):
-            try:
-                setattr(result, name, value)
-            except AttributeError:  # pragma: no cover - frozen result types
-                pass
-        return result
+        )
 
     # --- the researcher's statistics --------------------------------------------------
     def table1(
@@ -438,3 +400,67 @@ def _summary_params(
     if by is not None:
         params["by"] = by
     return params
+
+
+def _outcome(raw: dict[str, Any], secure: bool) -> RoundOutcome:
+    """Sort the transport's collected replies into contributed, refused, pending."""
+    outcome = RoundOutcome(
+        replies={}, missing=list(raw.get("missing", [])), errors=dict(raw.get("errors", {}))
+    )
+    outcome.elapsed_s = float(raw.get("elapsed_s", 0.0))
+    outcome.refused.update(raw.get("refused", {}))
+    outcome.pending.update(raw.get("pending", {}))
+    if secure:
+        pooled = raw.get("secure")
+        outcome.secure_sites = list(pooled["sites"]) if pooled else []
+        if pooled:
+            outcome.replies[SECURE_LABEL] = pooled["result"]
+        return outcome
+    for site, reply in raw.get("replies", {}).items():
+        if reply.get("status") == "ok":
+            outcome.replies[site] = reply["result"]
+        elif reply.get("status") == "pending":
+            outcome.pending[site] = str(reply.get("ticket", "?"))
+        else:
+            outcome.refused[site] = str(reply.get("reason", "no reason given"))
+            if reply.get("check"):
+                outcome.checks[site] = str(reply["check"])
+    return outcome
+
+
+def _pending_message(label: str, outcome: RoundOutcome) -> str:
+    waiting = "; ".join(
+        f"pending approval at site {s} (ticket {t})" for s, t in sorted(outcome.pending.items())
+    )
+    others = (
+        " — also refused: " + "; ".join(f"{s}: {r}" for s, r in sorted(outcome.refused.items()))
+        if outcome.refused
+        else ""
+    )
+    return (
+        f"{label}: {waiting}. Re-run the same request once the site approved it "
+        f"(`healthfed node approve NODE_FILE TICKET`){others}"
+    )
+
+
+def _too_few_message(label: str, outcome: RoundOutcome, need: int, timeout: float) -> str:
+    detail = []
+    if outcome.refused:
+        detail.append(
+            "refused: "
+            + "; ".join(
+                f"{s}: {r}" + (f" [check {outcome.checks[s]}]" if s in outcome.checks else "")
+                for s, r in sorted(outcome.refused.items())
+            )
+        )
+    if outcome.errors:
+        detail.append(
+            "errors: " + "; ".join(f"{n}: {r}" for n, r in sorted(outcome.errors.items()))
+        )
+    if outcome.missing:
+        detail.append(f"no answer within {timeout:g}s: {', '.join(outcome.missing)}")
+    return (
+        f"{label}: {len(outcome.contributed)} site(s) contributed "
+        f"({', '.join(outcome.contributed) or 'none'}), at least {need} needed"
+        + (" — " + " | ".join(detail) if detail else "")
+    )

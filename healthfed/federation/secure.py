@@ -39,7 +39,7 @@ from typing import Any, cast
 import numpy as np
 from flwr.app import Context, Message, RecordDict
 
-from healthfed.errors import FederationError, PrivacyError
+from healthfed.errors import FederationError, SecureRefusal
 from healthfed.privacy import secagg
 
 REQUEST_CONFIG_KEY = "healthfed-request"
@@ -47,10 +47,6 @@ SECURE_LABEL = "(secure aggregate)"
 RECONSTRUCTION_THRESHOLD = 0.67  # share of a site's neighbours needed to unmask
 _SITE_RE = re.compile(r"site '([^']+)'")
 _PENDING_RE = re.compile(r"site '([^']+)' pending: ticket (\S+)$")
-
-
-class SecureRefusal(PrivacyError):
-    """A site does not take part in a secure round (the reason goes to the hub)."""
 
 
 # =====================================================================================

@@ -51,7 +51,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from healthfed.errors import PermitError
+from healthfed.errors import PermitError, PermitRefused
 from healthfed.governance.canonical import canonical_json
 from healthfed.governance.keys import key_id
 from healthfed.governance.purposes import Purpose
@@ -97,15 +97,6 @@ CHECKS = (
     "computation",
     "variables",
 )
-
-
-class PermitRefused(PermitError):
-    """A node refused a request because of its permit; ``check`` names the failed check."""
-
-    def __init__(self, check: str, message: str, permit_id: str | None = None) -> None:
-        super().__init__(f"permit check {check!r} failed: {message}")
-        self.check = check
-        self.permit_id = permit_id
 
 
 # --- time ----------------------------------------------------------------------------------

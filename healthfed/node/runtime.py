@@ -71,7 +71,7 @@ from healthfed.errors import (
     PrivacyError,
 )
 from healthfed.governance.node_config import NodeGovernance
-from healthfed.node.policy import SitePolicy
+from healthfed.policy import SitePolicy
 
 log = logging.getLogger(__name__)
 

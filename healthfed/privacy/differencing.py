@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sqlite3
 import threading
 import time
@@ -40,8 +39,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from healthfed.errors import DataError, PolicyDenied, ThresholdViolation
-from healthfed.node.policy import SitePolicy
+from healthfed.data.sql import (
+    MAX_WHERE,
+    holdout_sql,
+    validate_where,
+    where_sql,
+)
+from healthfed.errors import ThresholdViolation
+from healthfed.policy import SitePolicy
 
 __all__ = [
     "CohortKey",
@@ -52,78 +57,6 @@ __all__ = [
     "validate_where",
     "where_sql",
 ]
-
-MAX_WHERE = 4
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def validate_where(where: Any, descriptor: Any, policy: SitePolicy, arg: str = "where") -> dict:
-    """Check a ``where`` filter: ``{var: level}`` (categorical/binary) or ``{var: [lo, hi]}``.
-
-    Returns the normalised filter (sorted keys; levels as strings; ranges as floats).
-    """
-    if where is None:
-        return {}
-    if not isinstance(where, dict):
-        raise PolicyDenied(f"parameter {arg!r} must be an object {{variable: level or [lo, hi]}}")
-    if len(where) > MAX_WHERE:
-        raise PolicyDenied(f"parameter {arg!r}: at most {MAX_WHERE} conditions")
-    out: dict[str, Any] = {}
-    for var in sorted(where):
-        cond = where[var]
-        spec = descriptor.columns.get(var) if isinstance(var, str) else None
-        if spec is None:
-            raise DataError(f"parameter {arg!r}: dataset has no variable {var!r}")
-        if spec.type == "id":
-            raise PolicyDenied(f"parameter {arg!r}: the patient id column cannot be filtered on")
-        if spec.is_categorical:
-            if isinstance(cond, bool) or not isinstance(cond, str | int):
-                raise PolicyDenied(f"parameter {arg!r}: {var!r} needs a level (string)")
-            level = str(cond)
-            levels = spec.levels if spec.type != "binary" else ("0", "1")
-            if levels is not None and level not in levels:
-                raise DataError(f"parameter {arg!r}: {level!r} is not a level of {var!r}")
-            if spec.levels is not None and len(spec.levels) > policy.max_levels:
-                raise PolicyDenied(
-                    f"parameter {arg!r}: {var!r} has more than max_levels = {policy.max_levels}"
-                )
-            out[var] = level
-        elif spec.is_numeric:
-            if (
-                not isinstance(cond, list | tuple)
-                or len(cond) != 2
-                or not all(
-                    isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c)
-                    for c in cond
-                )
-                or float(cond[0]) > float(cond[1])
-            ):
-                raise PolicyDenied(f"parameter {arg!r}: {var!r} needs a range [low, high]")
-            out[var] = [float(cond[0]), float(cond[1])]
-        else:  # pragma: no cover - every type is categorical, numeric or id
-            raise PolicyDenied(f"parameter {arg!r}: cannot filter on {var!r}")
-    return out
-
-
-def where_sql(where: dict[str, Any], descriptor: Any) -> str:
-    """SQL predicate of a validated ``where`` filter (``TRUE`` when empty)."""
-    parts = []
-    for var, cond in sorted(where.items()):
-        spec = descriptor.column(var)
-        if isinstance(cond, list):
-            parts.append(f"CAST({_q(var)} AS DOUBLE) BETWEEN {cond[0]!r} AND {cond[1]!r}")
-        elif spec.type == "binary":
-            parts.append(f"CAST(CAST({_q(var)} AS INTEGER) AS VARCHAR) = {_lit(cond)}")
-        else:
-            parts.append(f"CAST({_q(var)} AS VARCHAR) = {_lit(cond)}")
-    return " AND ".join(parts) if parts else "TRUE"
 
 
 @dataclass(frozen=True)
@@ -161,15 +94,13 @@ def cohort_of(params: dict[str, Any], descriptor: Any) -> CohortKey | None:
         definition["where"] = where
         sql.append(f"({where_sql(where, descriptor)})")
     if holdout:
-        from healthfed.compute.fedavg import _holdout_sql
-
         h = {
             "fraction": float(holdout["fraction"]),
             "seed": int(holdout.get("seed", 0)),
             "part": str(holdout.get("part", "train")),
         }
         definition["holdout"] = h
-        sql.append(f"({_holdout_sql(descriptor, h)})")
+        sql.append(f"({holdout_sql(descriptor, h)})")
     return CohortKey(json.dumps(definition, sort_keys=True), " AND ".join(sql))
 
 

@@ -63,7 +63,7 @@ import numpy as np
 from scipy.optimize import linprog
 
 from healthfed.errors import PrivacyError
-from healthfed.node.policy import SitePolicy
+from healthfed.policy import SitePolicy
 from healthfed.privacy.model_release import ModelStatistics, disclose_model_statistics
 
 RELEASE_FORMAT = "healthfed.release/1"

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from healthfed.errors import PolicyDenied, PrivacyError
-from healthfed.node.policy import SitePolicy
+from healthfed.policy import SitePolicy
 from healthfed.privacy.ledger import Charge, compose, rho_for_epsilon
 
 __all__ = [

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from healthfed.errors import PolicyDenied, PrivacyError
-from healthfed.node.policy import SitePolicy
+from healthfed.policy import SitePolicy
 from healthfed.privacy.differencing import CohortKey, CohortMemory, cohort_of
 from healthfed.privacy.ledger import NO_PERMIT, Charge, PrivacyLedger
 from healthfed.privacy.secagg import SECURE_SUMMABLE, secure_weighting

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from healthfed.errors import BudgetExceeded, PrivacyError
-from healthfed.node.policy import SitePolicy
+from healthfed.policy import SitePolicy
 
 __all__ = [
     "NO_PERMIT",

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from healthfed.errors import PrivacyError, ThresholdViolation
-from healthfed.node.policy import SitePolicy
+from healthfed.policy import SitePolicy
 
 
 @dataclass

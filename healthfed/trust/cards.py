@@ -98,7 +98,9 @@ def model_card(r: dict[str, Any]) -> list[dict[str, str]]:
         },
         {
             "section": "Quantitative analyses",
-            "content": "Pooled: " + _perf_line(pooled) + ". Per site and per subgroup: see sections 2-4.",
+            "content": "Pooled: "
+            + _perf_line(pooled)
+            + ". Per site and per subgroup: see sections 2-4.",
             "status": "filled",
         },
         {"section": "Ethical considerations", "content": AUTHORS, "status": "authors"},
@@ -108,7 +110,11 @@ def model_card(r: dict[str, Any]) -> list[dict[str, str]]:
                 "Subgroups too small at a site are suppressed there and excluded from pooled "
                 "subgroup numbers (listed in section 4). AUROC from released score histograms is "
                 "exact up to within-bin ties (bounds given). "
-                + ("Synthetic data: not for clinical use. " if r["settings"].get("synthetic") else "")
+                + (
+                    "Synthetic data: not for clinical use. "
+                    if r["settings"].get("synthetic")
+                    else ""
+                )
                 + AUTHORS
             ),
             "status": "partial",
@@ -124,9 +130,10 @@ def tripod_ai(r: dict[str, Any]) -> list[dict[str, str]]:
         f"test {v.get('test_rows', 'n/a')} / {v.get('test_events', 'n/a')}"
         for s, v in d["sites"].items()
     )
-    miss = "; ".join(
-        f"{c}: {v}" for c, v in d["missing"].items() if v not in (0, "0")
-    ) or "no missing values in the model's features"
+    miss = (
+        "; ".join(f"{c}: {v}" for c, v in d["missing"].items() if v not in (0, "0"))
+        or "no missing values in the model's features"
+    )
     pooled = r["performance"]["pooled"]
     fair = "; ".join(
         f"{f['attribute']}: {len(f['by_group'])} groups"
@@ -137,46 +144,100 @@ def tripod_ai(r: dict[str, Any]) -> list[dict[str, str]]:
         ("1", "Title", None),
         ("2", "Abstract", None),
         ("3a-c", "Background and objectives", None),
-        ("5a", "Data sources", f"Dataset '{r['settings']['dataset']}' at {len(d['sites'])} sites; "
-         f"versions (sha256) in the provenance section."),
+        (
+            "5a",
+            "Data sources",
+            f"Dataset '{r['settings']['dataset']}' at {len(d['sites'])} sites; "
+            f"versions (sha256) in the provenance section.",
+        ),
         ("5b", "Dates of data collection", None),
         ("6a", "Setting and eligibility", None),
         ("7", "Data preparation", f"Shared federated preprocessing: {model['preprocessing']}."),
-        ("8a", "Outcome definition", f"Outcome column '{model['target']}' (positive level "
-         f"{model.get('positive') or '1'}); " + AUTHORS),
-        ("9a", "Predictors", f"{', '.join(model['features'])}; design columns: "
-         f"{', '.join(model['design_features'])}."),
-        ("10", "Sample size", f"Training {d['training_rows']} rows with {d['training_events']} "
-         f"events; evaluation {d['evaluation_rows']} rows with {d['evaluation_events']} events. "
-         f"Per site: {per_site}."),
-        ("11", "Missing data", f"Missing values per feature (training rows, pooled): {miss}. "
-         f"Handling: {model['missing_handling']}."),
-        ("12a-c", "Analytical methods / model specification",
-         f"{model['estimator']}; {model['training_text']}. Full specification (weights and "
-         "preprocessing) in model.json."),
-        ("12d", "Heterogeneity across clusters", "Random-effects meta-analysis (DerSimonian-Laird) "
-         f"of per-site AUROC on the logit scale: I² = {_fmt(r['performance']['heterogeneity'].get('i2'), 2)}."),
-        ("12e", "Performance measures", "AUROC (DeLong CI), Brier, accuracy/sensitivity/specificity "
-         f"(Wilson CIs) at threshold {r['settings']['threshold']:g}, calibration-in-the-large and slope."),
+        (
+            "8a",
+            "Outcome definition",
+            f"Outcome column '{model['target']}' (positive level "
+            f"{model.get('positive') or '1'}); " + AUTHORS,
+        ),
+        (
+            "9a",
+            "Predictors",
+            f"{', '.join(model['features'])}; design columns: "
+            f"{', '.join(model['design_features'])}.",
+        ),
+        (
+            "10",
+            "Sample size",
+            f"Training {d['training_rows']} rows with {d['training_events']} "
+            f"events; evaluation {d['evaluation_rows']} rows with {d['evaluation_events']} events. "
+            f"Per site: {per_site}.",
+        ),
+        (
+            "11",
+            "Missing data",
+            f"Missing values per feature (training rows, pooled): {miss}. "
+            f"Handling: {model['missing_handling']}.",
+        ),
+        (
+            "12a-c",
+            "Analytical methods / model specification",
+            f"{model['estimator']}; {model['training_text']}. Full specification (weights and "
+            "preprocessing) in model.json.",
+        ),
+        (
+            "12d",
+            "Heterogeneity across clusters",
+            "Random-effects meta-analysis (DerSimonian-Laird) "
+            f"of per-site AUROC on the logit scale: I² = {_fmt(r['performance']['heterogeneity'].get('i2'), 2)}.",
+        ),
+        (
+            "12e",
+            "Performance measures",
+            "AUROC (DeLong CI), Brier, accuracy/sensitivity/specificity "
+            f"(Wilson CIs) at threshold {r['settings']['threshold']:g}, calibration-in-the-large and slope.",
+        ),
         ("12f", "Model updating / recalibration", None),
-        ("12g", "Fairness", f"Subgroup analyses by {', '.join(f['attribute'] for f in r['fairness']['frames'])}"
-         " with differences and ratios."),
-        ("14", "Ethical approval", f"Data permit: {prov.get('permit_id') or 'none recorded'}. " + AUTHORS),
+        (
+            "12g",
+            "Fairness",
+            f"Subgroup analyses by {', '.join(f['attribute'] for f in r['fairness']['frames'])}"
+            " with differences and ratios.",
+        ),
+        (
+            "14",
+            "Ethical approval",
+            f"Data permit: {prov.get('permit_id') or 'none recorded'}. " + AUTHORS,
+        ),
         ("15", "Funding", None),
         ("16", "Conflicts of interest", None),
-        ("18a", "Data and code availability", f"Code: {prov['code_version']}; data stay at the sites "
-         "(federated). " + AUTHORS),
+        (
+            "18a",
+            "Data and code availability",
+            f"Code: {prov['code_version']}; data stay at the sites (federated). " + AUTHORS,
+        ),
         ("19", "Patient and public involvement", None),
         ("20a", "Participants flow and characteristics", f"{per_site}."),
         ("23a", "Model performance with CIs", _perf_line(pooled) + "."),
-        ("23b", "Calibration", f"Calibration-in-the-large {_fmt(pooled.get('calibration_intercept'), 3)}, "
-         f"slope {_fmt(pooled.get('calibration_slope'), 3)}; reliability plots overall and per site."),
+        (
+            "23b",
+            "Calibration",
+            f"Calibration-in-the-large {_fmt(pooled.get('calibration_intercept'), 3)}, "
+            f"slope {_fmt(pooled.get('calibration_slope'), 3)}; reliability plots overall and per site.",
+        ),
         ("23c", "Subgroup results", fair + "."),
-        ("24", "Model specification for use", "model.json (weights, preprocessing, feature list); "
-         f"model hash {prov['model_hash'][:16]}…"),
+        (
+            "24",
+            "Model specification for use",
+            "model.json (weights, preprocessing, feature list); "
+            f"model hash {prov['model_hash'][:16]}…",
+        ),
         ("26", "Interpretation and limitations", None),
-        ("27a-c", "Usability and implementation", "Predict command with uncertainty interval, local "
-         "explanation, out-of-distribution warnings and audited accept/override. " + AUTHORS),
+        (
+            "27a-c",
+            "Usability and implementation",
+            "Predict command with uncertainty interval, local "
+            "explanation, out-of-distribution warnings and audited accept/override. " + AUTHORS,
+        ),
     ]
     return [
         {
@@ -195,26 +256,58 @@ def future_ai(r: dict[str, Any]) -> list[dict[str, str]]:
     het = perf["heterogeneity"]
     supp = [s for f in r["fairness"]["frames"] for s in f["suppressed"]]
     return [
-        {"principle": "Fairness", "recommendation": "Evaluate performance across subgroups",
-         "met": "yes", "evidence": "Section 4: metrics by "
-         + ", ".join(f["attribute"] for f in r["fairness"]["frames"])
-         + (f"; suppressed groups listed ({', '.join(supp)})" if supp else "")},
-        {"principle": "Universality", "recommendation": "Evaluate on data from multiple sites",
-         "met": "yes" if len(perf["sites"]) >= 2 else "no",
-         "evidence": f"{len(perf['sites'])} sites, heterogeneity I² = {_fmt(het.get('i2'), 2)}"},
-        {"principle": "Traceability", "recommendation": "Record provenance and an audit trail",
-         "met": "yes", "evidence": "Model hash, dataset content hashes, code version, permit id; "
-         "clinician decisions go to a hash-chained audit log"},
-        {"principle": "Usability", "recommendation": "Provide human oversight at the point of use",
-         "met": "yes", "evidence": "predict: probability, 95% interval, local explanation, "
-         "out-of-distribution warnings; accept/override with reason"},
-        {"principle": "Robustness", "recommendation": "Report calibration and uncertainty",
-         "met": "yes", "evidence": "Section 3 calibration; CIs for every performance metric"},
-        {"principle": "Explainability", "recommendation": "Provide global and local explanations",
-         "met": "yes", "evidence": "Section 5: " + ("odds ratios with CIs, " if r["explanations"]["coefficients"] else "")
-         + "federated permutation importance, local contributions"},
-        {"principle": "Robustness", "recommendation": "External validation on independent data",
-         "met": "partial", "evidence": "held-out rows of the training sites only; " + AUTHORS},
-        {"principle": "Universality", "recommendation": "Clinical evaluation and monitoring plan",
-         "met": "no", "evidence": AUTHORS},
+        {
+            "principle": "Fairness",
+            "recommendation": "Evaluate performance across subgroups",
+            "met": "yes",
+            "evidence": "Section 4: metrics by "
+            + ", ".join(f["attribute"] for f in r["fairness"]["frames"])
+            + (f"; suppressed groups listed ({', '.join(supp)})" if supp else ""),
+        },
+        {
+            "principle": "Universality",
+            "recommendation": "Evaluate on data from multiple sites",
+            "met": "yes" if len(perf["sites"]) >= 2 else "no",
+            "evidence": f"{len(perf['sites'])} sites, heterogeneity I² = {_fmt(het.get('i2'), 2)}",
+        },
+        {
+            "principle": "Traceability",
+            "recommendation": "Record provenance and an audit trail",
+            "met": "yes",
+            "evidence": "Model hash, dataset content hashes, code version, permit id; "
+            "clinician decisions go to a hash-chained audit log",
+        },
+        {
+            "principle": "Usability",
+            "recommendation": "Provide human oversight at the point of use",
+            "met": "yes",
+            "evidence": "predict: probability, 95% interval, local explanation, "
+            "out-of-distribution warnings; accept/override with reason",
+        },
+        {
+            "principle": "Robustness",
+            "recommendation": "Report calibration and uncertainty",
+            "met": "yes",
+            "evidence": "Section 3 calibration; CIs for every performance metric",
+        },
+        {
+            "principle": "Explainability",
+            "recommendation": "Provide global and local explanations",
+            "met": "yes",
+            "evidence": "Section 5: "
+            + ("odds ratios with CIs, " if r["explanations"]["coefficients"] else "")
+            + "federated permutation importance, local contributions",
+        },
+        {
+            "principle": "Robustness",
+            "recommendation": "External validation on independent data",
+            "met": "partial",
+            "evidence": "held-out rows of the training sites only; " + AUTHORS,
+        },
+        {
+            "principle": "Universality",
+            "recommendation": "Clinical evaluation and monitoring plan",
+            "met": "no",
+            "evidence": AUTHORS,
+        },
     ]

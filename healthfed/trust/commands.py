@@ -64,7 +64,9 @@ def report_command(
 
     stored = art.evaluation or {}
     settings = stored.get("settings", {})
-    dataset = dataset or settings.get("dataset") or art.description.get("provenance", {}).get("dataset")
+    dataset = (
+        dataset or settings.get("dataset") or art.description.get("provenance", {}).get("dataset")
+    )
     if not dataset:
         raise DataError("--dataset: name the dataset at the nodes")
     with Federation.from_node_files(node_files, **(federation_kwargs or {})) as fed:
@@ -81,7 +83,9 @@ def report_command(
     return Path(rep.data["written_to"])
 
 
-def predict_command(model: str | Path, input_path: str | Path, threshold: float | None = None) -> Prediction:
+def predict_command(
+    model: str | Path, input_path: str | Path, threshold: float | None = None
+) -> Prediction:
     """One patient's prediction from a JSON file."""
     return predict(model, read_patient(input_path), threshold=threshold)
 
@@ -98,6 +102,12 @@ def decide_command(
     """Predict for the patient, then record the clinician's decision in the audit log."""
     pred = predict_command(model, input_path)
     rec = record_decision(
-        model, pred, decision, reason, clinician=clinician, audit_log=audit_log, patient_ref=patient_ref
+        model,
+        pred,
+        decision,
+        reason,
+        clinician=clinician,
+        audit_log=audit_log,
+        patient_ref=patient_ref,
     )
     return pred, rec

@@ -65,9 +65,7 @@ def write_demo_report(
     from healthfed.trust.report import build_report
 
     out = Path(out_dir)
-    model = _estimator().fit(
-        federation, dataset, COVID_TARGET, COVID_FEATURES, holdout=HOLDOUT
-    )
+    model = _estimator().fit(federation, dataset, COVID_TARGET, COVID_FEATURES, holdout=HOLDOUT)
     report = build_report(
         federation,
         dataset,
@@ -77,7 +75,9 @@ def write_demo_report(
         threshold=0.2,
         holdout=HOLDOUT,
         permit=permit,
-        purpose=None if permit else "Demonstration: 28-day mortality risk of admitted COVID-19 patients",
+        purpose=None
+        if permit
+        else "Demonstration: 28-day mortality risk of admitted COVID-19 patients",
         example_patient=EXAMPLE_PATIENT,
         title="Trust report: 28-day mortality after COVID-19 admission (synthetic demo)",
         synthetic=True,

@@ -85,6 +85,8 @@ def shapley_contributions(
         f = logits(kind, weights, Z)
         phi_arr[order] += np.diff(f)
     phi_arr /= n_permutations
-    return base, {g: float(v) for (g, _), v in zip(groups, phi_arr, strict=True)}, (
-        f"sampled ({n_permutations} permutations)"
+    return (
+        base,
+        {g: float(v) for (g, _), v in zip(groups, phi_arr, strict=True)},
+        (f"sampled ({n_permutations} permutations)"),
     )

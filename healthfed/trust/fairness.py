@@ -69,7 +69,9 @@ def _div(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
 
-def _chan(a: tuple[float, float, float], b: tuple[float, float, float]) -> tuple[float, float, float]:
+def _chan(
+    a: tuple[float, float, float], b: tuple[float, float, float]
+) -> tuple[float, float, float]:
     na, ma, sa = a
     nb, mb, sb = b
     n = na + nb
@@ -134,7 +136,9 @@ class GroupStats:
     @property
     def complete(self) -> bool:
         return all(
-            all(v is not None for v in p.cells.values()) and p.sq is not None and p.hists is not None
+            all(v is not None for v in p.cells.values())
+            and p.sq is not None
+            and p.hists is not None
             for p in self.parts
         )
 
@@ -236,7 +240,9 @@ class GroupStats:
         if sq is not None and sq[0] > 0 and len(exc) <= few:
             sn, mean, m2 = sq
             se = math.sqrt(m2 / max(sn - 1, 1) / sn)
-            out.update(brier=mean, brier_ci_low=max(0.0, mean - _Z * se), brier_ci_high=mean + _Z * se)
+            out.update(
+                brier=mean, brier_ci_low=max(0.0, mean - _Z * se), brier_ci_high=mean + _Z * se
+            )
         else:
             out.update(brier=nan, brier_ci_low=nan, brier_ci_high=nan)
         score, exc = self._pooled_moments("score")
@@ -272,7 +278,9 @@ class GroupStats:
 
     def auroc(self, bins: int) -> dict[str, float]:
         nan = float("nan")
-        out = dict.fromkeys(("auroc", "auroc_ci_low", "auroc_ci_high", "auroc_min", "auroc_max"), nan)
+        out = dict.fromkeys(
+            ("auroc", "auroc_ci_low", "auroc_ci_high", "auroc_min", "auroc_max"), nan
+        )
         fh = self.fine_hists(bins)
         if fh is None or fh[0].sum() <= 0 or fh[1].sum() <= 0:
             return out
@@ -387,7 +395,8 @@ class SubgroupResult:
                         continue
                     counts = [conf["counts"][i][j] for i in range(4)]
                     cells = {
-                        c: (None if v is None else float(v)) for c, v in zip(CELLS, counts, strict=True)
+                        c: (None if v is None else float(v))
+                        for c, v in zip(CELLS, counts, strict=True)
                     }
                     hists: dict[str, list[tuple[np.ndarray, np.ndarray]]] | None = {}
                     for i, c in enumerate(CELLS):
@@ -539,7 +548,10 @@ class FederatedMetricFrame:
         """95% CI of ``metric`` in ``group`` when one is available (else NaNs)."""
         row = self._full.loc[group]
         lo, hi = row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high")
-        return (float("nan") if lo is None else float(lo), float("nan") if hi is None else float(hi))
+        return (
+            float("nan") if lo is None else float(lo),
+            float("nan") if hi is None else float(hi),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         def clean(v: Any) -> Any:

@@ -70,9 +70,13 @@ class Prediction:
         if self.interval is not None:
             lines[0] += f"  (95% CI {self.interval[0]:.3f}-{self.interval[1]:.3f})"
         if self.classification is not None:
-            lines.append(f"classified {'positive' if self.classification else 'negative'} "
-                         f"at threshold {self.threshold:g}")
-        lines.append(f"contributions (log-odds vs the reference patient, {self.explanation_method}):")
+            lines.append(
+                f"classified {'positive' if self.classification else 'negative'} "
+                f"at threshold {self.threshold:g}"
+            )
+        lines.append(
+            f"contributions (log-odds vs the reference patient, {self.explanation_method}):"
+        )
         for k, v in sorted(self.contributions.items(), key=lambda kv: -abs(kv[1])):
             lines.append(f"  {k:<24} {v:+.3f}")
         for w in self.warnings:
@@ -143,8 +147,10 @@ def _check_inputs(art: ModelArtefact, patient: dict[str, Any]) -> tuple[list[str
             warnings.append(
                 f"'{f}' = {x:g} is outside its declared bounds [{declared[0]:g}, {declared[1]:g}]"
             )
-        elif r.get("low") is not None and r.get("high") is not None and not (
-            r["low"] <= x <= r["high"]
+        elif (
+            r.get("low") is not None
+            and r.get("high") is not None
+            and not (r["low"] <= x <= r["high"])
         ):
             warnings.append(
                 f"'{f}' = {x:g} is outside the range seen in training "

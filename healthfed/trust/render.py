@@ -64,7 +64,9 @@ def ci(m: dict[str, Any], key: str, nd: int = 3) -> str:
 def table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
     th = "".join(f"<th class='{'l' if i < left else ''}'>{h}</th>" for i, h in enumerate(head))
     body = "".join(
-        "<tr>" + "".join(f"<td class='{'l' if i < left else ''}'>{c}</td>" for i, c in enumerate(r)) + "</tr>"
+        "<tr>"
+        + "".join(f"<td class='{'l' if i < left else ''}'>{c}</td>" for i, c in enumerate(r))
+        + "</tr>"
         for r in rows
     )
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
@@ -97,11 +99,20 @@ def plot_roc(r: dict[str, Any]) -> str:
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     for row, pts in r["performance"]["roc"].items():
         pooled = row == "pooled"
-        auc = (r["performance"]["pooled"] if pooled else r["performance"]["by_site"][row]).get("auroc")
-        ax.plot(pts["fpr"], pts["tpr"], lw=2.5 if pooled else 1.2, color="black" if pooled else None,
-                label=f"{row} (AUROC {auc:.3f})" if auc is not None else row)
+        auc = (r["performance"]["pooled"] if pooled else r["performance"]["by_site"][row]).get(
+            "auroc"
+        )
+        ax.plot(
+            pts["fpr"],
+            pts["tpr"],
+            lw=2.5 if pooled else 1.2,
+            color="black" if pooled else None,
+            label=f"{row} (AUROC {auc:.3f})" if auc is not None else row,
+        )
     ax.plot([0, 1], [0, 1], ls=":", color="grey")
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC curves", xlim=(0, 1), ylim=(0, 1))
+    ax.set(
+        xlabel="1 - specificity", ylabel="sensitivity", title="ROC curves", xlim=(0, 1), ylim=(0, 1)
+    )
     ax.legend(fontsize=8, loc="lower right")
     return _png(fig)
 
@@ -115,12 +126,24 @@ def plot_forest_auroc(r: dict[str, Any]) -> str:
     for yi, (_, m) in zip(y, rows, strict=True):
         if m.get("auroc") is None:
             continue
-        ax.errorbar(m["auroc"], yi, xerr=[[m["auroc"] - m["auroc_ci_low"]], [m["auroc_ci_high"] - m["auroc"]]],
-                    fmt="s", color="C0", capsize=3)
+        ax.errorbar(
+            m["auroc"],
+            yi,
+            xerr=[[m["auroc"] - m["auroc_ci_low"]], [m["auroc_ci_high"] - m["auroc"]]],
+            fmt="s",
+            color="C0",
+            capsize=3,
+        )
     p = perf["pooled"]
     if p.get("auroc") is not None:
-        ax.errorbar(p["auroc"], 1, xerr=[[p["auroc"] - p["auroc_ci_low"]], [p["auroc_ci_high"] - p["auroc"]]],
-                    fmt="D", color="black", capsize=3)
+        ax.errorbar(
+            p["auroc"],
+            1,
+            xerr=[[p["auroc"] - p["auroc_ci_low"]], [p["auroc_ci_high"] - p["auroc"]]],
+            fmt="D",
+            color="black",
+            capsize=3,
+        )
     het = perf["heterogeneity"]["auroc"]
     if het.get("pi_low") is not None and het.get("pi_low") == het.get("pi_low"):
         ax.plot([het["pi_low"], het["pi_high"]], [0.4, 0.4], color="C3", lw=3)
@@ -143,20 +166,31 @@ def plot_reliability(r: dict[str, Any]) -> str:
         if pooled:
             lo = [p["observed"] - p["observed_ci_low"] for p in pts]
             hi = [p["observed_ci_high"] - p["observed"] for p in pts]
-            ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o-", color="black", lw=2.2, capsize=2, label="pooled")
+            ax.errorbar(
+                xs, ys, yerr=[lo, hi], fmt="o-", color="black", lw=2.2, capsize=2, label="pooled"
+            )
         else:
             ax.plot(xs, ys, "o-", ms=3, lw=1, alpha=0.85, label=row)
     ax.plot([0, 1], [0, 1], ls=":", color="grey")
-    ax.set(xlabel="mean predicted risk", ylabel="observed event rate", title="Reliability (10 risk bins)",
-           xlim=(0, 1), ylim=(0, 1))
+    ax.set(
+        xlabel="mean predicted risk",
+        ylabel="observed event rate",
+        title="Reliability (10 risk bins)",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     ax.legend(fontsize=8, loc="upper left")
     return _png(fig)
 
 
 def plot_fairness(frame: dict[str, Any]) -> str:
     plt = _plt()
-    metrics = [("auroc", "AUROC"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
-               ("brier", "Brier")]
+    metrics = [
+        ("auroc", "AUROC"),
+        ("sensitivity", "Sensitivity"),
+        ("specificity", "Specificity"),
+        ("brier", "Brier"),
+    ]
     groups = [g for g in frame["groups_order"] if g in frame["by_group"]]
     fig, axes = plt.subplots(1, len(metrics), figsize=(11, 0.38 * len(groups) + 1.4), sharey=True)
     for ax, (key, label) in zip(axes, metrics, strict=True):
@@ -166,7 +200,11 @@ def plot_fairness(frame: dict[str, Any]) -> str:
             if v is None:
                 continue
             lo, hi = m.get(f"{key}_ci_low"), m.get(f"{key}_ci_high")
-            err = [[max(0.0, v - lo)], [max(0.0, hi - v)]] if lo is not None and hi is not None else None
+            err = (
+                [[max(0.0, v - lo)], [max(0.0, hi - v)]]
+                if lo is not None and hi is not None
+                else None
+            )
             ax.errorbar(v, i, xerr=err, fmt="o", color="C0", capsize=3)
         ov = frame["overall"].get(key)
         if ov is not None:
@@ -185,9 +223,17 @@ def plot_odds_ratios(coefs: list[dict[str, Any]]) -> str:
     rows = [c for c in coefs if c["term"] != "intercept" and c.get("odds_ratio") is not None]
     fig, ax = plt.subplots(figsize=(6.5, 0.32 * len(rows) + 1.0))
     for i, c in enumerate(rows):
-        ax.errorbar(c["odds_ratio"], i, xerr=[[c["odds_ratio"] - c["odds_ratio_lower"]],
-                                               [c["odds_ratio_upper"] - c["odds_ratio"]]],
-                    fmt="s", color="C0", capsize=3)
+        ax.errorbar(
+            c["odds_ratio"],
+            i,
+            xerr=[
+                [c["odds_ratio"] - c["odds_ratio_lower"]],
+                [c["odds_ratio_upper"] - c["odds_ratio"]],
+            ],
+            fmt="s",
+            color="C0",
+            capsize=3,
+        )
     ax.axvline(1.0, color="grey", ls=":")
     ax.set_xscale("log")
     ax.set_yticks(range(len(rows)), [c["term"] for c in rows])
@@ -200,10 +246,16 @@ def plot_importance(pi: dict[str, Any]) -> str:
     plt = _plt()
     order = sorted(range(len(pi["features"])), key=lambda i: pi["logloss_increase"][i])
     fig, ax = plt.subplots(figsize=(6.5, 0.3 * len(order) + 1.0))
-    ax.barh([pi["features"][i] for i in order], [pi["logloss_increase"][i] for i in order],
-            xerr=[pi["logloss_increase_sd"][i] for i in order], color="C2")
-    ax.set(xlabel="increase in mean log-loss when permuted (mean ± SD over repeats)",
-           title="Federated permutation importance")
+    ax.barh(
+        [pi["features"][i] for i in order],
+        [pi["logloss_increase"][i] for i in order],
+        xerr=[pi["logloss_increase_sd"][i] for i in order],
+        color="C2",
+    )
+    ax.set(
+        xlabel="increase in mean log-loss when permuted (mean ± SD over repeats)",
+        title="Federated permutation importance",
+    )
     return _png(fig)
 
 
@@ -211,12 +263,17 @@ def plot_local(local: dict[str, Any]) -> str:
     plt = _plt()
     items = sorted(local["contributions"].items(), key=lambda kv: abs(kv[1]))
     fig, ax = plt.subplots(figsize=(6.5, 0.3 * len(items) + 1.2))
-    ax.barh([k for k, _ in items], [v for _, v in items],
-            color=["C3" if v > 0 else "C0" for _, v in items])
+    ax.barh(
+        [k for k, _ in items],
+        [v for _, v in items],
+        color=["C3" if v > 0 else "C0" for _, v in items],
+    )
     ax.axvline(0, color="black", lw=0.8)
     p = local["probability"]
-    ax.set(xlabel="contribution to the log-odds vs the reference patient",
-           title=f"Local explanation: predicted risk {p:.3f}")
+    ax.set(
+        xlabel="contribution to the log-odds vs the reference patient",
+        title=f"Local explanation: predicted risk {p:.3f}",
+    )
     return _png(fig)
 
 
@@ -226,7 +283,11 @@ def plot_local(local: dict[str, Any]) -> str:
 def _provenance(r: dict[str, Any]) -> str:
     p = r["provenance"]
     rows = [
-        [esc(s), fmt(v["n_rounded"]), f"<code>{esc(v['content_hash'][:16])}…</code> ({esc(v['hash_kind'])})"]
+        [
+            esc(s),
+            fmt(v["n_rounded"]),
+            f"<code>{esc(v['content_hash'][:16])}…</code> ({esc(v['hash_kind'])})",
+        ]
         for s, v in p["sites"].items()
     ]
     tr = p.get("training", {})
@@ -234,18 +295,28 @@ def _provenance(r: dict[str, Any]) -> str:
     refused = p["privacy"]["refusals"]
     return (
         "<h2 id='provenance'>1. Provenance</h2>"
-        + table(["", ""], [
-            ["Permit id", esc(p.get("permit_id") or "none recorded")],
-            ["Purpose", esc(p.get("purpose") or "none recorded")],
-            ["Model hash (sha256)", f"<code>{esc(p['model_hash'])}</code>"],
-            ["Code version", esc(p["code_version"])],
-            ["Dataset", esc(p["dataset"])],
-            ["Training", f"{esc(tr.get('estimator', ''))}: {settings or 'n/a'}; rounds "
-             f"{fmt(tr.get('rounds'))}; sites {esc(', '.join(tr.get('sites', [])))}"],
-            ["Privacy spent", f"ε = {fmt(p['privacy']['dp_epsilon_spent'], 1)} "
-             f"({esc(p['privacy']['mechanism'])})"],
-            ["Refusals", esc("; ".join(f"{k}: {v}" for k, v in refused.items()) or "none")],
-        ], left=2)
+        + table(
+            ["", ""],
+            [
+                ["Permit id", esc(p.get("permit_id") or "none recorded")],
+                ["Purpose", esc(p.get("purpose") or "none recorded")],
+                ["Model hash (sha256)", f"<code>{esc(p['model_hash'])}</code>"],
+                ["Code version", esc(p["code_version"])],
+                ["Dataset", esc(p["dataset"])],
+                [
+                    "Training",
+                    f"{esc(tr.get('estimator', ''))}: {settings or 'n/a'}; rounds "
+                    f"{fmt(tr.get('rounds'))}; sites {esc(', '.join(tr.get('sites', [])))}",
+                ],
+                [
+                    "Privacy spent",
+                    f"ε = {fmt(p['privacy']['dp_epsilon_spent'], 1)} "
+                    f"({esc(p['privacy']['mechanism'])})",
+                ],
+                ["Refusals", esc("; ".join(f"{k}: {v}" for k, v in refused.items()) or "none")],
+            ],
+            left=2,
+        )
         + "<h3>Sites that contributed</h3>"
         + table(["Site", "Rows (rounded to 10)", "Dataset version (content hash)"], rows, left=1)
     )
@@ -254,13 +325,30 @@ def _provenance(r: dict[str, Any]) -> str:
 def _performance(r: dict[str, Any]) -> str:
     perf = r["performance"]
     t = r["settings"]["threshold"]
-    head = ["", "n", "events", "AUROC (95% CI)", "AUROC bounds", "Accuracy", f"Sensitivity @ {t:g}",
-            f"Specificity @ {t:g}", "Brier"]
+    head = [
+        "",
+        "n",
+        "events",
+        "AUROC (95% CI)",
+        "AUROC bounds",
+        "Accuracy",
+        f"Sensitivity @ {t:g}",
+        f"Specificity @ {t:g}",
+        "Brier",
+    ]
 
     def row(name: str, m: dict[str, Any]) -> list[str]:
-        return [esc(name), fmt(int(m["n"])), fmt(int(m["n_pos"])), ci(m, "auroc"),
-                f"[{fmt(m.get('auroc_min'))}, {fmt(m.get('auroc_max'))}]", ci(m, "accuracy"),
-                ci(m, "sensitivity"), ci(m, "specificity"), ci(m, "brier")]
+        return [
+            esc(name),
+            fmt(int(m["n"])),
+            fmt(int(m["n_pos"])),
+            ci(m, "auroc"),
+            f"[{fmt(m.get('auroc_min'))}, {fmt(m.get('auroc_max'))}]",
+            ci(m, "accuracy"),
+            ci(m, "sensitivity"),
+            ci(m, "specificity"),
+            ci(m, "brier"),
+        ]
 
     rows = [row(s, perf["by_site"][s]) for s in perf["sites"]] + [row("pooled", perf["pooled"])]
     het = perf["heterogeneity"]["auroc"]
@@ -277,7 +365,10 @@ def _performance(r: dict[str, Any]) -> str:
         "(proportions), normal (Brier). AUROC bounds: the smallest and largest AUROC consistent with "
         "the released (merged) score histograms.</p>"
         + table(head, rows)
-        + "<div class='grid2'>" + plot_roc(r) + plot_forest_auroc(r) + "</div>"
+        + "<div class='grid2'>"
+        + plot_roc(r)
+        + plot_forest_auroc(r)
+        + "</div>"
         + f"<h3>Heterogeneity across sites</h3><p>{het_text}</p>"
     )
 
@@ -286,7 +377,12 @@ def _calibration(r: dict[str, Any]) -> str:
     cal = r["calibration"]
     oe = r["performance"]["observed_expected"]
     rows = [
-        [esc(s), fmt(m.get("calibration_intercept")), fmt(m.get("calibration_slope")), fmt(oe.get(s))]
+        [
+            esc(s),
+            fmt(m.get("calibration_intercept")),
+            fmt(m.get("calibration_slope")),
+            fmt(oe.get(s)),
+        ]
         for s, m in [*cal["by_site"].items(), ("pooled", cal["pooled"])]
     ]
     return (
@@ -307,10 +403,18 @@ def _fairness(r: dict[str, Any]) -> str:
         "site is <span class='sup'>suppressed</span> there by the site's disclosure filter and left "
         "out of the pooled numbers.</p>",
     ]
-    keys = [("n", "n", 0), ("n_pos", "events", 0), ("auroc", "AUROC", 3), ("accuracy", "Accuracy", 3),
-            ("sensitivity", "Sensitivity", 3), ("specificity", "Specificity", 3),
-            ("selection_rate", "Selection rate", 3), ("brier", "Brier", 3),
-            ("mean_predicted", "Mean predicted", 3), ("observed_rate", "Observed rate", 3)]
+    keys = [
+        ("n", "n", 0),
+        ("n_pos", "events", 0),
+        ("auroc", "AUROC", 3),
+        ("accuracy", "Accuracy", 3),
+        ("sensitivity", "Sensitivity", 3),
+        ("specificity", "Specificity", 3),
+        ("selection_rate", "Selection rate", 3),
+        ("brier", "Brier", 3),
+        ("mean_predicted", "Mean predicted", 3),
+        ("observed_rate", "Observed rate", 3),
+    ]
     for f in r["fairness"]["frames"]:
         out.append(f"<h3>By {esc(f['attribute'])}</h3>")
         rows = []
@@ -318,29 +422,51 @@ def _fairness(r: dict[str, Any]) -> str:
             note = f["groups"].get(g, {})
             if g in f["by_group"]:
                 m = f["by_group"][g]
-                cells = [ci(m, k, nd) if k in ("auroc", "accuracy", "sensitivity", "specificity", "brier")
-                         else fmt(int(m[k]) if nd == 0 and m.get(k) is not None else m.get(k), nd)
-                         for k, _, nd in keys]
+                cells = [
+                    ci(m, k, nd)
+                    if k in ("auroc", "accuracy", "sensitivity", "specificity", "brier")
+                    else fmt(int(m[k]) if nd == 0 and m.get(k) is not None else m.get(k), nd)
+                    for k, _, nd in keys
+                ]
                 extra = ""
                 if note.get("suppressed_at"):
                     extra = f" <span class='sup'>(suppressed at {esc(', '.join(note['suppressed_at']))})</span>"
                 part = sorted({s for v in (note.get("excluded") or {}).values() for s in v})
                 if part:
-                    extra += (f" <span class='sup'>(some cells suppressed at {esc(', '.join(part))}; "
-                              "those sites are left out of the metrics needing them)</span>")
+                    extra += (
+                        f" <span class='sup'>(some cells suppressed at {esc(', '.join(part))}; "
+                        "those sites are left out of the metrics needing them)</span>"
+                    )
                 rows.append([esc(g) + extra, *cells])
             elif note.get("suppressed"):
                 rows.append([esc(g), *(["<span class='sup'>suppressed</span>"] * len(keys))])
         for label, d in (("difference", f["difference"]), ("ratio", f["ratio"])):
-            rows.append([f"<b>{label}</b>", *[fmt(d.get(k)) if k not in ("n", "n_pos") else "" for k, _, _ in keys]])
+            rows.append(
+                [
+                    f"<b>{label}</b>",
+                    *[fmt(d.get(k)) if k not in ("n", "n_pos") else "" for k, _, _ in keys],
+                ]
+            )
         out.append(table(["Group", *[h for _, h, _ in keys]], rows))
         if f["by_group"]:
             out.append(plot_fairness(f))
         sites = sorted(f["site_counts"])
-        srows = [[esc(g), *["<span class='sup'>suppressed</span>" if f["site_counts"][s].get(g) is None
-                            else fmt(f["site_counts"][s][g]) for s in sites]] for g in f["groups_order"]]
-        out.append("<p class='muted'>Evaluation rows per group and site as released:</p>"
-                   + table(["Group", *[esc(s) for s in sites]], srows))
+        srows = [
+            [
+                esc(g),
+                *[
+                    "<span class='sup'>suppressed</span>"
+                    if f["site_counts"][s].get(g) is None
+                    else fmt(f["site_counts"][s][g])
+                    for s in sites
+                ],
+            ]
+            for g in f["groups_order"]
+        ]
+        out.append(
+            "<p class='muted'>Evaluation rows per group and site as released:</p>"
+            + table(["Group", *[esc(s) for s in sites]], srows)
+        )
     return "".join(out)
 
 
@@ -348,10 +474,20 @@ def _explanations(r: dict[str, Any]) -> str:
     e = r["explanations"]
     out = ["<h2 id='explanations'>5. Explanations</h2>"]
     if e.get("coefficients"):
-        rows = [[esc(c["term"]), fmt(c["coef"]), fmt(c["se"]), fmt(c.get("odds_ratio")),
-                 f"{fmt(c.get('odds_ratio_lower'))}–{fmt(c.get('odds_ratio_upper'))}", fmt(c["p"], 4)]
-                for c in e["coefficients"]]
-        out.append("<h3>Global: coefficients and odds ratios (exact federated GLM, Wald 95% CI)</h3>")
+        rows = [
+            [
+                esc(c["term"]),
+                fmt(c["coef"]),
+                fmt(c["se"]),
+                fmt(c.get("odds_ratio")),
+                f"{fmt(c.get('odds_ratio_lower'))}–{fmt(c.get('odds_ratio_upper'))}",
+                fmt(c["p"], 4),
+            ]
+            for c in e["coefficients"]
+        ]
+        out.append(
+            "<h3>Global: coefficients and odds ratios (exact federated GLM, Wald 95% CI)</h3>"
+        )
         out.append(table(["Term", "Coefficient", "SE", "Odds ratio", "95% CI", "p"], rows))
         out.append(plot_odds_ratios(e["coefficients"]))
     pi = e["permutation_importance"]
@@ -367,8 +503,11 @@ def _explanations(r: dict[str, Any]) -> str:
     out.append(
         f"<h3>Local: one patient's prediction</h3><p>{esc(loc['note'])} Input: {pt}.</p>"
         f"<p>Predicted risk <b>{loc['probability']:.3f}</b>"
-        + (f" (95% CI {interval[0]:.3f}–{interval[1]:.3f}; {esc(loc['interval_note'])})" if interval else
-           f" ({esc(loc['interval_note'])})")
+        + (
+            f" (95% CI {interval[0]:.3f}–{interval[1]:.3f}; {esc(loc['interval_note'])})"
+            if interval
+            else f" ({esc(loc['interval_note'])})"
+        )
         + f". Reference (base) log-odds {loc['base_value']:.3f}; method: {esc(loc['explanation_method'])}.</p>"
     )
     for w in loc.get("warnings") or []:
@@ -378,22 +517,54 @@ def _explanations(r: dict[str, Any]) -> str:
 
 
 def _cards(r: dict[str, Any]) -> str:
-    mc = table(["Section", "Content", "Status"],
-               [[esc(s["section"]), esc(s["content"]), f"<span class='status-{s['status']}'>{esc(s['status'])}</span>"]
-                for s in r["model_card"]], left=2)
-    tp = table(["Item", "Topic", "Content", "Status"],
-               [[esc(i["item"]), esc(i["topic"]), esc(i["content"]),
-                 f"<span class='status-{i['status']}'>{esc(i['status'])}</span>"] for i in r["tripod_ai"]], left=3)
-    fa = table(["Principle", "Recommendation", "Met", "Evidence"],
-               [[esc(i["principle"]), esc(i["recommendation"]), f"<span class='met-{i['met']}'>{esc(i['met'])}</span>",
-                 esc(i["evidence"])] for i in r["future_ai"]], left=4)
+    mc = table(
+        ["Section", "Content", "Status"],
+        [
+            [
+                esc(s["section"]),
+                esc(s["content"]),
+                f"<span class='status-{s['status']}'>{esc(s['status'])}</span>",
+            ]
+            for s in r["model_card"]
+        ],
+        left=2,
+    )
+    tp = table(
+        ["Item", "Topic", "Content", "Status"],
+        [
+            [
+                esc(i["item"]),
+                esc(i["topic"]),
+                esc(i["content"]),
+                f"<span class='status-{i['status']}'>{esc(i['status'])}</span>",
+            ]
+            for i in r["tripod_ai"]
+        ],
+        left=3,
+    )
+    fa = table(
+        ["Principle", "Recommendation", "Met", "Evidence"],
+        [
+            [
+                esc(i["principle"]),
+                esc(i["recommendation"]),
+                f"<span class='met-{i['met']}'>{esc(i['met'])}</span>",
+                esc(i["evidence"]),
+            ]
+            for i in r["future_ai"]
+        ],
+        left=4,
+    )
     return (
         "<h2 id='cards'>6. Model card, TRIPOD+AI and FUTURE-AI</h2>"
-        "<h3>Model card (Mitchell et al., 2019)</h3>" + mc
+        "<h3>Model card (Mitchell et al., 2019)</h3>"
+        + mc
         + "<h3>TRIPOD+AI checklist (Collins et al., BMJ 2024)</h3>"
         "<p class='muted'>filled: from this run; partial: software part filled, the rest for the "
-        "authors; authors: to be written by the authors.</p>" + tp
-        + "<h3>FUTURE-AI recommendations met by this run</h3>" + fa
+        "authors; authors: to be written by the authors.</p>"
+        + tp
+        + "<h3>FUTURE-AI recommendations met by this run</h3>"
+        + fa
     )
 
 
@@ -414,14 +585,21 @@ def render_html(r: dict[str, Any]) -> str:
     s = r["settings"]
     nav = "".join(
         f"<a href='#{a}'>{t}</a>"
-        for a, t in [("provenance", "Provenance"), ("performance", "Performance"),
-                     ("calibration", "Calibration"), ("fairness", "Fairness"),
-                     ("explanations", "Explanations"), ("cards", "Model card &amp; checklists"),
-                     ("oversight", "Oversight")]
+        for a, t in [
+            ("provenance", "Provenance"),
+            ("performance", "Performance"),
+            ("calibration", "Calibration"),
+            ("fairness", "Fairness"),
+            ("explanations", "Explanations"),
+            ("cards", "Model card &amp; checklists"),
+            ("oversight", "Oversight"),
+        ]
     )
     banner = (
         "<p class='warn'>Synthetic data: this report demonstrates the method; the model is not for "
-        "clinical use.</p>" if s.get("synthetic") else ""
+        "clinical use.</p>"
+        if s.get("synthetic")
+        else ""
     )
     body = "".join(
         [

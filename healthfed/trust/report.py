@@ -306,7 +306,7 @@ def build_report(
     def query(name: str, params: dict[str, Any]) -> Any:
         nonlocal rounds
         rounds += 1
-        out = federation.query(name, dataset, params)
+        out = federation.round(name, dataset, params)
         if len(out.replies) < min_sites:
             raise ThresholdViolation(
                 f"{name!r} on {dataset!r}: {len(out.replies)} site(s) contributed, at least "
@@ -349,12 +349,10 @@ def build_report(
     if train:
         mom_params["holdout"] = train
     rounds += 1
-    mom = federation.query("preprocess_moments", dataset, mom_params)
+    mom = federation.round("preprocess_moments", dataset, mom_params)
     pre = spec["preprocess"]
     pcols = {c["name"]: c for c in pre.get("columns", [])} if pre.get("kind") else {}
-    numeric = [
-        f for f in features if (pcols.get(f, {}).get("type", "numeric") == "numeric")
-    ]
+    numeric = [f for f in features if (pcols.get(f, {}).get("type", "numeric") == "numeric")]
     ranges: dict[str, Any] = {}
     medians: dict[str, float] = {}
     if numeric:
@@ -383,7 +381,11 @@ def build_report(
     }
     desc.setdefault("reference", {}).update(reference)
     inference = desc.setdefault("inference", {})
-    if inference.get("cov_params") is None and spec["model"] == "logistic" and "information" in info:
+    if (
+        inference.get("cov_params") is None
+        and spec["model"] == "logistic"
+        and "information" in info
+    ):
         try:
             inference["cov_params"] = np.linalg.inv(np.asarray(info["information"])).tolist()
             inference["method"] = "inverse federated Fisher information at the model's weights"
@@ -408,14 +410,15 @@ def build_report(
     # --- sections ------------------------------------------------------------------------
     sites = ev.sites
     all_stats = sub.site_stats.get("all", {})
-    by_site = {
-        s: _site_metrics(ev.metrics[s], (all_stats.get(s) or {}).get("all")) for s in sites
-    }
+    by_site = {s: _site_metrics(ev.metrics[s], (all_stats.get(s) or {}).get("all")) for s in sites}
     pooled_gs = sub.pooled("all", "all")
     pooled = _site_metrics(ev.metrics["pooled"], pooled_gs)
     auc_het = meta_analysis(
         [ev.metrics[s]["auroc"] for s in sites],
-        [(ev.metrics[s]["auroc_ci_high"] - ev.metrics[s]["auroc_ci_low"]) / (2 * _Z) for s in sites],
+        [
+            (ev.metrics[s]["auroc_ci_high"] - ev.metrics[s]["auroc_ci_low"]) / (2 * _Z)
+            for s in sites
+        ],
     )
     oe = {}
     roc, rel = {}, {}
@@ -456,9 +459,7 @@ def build_report(
             else:
                 centers = {g["column"]: g.get("center") for g in pre.get("features", [])}
                 example_patient[f] = medians.get(f, c.get("mean", centers.get(f)))
-        example_note = (
-            "Illustrative patient built from pooled medians and reference levels (not a real patient)."
-        )
+        example_note = "Illustrative patient built from pooled medians and reference levels (not a real patient)."
     else:
         example_note = "Example patient given by the researcher."
     from healthfed.trust.predict import predict
@@ -580,7 +581,11 @@ def build_report(
             "by_site": {
                 s: {
                     k: by_site[s].get(k)
-                    for k in ("calibration_intercept", "calibration_slope", "recalibration_intercept")
+                    for k in (
+                        "calibration_intercept",
+                        "calibration_slope",
+                        "recalibration_intercept",
+                    )
                 }
                 for s in sites
             },

@@ -15,9 +15,7 @@ from healthfed.hub import Hub
 
 def test_demo_runs_under_a_permit_of_its_local_hub(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = run_demo(
-        sites=2, rows=300, out=out, console=Console(file=io.StringIO()), report=False
-    )
+    result = run_demo(sites=2, rows=300, out=out, console=Console(file=io.StringIO()), report=False)
     summary = json.loads((out / "summary.json").read_text())
     for key in ("engine", "sites", "n_total", "table1", "suppressed_cells", "permit_id"):
         assert key in summary
@@ -44,7 +42,5 @@ def test_demo_runs_under_a_permit_of_its_local_hub(tmp_path: Path) -> None:
         assert secure["computation"] == "sum" and secure["secure_aggregation"] is True
         assert secure["decision"] == "released"
     # Running again in the same folder reuses the hub and grants a fresh permit.
-    again = run_demo(
-        sites=2, rows=300, out=out, console=Console(file=io.StringIO()), report=False
-    )
+    again = run_demo(sites=2, rows=300, out=out, console=Console(file=io.StringIO()), report=False)
     assert again.summary["permit_id"] != pid

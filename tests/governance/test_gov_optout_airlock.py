@@ -10,8 +10,8 @@ from conftest import RESEARCHER, grant, last_record
 from typer.testing import CliRunner
 
 from healthfed.cli import app
-from healthfed.errors import ThresholdViolation
-from healthfed.federation.federation import ApprovalPending, Federation
+from healthfed.errors import ApprovalPending, ThresholdViolation
+from healthfed.federation.federation import Federation
 from healthfed.governance.audit import verify_audit_log
 from healthfed.hub import Hub
 from healthfed.node.runtime import Node, round_count

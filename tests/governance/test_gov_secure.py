@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from conftest import RESEARCHER, grant, last_record
 
-from healthfed.errors import ThresholdViolation
-from healthfed.federation.federation import ApprovalPending, Federation
+from healthfed.errors import ApprovalPending, ThresholdViolation
+from healthfed.federation.federation import Federation
 from healthfed.hub import Hub
 from healthfed.node.runtime import Node
 

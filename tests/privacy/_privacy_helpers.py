@@ -14,8 +14,8 @@ import pandas as pd
 
 from healthfed.data.dataset import NodeDataset
 from healthfed.data.descriptor import descriptor_from_dict
-from healthfed.node.policy import SitePolicy
 from healthfed.node.runtime import Node
+from healthfed.policy import SitePolicy
 
 COLUMNS: dict[str, dict[str, Any]] = {
     "pid": {"type": "id"},
@@ -57,9 +57,7 @@ def frame(n: int, seed: int, prefix: str = "p") -> pd.DataFrame:
     )
 
 
-def make_node(
-    tmp: Path, name: str, df: pd.DataFrame, policy: SitePolicy | None = None
-) -> Node:
+def make_node(tmp: Path, name: str, df: pd.DataFrame, policy: SitePolicy | None = None) -> Node:
     ds = NodeDataset.from_frame(df, descriptor(tmp))
     return Node(name=name, datasets={"cohort": ds}, policy=policy or SitePolicy())
 

@@ -17,7 +17,7 @@ from _privacy_helpers import SUBGROUP_BY_WARD, frame, make_node, request  # noqa
 
 from healthfed.data.dataset import NodeDataset  # noqa: E402
 from healthfed.federation.federation import Federation  # noqa: E402
-from healthfed.node.policy import SitePolicy  # noqa: E402
+from healthfed.policy import SitePolicy  # noqa: E402
 from healthfed.privacy.dp import DPRelease, Noisy, disclose_dp  # noqa: E402
 from healthfed.privacy.ledger import Charge  # noqa: E402
 

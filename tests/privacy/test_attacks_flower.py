@@ -44,8 +44,8 @@ from healthfed.data.dataset import render_descriptor_toml  # noqa: E402
 from healthfed.data.synth import write_covid_cohort  # noqa: E402
 from healthfed.errors import ThresholdViolation  # noqa: E402
 from healthfed.federation.federation import Federation  # noqa: E402
-from healthfed.node.policy import SitePolicy  # noqa: E402
 from healthfed.node.runtime import write_node_file  # noqa: E402
+from healthfed.policy import SitePolicy  # noqa: E402
 
 pytestmark = pytest.mark.flower
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _stats_helpers import site_reply  # noqa: E402
 
 from healthfed.data.descriptor import descriptor_from_dict  # noqa: E402
-from healthfed.node.policy import SitePolicy  # noqa: E402
+from healthfed.policy import SitePolicy  # noqa: E402
 from healthfed.privacy.disclosure import CountTable, Release, disclose  # noqa: E402
 
 POLICY = SitePolicy(histogram_bins=20)

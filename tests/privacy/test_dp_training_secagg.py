@@ -21,7 +21,7 @@ from healthfed.compute.fedavg import (  # noqa: E402
 )
 from healthfed.errors import ThresholdViolation  # noqa: E402
 from healthfed.federation.federation import Federation  # noqa: E402
-from healthfed.node.policy import SitePolicy  # noqa: E402
+from healthfed.policy import SitePolicy  # noqa: E402
 
 SPEC = {
     "features": [

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from healthfed.errors import BudgetExceeded, PrivacyError
-from healthfed.node.policy import SitePolicy
+from healthfed.policy import SitePolicy
 from healthfed.privacy.dp import DPBudget
 from healthfed.privacy.guard import PrivacyGuard
 from healthfed.privacy.ledger import (

@@ -20,11 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _privacy_helpers import frame, make_node, request  # noqa: E402
 
 from healthfed.compute.fedavg import FedAvgLogisticRegression  # noqa: E402
-from healthfed.errors import PolicyDenied, PrivacyError, ThresholdViolation  # noqa: E402
+from healthfed.errors import PolicyDenied, PrivacyError, ThresholdViolation, TooFewSites  # noqa: E402
 from healthfed.federation.federation import Federation  # noqa: E402
 from healthfed.federation.inprocess import InProcessGrid  # noqa: E402
 from healthfed.federation.secure import SECURE_LABEL, flatten_release  # noqa: E402
-from healthfed.node.policy import SitePolicy  # noqa: E402
+from healthfed.policy import SitePolicy  # noqa: E402
 from healthfed.privacy import secagg  # noqa: E402
 
 SPEC = {
@@ -164,10 +164,10 @@ def test_site_min_sites_stops_the_protocol(tmp_path, frames) -> None:
     """A site whose policy needs 4 sites takes no part in a 3-site secure round."""
     nodes = _nodes(tmp_path, frames)
     nodes[0].policy = SitePolicy(min_sites=4)
-    with Federation.inprocess(nodes) as fed:
-        out = fed.query("sum", "cohort", {"variable": "age"}, secure=True)
-    assert "h0" in out.refused and "min_sites = 4" in out.refused["h0"]
-    assert "h0" not in out.contributed
+    with Federation.inprocess(nodes) as fed, pytest.raises(TooFewSites) as err:
+        fed.round("sum", "cohort", {"variable": "age"}, secure=True)
+    assert "min_sites = 4" in err.value.refusals["h0"]
+    assert "h0" not in str(err.value).split("contributed")[0]
 
 
 def test_non_summable_computation_is_refused(tmp_path, frames) -> None:

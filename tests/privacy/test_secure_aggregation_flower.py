@@ -19,8 +19,8 @@ from healthfed.data.synth import write_covid_cohort
 from healthfed.errors import ThresholdViolation
 from healthfed.federation.federation import Federation
 from healthfed.federation.secure import SECURE_LABEL
-from healthfed.node.policy import SitePolicy
 from healthfed.node.runtime import write_node_file
+from healthfed.policy import SitePolicy
 
 pytestmark = pytest.mark.flower
 

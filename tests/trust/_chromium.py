@@ -79,7 +79,11 @@ def render_page(
 
             def send(method: str, params: dict | None = None, session: str | None = None) -> dict:
                 counter["id"] += 1
-                msg: dict[str, Any] = {"id": counter["id"], "method": method, "params": params or {}}
+                msg: dict[str, Any] = {
+                    "id": counter["id"],
+                    "method": method,
+                    "params": params or {},
+                }
                 if session:
                     msg["sessionId"] = session
                 ws.send(json.dumps(msg))
@@ -92,7 +96,9 @@ def render_page(
                         return reply.get("result", {})
 
             target = send("Target.createTarget", {"url": "about:blank"})["targetId"]
-            session = send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+            session = send("Target.attachToTarget", {"targetId": target, "flatten": True})[
+                "sessionId"
+            ]
             for domain in ("Page", "Runtime", "Log"):
                 send(f"{domain}.enable", session=session)
             send("Page.navigate", {"url": html_file.resolve().as_uri()}, session=session)
@@ -141,7 +147,6 @@ def render_page(
             proc.kill()
             proc.wait()
         shutil.rmtree(profile, ignore_errors=True)
-
 
 
 def _collect(msg: dict[str, Any], errors: list[str]) -> None:

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 import healthfed.compute  # noqa: F401 - registers the computations
-from healthfed.compute.fedavg import _holdout_sql
+from healthfed.data.sql import holdout_sql
 from healthfed.federation.federation import Federation
-from healthfed.node.policy import SitePolicy
 from healthfed.node.runtime import Node
+from healthfed.policy import SitePolicy
 
 SITES, ROWS = 3, 1500
 HOLDOUT = {"fraction": 0.3, "seed": 7}
@@ -57,7 +57,7 @@ def pooled_rows(node_files: list[Path], part: str | None = "test") -> pd.DataFra
         ds = node.dataset("covid")
         con = ds.connect()
         try:
-            where = _holdout_sql(ds.descriptor, {**HOLDOUT, "part": part}) if part else "TRUE"
+            where = holdout_sql(ds.descriptor, {**HOLDOUT, "part": part}) if part else "TRUE"
             df = con.execute(f"SELECT * FROM data WHERE {where}").df()
         finally:
             con.close()
@@ -68,6 +68,8 @@ def pooled_rows(node_files: list[Path], part: str | None = "test") -> pd.DataFra
 
 def age_band(age: pd.Series) -> pd.Series:
     return pd.cut(
-        age, [-float("inf"), 18, 40, 60, 75, float("inf")], right=False,
+        age,
+        [-float("inf"), 18, 40, 60, 75, float("inf")],
+        right=False,
         labels=["0-17", "18-39", "40-59", "60-74", "75+"],
     ).astype(object)

@@ -21,7 +21,7 @@ from sklearn.metrics import (
 )
 
 from healthfed.compute.subgroups import SUBGROUP_METRICS
-from healthfed.node.policy import SitePolicy
+from healthfed.policy import SitePolicy
 from healthfed.trust.fairness import SubgroupResult
 
 T = 0.25
@@ -80,17 +80,35 @@ def test_metric_frame_equals_fairlearn_on_pooled_rows(open_fed, glm, node_files)
     sens = {"sex": df["sex"], "age_band": age_band(df["age"]), "vaccination": df["vaccination"]}
     for attr, feature in sens.items():
         ours = res.metric_frame(attr)
-        ref = MetricFrame(metrics=METRICS, y_true=y, y_pred=p, sensitive_features=feature.rename(attr))
+        ref = MetricFrame(
+            metrics=METRICS, y_true=y, y_pred=p, sensitive_features=feature.rename(attr)
+        )
         cols = list(METRICS)
         order = [str(g) for g in ref.by_group.index]
         assert sorted(ours.by_group.index) == sorted(order)
-        np.testing.assert_allclose(ours.by_group.loc[order, cols].to_numpy(float), ref.by_group[cols].to_numpy(float), rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(ours.overall[cols].to_numpy(float), ref.overall[cols].to_numpy(float), rtol=1e-9)
-        np.testing.assert_allclose(ours.difference()[cols].to_numpy(float), ref.difference()[cols].to_numpy(float), rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(ours.ratio()[cols].to_numpy(float), ref.ratio()[cols].to_numpy(float), rtol=1e-9)
+        np.testing.assert_allclose(
+            ours.by_group.loc[order, cols].to_numpy(float),
+            ref.by_group[cols].to_numpy(float),
+            rtol=1e-9,
+            atol=1e-12,
+        )
+        np.testing.assert_allclose(
+            ours.overall[cols].to_numpy(float), ref.overall[cols].to_numpy(float), rtol=1e-9
+        )
+        np.testing.assert_allclose(
+            ours.difference()[cols].to_numpy(float),
+            ref.difference()[cols].to_numpy(float),
+            rtol=1e-9,
+            atol=1e-12,
+        )
+        np.testing.assert_allclose(
+            ours.ratio()[cols].to_numpy(float), ref.ratio()[cols].to_numpy(float), rtol=1e-9
+        )
         np.testing.assert_allclose(
             ours.difference("to_overall")[cols].to_numpy(float),
-            ref.difference(method="to_overall")[cols].to_numpy(float), rtol=1e-9, atol=1e-12,
+            ref.difference(method="to_overall")[cols].to_numpy(float),
+            rtol=1e-9,
+            atol=1e-12,
         )
         assert ours.by_group["n"].sum() == len(df)
         # AUROC per group from merged score histograms: inside the released bounds, close to exact
@@ -101,7 +119,10 @@ def test_metric_frame_equals_fairlearn_on_pooled_rows(open_fed, glm, node_files)
             exact = roc_auc_score(y[mask], p[mask])
             assert row["auroc_min"] - 1e-12 <= exact <= row["auroc_max"] + 1e-12
             # well inside the CI (the CI is what a reader acts on)
-            assert abs(row["auroc"] - exact) <= 0.15 * (row["auroc_ci_high"] - row["auroc_ci_low"]) + 1e-3
+            assert (
+                abs(row["auroc"] - exact)
+                <= 0.15 * (row["auroc_ci_high"] - row["auroc_ci_low"]) + 1e-3
+            )
 
 
 def test_small_groups_are_suppressed_not_shown(fed, glm, node_files):
@@ -126,4 +147,6 @@ def test_small_groups_are_suppressed_not_shown(fed, glm, node_files):
     for g, note in mf.notes.items():
         if g in mf.by_group.index and not note["suppressed_at"] and not note["excluded"]:
             m = (bands == g).to_numpy()
-            assert mf.by_group.loc[g, "brier"] == pytest.approx(brier_score_loss(df[TARGET][m], p[m]), rel=1e-9)
+            assert mf.by_group.loc[g, "brier"] == pytest.approx(
+                brier_score_loss(df[TARGET][m], p[m]), rel=1e-9
+            )

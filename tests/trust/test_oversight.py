@@ -16,15 +16,31 @@ from healthfed.trust import build_report, load_model, predict, record_decision, 
 from healthfed.trust.commands import decide_command, predict_command, report_command
 from healthfed.trust.explain import linear_contributions, shapley_contributions
 
-PATIENT = {"age": 81, "sex": "male", "vaccination": "unvaccinated", "diabetes": 1, "ckd": 1,
-           "spo2": 86, "resp_rate": 30, "crp": 160}
+PATIENT = {
+    "age": 81,
+    "sex": "male",
+    "vaccination": "unvaccinated",
+    "diabetes": 1,
+    "ckd": 1,
+    "spo2": 86,
+    "resp_rate": 30,
+    "crp": 160,
+}
 
 
 @pytest.fixture(scope="module")
 def saved(fed, glm, tmp_path_factory):
     out = tmp_path_factory.mktemp("oversight")
-    build_report(fed, "covid", glm, TARGET, threshold=0.3, holdout=HOLDOUT, out_dir=out / "r",
-                 save_model_to=out / "model")
+    build_report(
+        fed,
+        "covid",
+        glm,
+        TARGET,
+        threshold=0.3,
+        holdout=HOLDOUT,
+        out_dir=out / "r",
+        save_model_to=out / "model",
+    )
     return out
 
 
@@ -51,8 +67,12 @@ def test_predict_probability_interval_contributions(saved, glm, node_files):
     # delta method by hand from the GLM's covariance
     x = np.concatenate([[1.0], glm._design(pd.DataFrame([PATIENT]))[0]])
     se = math.sqrt(x @ glm.cov_params_ @ x)
-    assert math.log(hi / (1 - hi)) == pytest.approx(pred.linear_predictor + 1.959963984540054 * se, abs=1e-9)
-    assert pred.base_value + sum(pred.contributions.values()) == pytest.approx(pred.linear_predictor, abs=1e-9)
+    assert math.log(hi / (1 - hi)) == pytest.approx(
+        pred.linear_predictor + 1.959963984540054 * se, abs=1e-9
+    )
+    assert pred.base_value + sum(pred.contributions.values()) == pytest.approx(
+        pred.linear_predictor, abs=1e-9
+    )
     assert pred.contributions["age"] > 0 and pred.contributions["spo2"] > 0  # old, hypoxic
     assert pred.warnings == [] and not pred.out_of_distribution
     assert pred.classification == 1 and pred.threshold == 0.3
@@ -78,8 +98,15 @@ def test_decisions_go_to_the_hash_chained_audit_log(saved, tmp_path):
     patient.write_text(json.dumps(PATIENT))
     pred, rec = decide_command(saved / "model", patient, "accept", "", "dr_a", log)
     assert rec["seq"] == 1 and rec["decision"] == "accept" and rec["model_hash"] == pred.model_hash
-    rec2 = record_decision(saved / "model", pred, "override", "recent ICU discharge, risk underestimated",
-                           clinician="dr_b", audit_log=log, patient_ref="local-123")
+    rec2 = record_decision(
+        saved / "model",
+        pred,
+        "override",
+        "recent ICU discharge, risk underestimated",
+        clinician="dr_b",
+        audit_log=log,
+        patient_ref="local-123",
+    )
     assert rec2["prev_hash"] == rec["hash"]
     assert verify_audit_log(log).ok and verify_audit_log(log).records == 2
     first = json.loads(log.read_text().splitlines()[0])
@@ -122,8 +149,9 @@ def test_fedavg_and_mlp_reports(fed, node_files, tmp_path):
     lr = FedAvgLogisticRegression(strategy="fedadam", rounds=15, server_lr=0.1).fit(
         fed, "covid", TARGET, numeric, holdout=HOLDOUT
     )
-    rep = build_report(fed, "covid", lr, TARGET, holdout=HOLDOUT, sensitive=("sex",),
-                       save_model_to=tmp_path / "lr")
+    rep = build_report(
+        fed, "covid", lr, TARGET, holdout=HOLDOUT, sensitive=("sex",), save_model_to=tmp_path / "lr"
+    )
     r = rep.to_dict()
     assert r["explanations"]["coefficients"] is None
     assert len(r["explanations"]["permutation_importance"]["features"]) == len(numeric)
@@ -131,16 +159,31 @@ def test_fedavg_and_mlp_reports(fed, node_files, tmp_path):
     assert art.cov_params() is not None  # inverse federated Fisher information
     pt = {"age": 70, "spo2": 90, "resp_rate": 24, "crp": 80, "diabetes": 0}
     assert predict(art, pt).interval is not None
-    mlp = FederatedMLPClassifier(hidden=4, rounds=5).fit(fed, "covid", TARGET, numeric, holdout=HOLDOUT)
-    rep2 = build_report(fed, "covid", mlp, TARGET, holdout=HOLDOUT, sensitive=("sex",),
-                        out_dir=tmp_path / "mlp", save_model_to=tmp_path / "mlp" / "model")
+    mlp = FederatedMLPClassifier(hidden=4, rounds=5).fit(
+        fed, "covid", TARGET, numeric, holdout=HOLDOUT
+    )
+    rep2 = build_report(
+        fed,
+        "covid",
+        mlp,
+        TARGET,
+        holdout=HOLDOUT,
+        sensitive=("sex",),
+        out_dir=tmp_path / "mlp",
+        save_model_to=tmp_path / "mlp" / "model",
+    )
     pred = predict(tmp_path / "mlp" / "model", pt)
     assert pred.interval is None and "exact" in pred.explanation_method
-    assert pred.base_value + sum(pred.contributions.values()) == pytest.approx(pred.linear_predictor, abs=1e-9)
+    assert pred.base_value + sum(pred.contributions.values()) == pytest.approx(
+        pred.linear_predictor, abs=1e-9
+    )
     assert (tmp_path / "mlp" / "report.html").exists() and rep2.to_dict()["model"]["kind"] == "mlp"
     df = pooled_rows(node_files).head(5)
-    np.testing.assert_allclose(load_model(tmp_path / "mlp" / "model").predict_proba(df[numeric]),
-                               mlp.predict_proba(df[numeric])[:, 1], atol=1e-12)
+    np.testing.assert_allclose(
+        load_model(tmp_path / "mlp" / "model").predict_proba(df[numeric]),
+        mlp.predict_proba(df[numeric])[:, 1],
+        atol=1e-12,
+    )
 
 
 def test_write_demo_report(fed, tmp_path):
@@ -150,5 +193,8 @@ def test_write_demo_report(fed, tmp_path):
     assert path == (tmp_path / "demo" / "report.html").resolve() and path.exists()
     r = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert r["settings"]["synthetic"] and set(f["attribute"] for f in r["fairness"]["frames"]) == {
-        "sex", "age_band", "vaccination"}
+        "sex",
+        "age_band",
+        "vaccination",
+    }
     assert load_model(tmp_path / "demo" / "model").hash == r["provenance"]["model_hash"]

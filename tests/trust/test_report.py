@@ -33,8 +33,16 @@ def newton(z: np.ndarray, y: np.ndarray, offset: bool) -> np.ndarray:
 def report(fed, glm, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     rep = build_report(
-        fed, "covid", glm, TARGET, sensitive=("sex", "age_band"), threshold=T, holdout=HOLDOUT,
-        purpose="test", out_dir=out, save_model_to=out / "model",
+        fed,
+        "covid",
+        glm,
+        TARGET,
+        sensitive=("sex", "age_band"),
+        threshold=T,
+        holdout=HOLDOUT,
+        purpose="test",
+        out_dir=out,
+        save_model_to=out / "model",
     )
     return rep, out
 
@@ -99,7 +107,9 @@ def test_model_artefact_is_the_reported_model(report, glm, node_files):
     assert art.hash == rep.to_dict()["provenance"]["model_hash"]
     assert art.evaluation["provenance"]["model_hash"] == art.hash
     df = pooled_rows(node_files).head(50)
-    np.testing.assert_allclose(art.predict_proba(df[FEATURES]), glm.predict_proba(df[FEATURES])[:, 1], atol=1e-12)
+    np.testing.assert_allclose(
+        art.predict_proba(df[FEATURES]), glm.predict_proba(df[FEATURES])[:, 1], atol=1e-12
+    )
 
 
 def test_html_is_self_contained_and_shows_suppression(report):
