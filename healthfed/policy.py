@@ -60,7 +60,7 @@ class SitePolicy:
     secure_aggregation_required
         When true the site contributes sums and model updates (``sum``,
         ``feature_moments``, ``glm_step``, ``local_train``) only inside Flower
-        SecAgg+ rounds (``healthfed.federation.secure``), never in the clear.
+        SecAgg+ rounds (``healthfed.federation.secure_client``), never in the clear.
     timeout_s
         Not a disclosure rule: how long the hub waits for this node by default.
     """

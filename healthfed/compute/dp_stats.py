@@ -1,6 +1,6 @@
 """Differentially private statistics, and the threshold-path ``sum`` with the dominance rule.
 
-Registered computations (node side ``validate``/``run``, hub side ``combine``):
+Registered computations (node side ``validate``/``run``, aggregator side ``combine``):
 
 ``dp_count``
     Patients (optionally in a ``where`` cohort); noisy count.
@@ -34,15 +34,14 @@ pair of releases reveals (the ledger composes them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
-import pandas as pd
 
 from healthfed.compute.registry import Computation, register
+from healthfed.compute.results import DPResult, SumResult
 from healthfed.data.sql import quote_ident, validate_where, where_sql
-from healthfed.errors import DataError, PolicyDenied, ThresholdViolation
+from healthfed.errors import BudgetExceeded, DataError, PolicyDenied, ThresholdViolation
 from healthfed.policy import SitePolicy
 from healthfed.privacy.differencing import check_dominance
 from healthfed.privacy.dp import (
@@ -55,7 +54,7 @@ from healthfed.privacy.dp import (
 )
 from healthfed.privacy.model_release import ModelStatistics
 
-__all__ = ["DPResult", "SumResult", "quantiles_from_histogram"]
+__all__ = ["quantiles_from_histogram"]
 
 MISSING = "(missing)"
 DEFAULT_BINS = 10
@@ -63,7 +62,7 @@ QUANTILE_GRID = 100
 MAX_QUANTILES = 19
 
 
-def _keys(params: Any, allowed: set[str], name: str) -> dict[str, Any]:
+def _keys(params: Any, allowed: frozenset[str], name: str) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise PolicyDenied(f"{name}: params must be an object")
     unknown = sorted(set(params) - allowed)
@@ -72,15 +71,19 @@ def _keys(params: Any, allowed: set[str], name: str) -> dict[str, Any]:
     return params
 
 
-_DP_KEYS = {"epsilon", "mechanism", "where"}
+# The parameters each computation accepts (the node refuses others before validate).
+_DP_KEYS = frozenset({"epsilon", "mechanism", "where"})
+DP_COUNT_PARAMS = _DP_KEYS
+DP_NUMERIC_PARAMS = _DP_KEYS | {"variable"}  # dp_sum, dp_mean
+DP_HISTOGRAM_PARAMS = _DP_KEYS | {"variable", "bins"}
+DP_QUANTILES_PARAMS = _DP_KEYS | {"variable", "quantiles"}
+SUM_PARAMS = frozenset({"variable", "where"})
 
 
 def _dp_block(params: dict[str, Any], policy: SitePolicy, name: str) -> dict[str, Any]:
     eps = params.get("epsilon", float(policy.dp_epsilon_per_request))
     budget = DPBudget(eps, params.get("mechanism", "laplace"), float(policy.dp_delta))
     if budget.epsilon > float(policy.dp_epsilon_per_request) + 1e-12:
-        from healthfed.errors import BudgetExceeded
-
         raise BudgetExceeded(
             f"{name}: ε = {budget.epsilon:g} requested; this site allows at most "
             f"ε = {policy.dp_epsilon_per_request:g} per request (dp_epsilon_per_request)"
@@ -119,7 +122,7 @@ def _numeric(desc: Any, var: Any, name: str) -> Any:
 # --------------------------------------------------------------------------------------
 def validate_dp_count(params: dict, desc: Any, policy: SitePolicy) -> dict[str, Any]:
     """``{"where"?, "epsilon"?, "mechanism"?}``."""
-    _keys(params, _DP_KEYS, "dp_count")
+    _keys(params, DP_COUNT_PARAMS, "dp_count")
     return {
         "where": validate_where(params.get("where"), desc, policy),
         "dp": _dp_block(params, policy, "dp_count"),
@@ -127,7 +130,7 @@ def validate_dp_count(params: dict, desc: Any, policy: SitePolicy) -> dict[str, 
 
 
 def _validate_numeric(params: dict, desc: Any, policy: SitePolicy, name: str) -> dict:
-    _keys(params, _DP_KEYS | {"variable"}, name)
+    _keys(params, DP_NUMERIC_PARAMS, name)
     spec = _numeric(desc, params.get("variable"), name)
     return {
         "variable": spec.name,
@@ -149,7 +152,7 @@ def validate_dp_mean(params: dict, desc: Any, policy: SitePolicy) -> dict[str, A
 
 def validate_dp_histogram(params: dict, desc: Any, policy: SitePolicy) -> dict[str, Any]:
     """``{"variable", "bins"? (numeric), "where"?, "epsilon"?, "mechanism"?}``."""
-    _keys(params, _DP_KEYS | {"variable", "bins"}, "dp_histogram")
+    _keys(params, DP_HISTOGRAM_PARAMS, "dp_histogram")
     var = params.get("variable")
     if not isinstance(var, str):
         raise PolicyDenied("dp_histogram: parameter 'variable' must name a variable")
@@ -188,7 +191,7 @@ def validate_dp_histogram(params: dict, desc: Any, policy: SitePolicy) -> dict[s
 
 def validate_dp_quantiles(params: dict, desc: Any, policy: SitePolicy) -> dict[str, Any]:
     """``{"variable", "quantiles"?, "where"?, "epsilon"?, "mechanism"?}``."""
-    _keys(params, _DP_KEYS | {"variable", "quantiles"}, "dp_quantiles")
+    _keys(params, DP_QUANTILES_PARAMS, "dp_quantiles")
     spec = _numeric(desc, params.get("variable"), "dp_quantiles")
     qs = params.get("quantiles", [0.25, 0.5, 0.75])
     if not isinstance(qs, list | tuple) or not qs or len(qs) > MAX_QUANTILES:
@@ -209,7 +212,7 @@ def validate_dp_quantiles(params: dict, desc: Any, policy: SitePolicy) -> dict[s
 
 def validate_sum(params: dict, desc: Any, policy: SitePolicy) -> dict[str, Any]:
     """``{"variable", "where"?}`` — the threshold (non-DP) path."""
-    _keys(params, {"variable", "where"}, "sum")
+    _keys(params, SUM_PARAMS, "sum")
     var = params.get("variable")
     if not isinstance(var, str):
         raise PolicyDenied("sum: parameter 'variable' must name a variable")
@@ -336,32 +339,8 @@ def run_sum(con: Any, desc: Any, params: dict, policy: SitePolicy) -> ModelStati
 
 
 # --------------------------------------------------------------------------------------
-# combine (hub side)
+# combine (aggregator side)
 # --------------------------------------------------------------------------------------
-@dataclass
-class DPResult:
-    """A pooled DP statistic: ``value``, ``per_site`` values and each site's ε and δ."""
-
-    computation: str
-    value: Any
-    per_site: dict[str, Any]
-    epsilon: dict[str, float]
-    delta: dict[str, float]
-    public: dict[str, Any] = field(default_factory=dict)
-    sites: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "computation": self.computation,
-            "value": self.value,
-            "per_site": self.per_site,
-            "epsilon": self.epsilon,
-            "delta": self.delta,
-            "public": self.public,
-            "sites": self.sites,
-        }
-
-
 def _dp_replies(replies: dict[str, dict]) -> dict[str, dict]:
     for site, r in replies.items():
         if not isinstance(r, dict) or r.get("format") != DP_FORMAT:
@@ -451,37 +430,6 @@ def combine_dp_quantiles(replies: dict[str, dict], params: dict) -> DPResult:
     return _result("dp_quantiles", r, quantiles_from_histogram(pooled, edges, qs), per)
 
 
-@dataclass
-class SumResult:
-    """A pooled threshold-path sum: ``sum``, ``n``, ``mean`` and per-site values."""
-
-    sum: float
-    n: int
-    mean: float
-    per_site: dict[str, dict[str, float]]
-    sites: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "sum": self.sum,
-            "n": self.n,
-            "mean": self.mean,
-            "per_site": self.per_site,
-            "sites": self.sites,
-        }
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per released part (a site, or the secure aggregate) and the pooled row."""
-        rows = {k: {"sum": v["sum"], "n": v["n"]} for k, v in self.per_site.items()}
-        rows["pooled"] = {"sum": self.sum, "n": self.n}
-        frame = pd.DataFrame.from_dict(rows, orient="index")
-        frame["mean"] = frame["sum"] / frame["n"].where(frame["n"] > 0)
-        return frame
-
-    def to_text(self) -> str:
-        return f"{self.to_frame().to_string()}\nsites in the sum: {', '.join(self.sites) or 'none'}"
-
-
 def combine_sum(replies: dict[str, dict], params: dict) -> SumResult:
     per = {
         s: {"sum": float(r["arrays"]["sum"]["data"][0]), "n": int(r["n_rows"])}
@@ -499,6 +447,7 @@ for _c in (
         validate_dp_count,
         cast(Any, run_dp_count),  # returns a DPRelease (see guard.disclose_any)
         combine_dp_count,
+        DP_COUNT_PARAMS,
     ),
     Computation(
         "dp_sum",
@@ -506,6 +455,7 @@ for _c in (
         validate_dp_sum,
         cast(Any, run_dp_sum),  # returns a DPRelease (see guard.disclose_any)
         combine_dp_sum,
+        DP_NUMERIC_PARAMS,
     ),
     Computation(
         "dp_mean",
@@ -513,6 +463,7 @@ for _c in (
         validate_dp_mean,
         cast(Any, run_dp_mean),  # returns a DPRelease (see guard.disclose_any)
         combine_dp_mean,
+        DP_NUMERIC_PARAMS,
     ),
     Computation(
         "dp_histogram",
@@ -520,6 +471,7 @@ for _c in (
         validate_dp_histogram,
         cast(Any, run_dp_histogram),  # returns a DPRelease (see guard.disclose_any)
         combine_dp_histogram,
+        DP_HISTOGRAM_PARAMS,
     ),
     Computation(
         "dp_quantiles",
@@ -527,6 +479,7 @@ for _c in (
         validate_dp_quantiles,
         cast(Any, run_dp_quantiles),  # returns a DPRelease (see guard.disclose_any)
         combine_dp_quantiles,
+        DP_QUANTILES_PARAMS,
     ),
     Computation(
         "sum",
@@ -534,6 +487,7 @@ for _c in (
         validate_sum,
         run_sum,
         combine_sum,
+        SUM_PARAMS,
     ),
 ):
     register(_c)

@@ -1,4 +1,4 @@
-"""Quantiles at the hub from sites' merged-bin histograms, with rigorous brackets.
+"""Quantiles at the aggregator from sites' merged-bin histograms, with rigorous brackets.
 
 Method
 ------

@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -42,134 +41,25 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from healthfed.data.descriptor import ColumnSpec, DatasetDescriptor, load_descriptor
+from healthfed.data.cache import (
+    cache_key,
+    default_cache_dir,
+    read_stamp,
+    remove_stale,
+    sha256_file,
+    write_stamp,
+)
+from healthfed.data.column_sql import binary_expr, double_expr, str_expr
+from healthfed.data.descriptor import DatasetDescriptor, load_descriptor
 from healthfed.data.harmonise import conversion
 from healthfed.data.sql import quote_ident, sql_literal
+from healthfed.data.value_checks import check_values
 from healthfed.errors import DataError
 
 __all__ = ["NodeDataset", "render_descriptor_toml"]
 
-_CACHE_VERSION = "1"
 _ROW_GROUP_SIZE = 122_880  # DuckDB's own row-group size: lets scans run in parallel
 _FRAME_TABLE = "__healthfed_src"
-_FLOAT_TYPES = ("FLOAT", "DOUBLE", "REAL")
-_INT_TYPES = (
-    "TINYINT",
-    "SMALLINT",
-    "INTEGER",
-    "BIGINT",
-    "HUGEINT",
-    "UTINYINT",
-    "USMALLINT",
-    "UINTEGER",
-    "UBIGINT",
-    "UHUGEINT",
-)
-
-
-def _base_type(sql_type: str) -> str:
-    return sql_type.split("(")[0].strip().upper()
-
-
-def _is_float(sql_type: str) -> bool:
-    return _base_type(sql_type) in _FLOAT_TYPES or _base_type(sql_type) == "DECIMAL"
-
-
-def _is_int(sql_type: str) -> bool:
-    return _base_type(sql_type) in _INT_TYPES
-
-
-def _str_expr(col: str, sql_type: str) -> str:
-    """The column as VARCHAR, writing integral floats without '.0' so 1.0 reads as '1'."""
-    q = quote_ident(col)
-    if _base_type(sql_type) == "VARCHAR":
-        return q
-    if _is_float(sql_type):
-        d = f"CAST({q} AS DOUBLE)"
-        return (
-            f"(CASE WHEN isnan({d}) THEN NULL "
-            f"WHEN {d} = trunc({d}) AND abs({d}) < 1e15 THEN CAST(CAST({d} AS BIGINT) AS VARCHAR) "
-            f"ELSE CAST({d} AS VARCHAR) END)"
-        )
-    if _base_type(sql_type) == "BOOLEAN":
-        return f"CAST(CAST({q} AS INTEGER) AS VARCHAR)"
-    return f"CAST({q} AS VARCHAR)"
-
-
-def _double_expr(col: str, sql_type: str) -> str:
-    """The column as DOUBLE, NaN read as NULL (assumes validation passed)."""
-    q = quote_ident(col)
-    if _is_int(sql_type):
-        return f"CAST({q} AS DOUBLE)"
-    d = q if _base_type(sql_type) == "DOUBLE" else f"CAST({q} AS DOUBLE)"
-    return f"NULLIF({d}, 'NaN'::DOUBLE)"
-
-
-def _binary_levels(spec: ColumnSpec) -> tuple[str, str]:
-    levels = spec.levels or ("0", "1")
-    return levels[0], levels[1]
-
-
-def _binary_expr(spec: ColumnSpec, sql_type: str) -> str:
-    """The column as INTEGER 0/1; the first declared level is 0, the second 1."""
-    lo, hi = _binary_levels(spec)
-    if (lo, hi) == ("0", "1") and _is_int(sql_type):
-        return f"CAST({quote_ident(spec.name)} AS INTEGER)"
-    if (lo, hi) == ("0", "1") and _base_type(sql_type) == "DOUBLE":
-        return f"CAST(NULLIF({quote_ident(spec.name)}, 'NaN'::DOUBLE) AS INTEGER)"
-    s = _str_expr(spec.name, sql_type)
-    return f"(CASE {s} WHEN {sql_literal(lo)} THEN 0 WHEN {sql_literal(hi)} THEN 1 END)"
-
-
-def _bad_value_predicate(spec: ColumnSpec, sql_type: str) -> tuple[str, str] | None:
-    """(SQL predicate true for an invalid value, what was expected) or None if no check applies."""
-    q = quote_ident(spec.name)
-    if spec.is_numeric:
-        d = q if (_is_float(sql_type) or _is_int(sql_type)) else f"TRY_CAST({q} AS DOUBLE)"
-        if _is_int(sql_type):
-            return None
-        pred = f"({q} IS NOT NULL AND ({d} IS NULL OR isinf({d})"
-        if spec.type == "integer":
-            pred += f" OR (isfinite({d}) AND {d} <> round({d}))"
-            return pred + "))", "an integer"
-        return pred + "))", "a finite number"
-    if spec.type == "binary":
-        lo, hi = _binary_levels(spec)
-        if (lo, hi) == ("0", "1") and _is_int(sql_type):
-            return f"({q} NOT IN (0, 1))", "0 or 1"
-        s = _str_expr(spec.name, sql_type)
-        return (
-            f"({s} IS NOT NULL AND {s} NOT IN ({sql_literal(lo)}, {sql_literal(hi)}))",
-            f"{lo!r} or {hi!r}",
-        )
-    if spec.type == "categorical" and spec.levels:
-        s = _str_expr(spec.name, sql_type)
-        levels = ", ".join(sql_literal(v) for v in spec.levels)
-        return f"({s} IS NOT NULL AND {s} NOT IN ({levels}))", f"one of {list(spec.levels)}"
-    return None
-
-
-def _default_cache_dir(data_path: Path) -> Path | None:
-    """A writable cache dir: next to the data file if possible, else the user cache dir."""
-    candidates = [data_path.parent / ".healthfed-cache"]
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    candidates.append((Path(xdg) if xdg else Path.home() / ".cache") / "healthfed")
-    for cand in candidates:
-        try:
-            cand.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(cand, os.W_OK | os.X_OK):
-            return cand
-    return None
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class NodeDataset:
@@ -304,7 +194,7 @@ class NodeDataset:
             st = path.stat()
             key = (st.st_size, st.st_mtime_ns)
             if self._hash is None or self._hash[0] != key:
-                self._hash = (key, _sha256_file(path))
+                self._hash = (key, sha256_file(path))
         except OSError as exc:
             raise DataError(f"{self._label}: cannot read data file: {exc}") from None
         return self._hash[1]
@@ -320,23 +210,6 @@ class NodeDataset:
         if self._frame is not None:
             return f"in-memory frame for dataset {d.name!r}"
         return f"{d.path} (dataset {d.name!r})"
-
-    def _cache_key(self, st: os.stat_result) -> tuple[str, str]:
-        """(prefix for this file, key of this version of file + declared types)."""
-        d = self.descriptor
-        prefix = f"{d.path.stem}-{hashlib.sha256(str(d.path).encode()).hexdigest()[:12]}"
-        ident = {
-            "v": _CACHE_VERSION,
-            "path": str(d.path),
-            "size": st.st_size,
-            "mtime_ns": st.st_mtime_ns,
-            "format": d.format,
-            "csv": [d.csv_delimiter, d.csv_header, list(d.na_values)],
-            "id": d.id_column,
-            "columns": [[c.name, c.type, list(c.levels or ())] for c in d.columns.values()],
-        }
-        key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
-        return prefix, key
 
     def _prepare(self) -> None:
         if self._view_sql is not None:
@@ -355,7 +228,7 @@ class NodeDataset:
         try:
             con.register(_FRAME_TABLE, self._frame)
             types = self._source_types(con, _FRAME_TABLE)
-            n = self._check(con, _FRAME_TABLE, types, row_base=1, row_word="row")
+            n = check_values(con, _FRAME_TABLE, types, self.descriptor, self._label, 1, "row")
         finally:
             con.close()
         self._n_rows = n
@@ -374,8 +247,8 @@ class NodeDataset:
             raise DataError(f"{self._label}: data file is not a regular file: {path}")
         if not os.access(path, os.R_OK):
             raise DataError(f"{self._label}: data file is not readable: {path}")
-        cache_dir = self._cache_dir_arg or _default_cache_dir(path)
-        prefix, key = self._cache_key(st)
+        cache_dir = self._cache_dir_arg or default_cache_dir(path)
+        prefix, key = cache_key(d, st)
         con = duckdb.connect()
         try:
             if d.format == "parquet":
@@ -383,11 +256,11 @@ class NodeDataset:
                 source = f"read_parquet({sql_literal(str(path))})"
                 types = self._source_types(con, source)
                 stamp = cache_dir / f"{prefix}-{key}.json" if cache_dir else None
-                n = self._read_stamp(stamp)
+                n = read_stamp(stamp)
                 if n is None:
-                    n = self._check(con, source, types, row_base=1, row_word="row")
+                    n = check_values(con, source, types, d, self._label, 1, "row")
                     if stamp is not None:
-                        self._write_stamp(stamp, prefix, n)
+                        write_stamp(stamp, prefix, n, self.descriptor.path)
             else:
                 if cache_dir is None:
                     raise DataError(
@@ -424,16 +297,16 @@ class NodeDataset:
         source = self._csv_source()
         types = self._source_types(con, source)
         row_base = 2 if self.descriptor.csv_header else 1  # report the line number in the file
-        self._check(con, source, types, row_base=row_base, row_word="line")
+        check_values(con, source, types, self.descriptor, self._label, row_base, "line")
         exprs = []
         for name, spec in self.descriptor.columns.items():
             t = types[name]
             if spec.is_numeric:
-                exprs.append(f"{_double_expr(name, t)} AS {quote_ident(name)}")
+                exprs.append(f"{double_expr(name, t)} AS {quote_ident(name)}")
             elif spec.type == "binary":
-                exprs.append(f"{_binary_expr(spec, t)} AS {quote_ident(name)}")
+                exprs.append(f"{binary_expr(spec, t)} AS {quote_ident(name)}")
             else:
-                exprs.append(f"{_str_expr(name, t)} AS {quote_ident(name)}")
+                exprs.append(f"{str_expr(name, t)} AS {quote_ident(name)}")
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.parent / f".{cached.name}.{uuid.uuid4().hex}.tmp"
         try:
@@ -448,38 +321,7 @@ class NodeDataset:
             raise DataError(f"{self._label}: cannot write the CSV cache {cached}: {exc}") from None
         finally:
             tmp.unlink(missing_ok=True)
-        self._remove_stale(cached.parent, prefix, keep=cached.name)
-
-    @staticmethod
-    def _remove_stale(cache_dir: Path, prefix: str, keep: str) -> None:
-        """Drop caches of older versions of the same file (best effort)."""
-        for old in cache_dir.glob(f"{prefix}-*"):
-            if old.name != keep and old.suffix in (".parquet", ".json"):
-                try:
-                    old.unlink()
-                except OSError:
-                    pass
-
-    @staticmethod
-    def _read_stamp(stamp: Path | None) -> int | None:
-        if stamp is None:
-            return None
-        try:
-            return int(json.loads(stamp.read_text())["n_rows"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def _write_stamp(self, stamp: Path, prefix: str, n: int) -> None:
-        """Remember a successful validation; failure to write only costs a rescan later."""
-        try:
-            stamp.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=stamp.parent, prefix=f".{stamp.name}.")
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"n_rows": n, "file": str(self.descriptor.path)}, fh)
-            os.replace(tmp, stamp)
-            self._remove_stale(stamp.parent, prefix, keep=stamp.name)
-        except OSError:
-            pass
+        remove_stale(cached.parent, prefix, keep=cached.name)
 
     def _source_types(self, con: duckdb.DuckDBPyConnection, source: str) -> dict[str, str]:
         """Column name -> SQL type of the source; missing declared columns raise."""
@@ -497,79 +339,17 @@ class NodeDataset:
             )
         return types
 
-    def _check(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        source: str,
-        types: dict[str, str],
-        row_base: int,
-        row_word: str,
-    ) -> int:
-        """Validate values against the declared types in one scan; return the row count."""
-        d = self.descriptor
-        checks: dict[str, tuple[str, str]] = {}
-        aggs = ["count(*)"]
-        for name, spec in d.columns.items():
-            if spec.type == "id":
-                continue
-            bad = _bad_value_predicate(spec, types[name])
-            if bad is not None:
-                checks[name] = bad
-                aggs.append(f"count_if({bad[0]})")
-        ident = _str_expr(d.id_column, types[d.id_column])
-        aggs += [f"count_if({ident} IS NULL)", f"count({ident}) - count(DISTINCT {ident})"]
-        try:
-            row = con.execute(f"SELECT {', '.join(aggs)} FROM {source}").fetchone()
-        except duckdb.Error as exc:
-            raise DataError(f"{self._label}: cannot read the data: {exc}") from None
-        assert row is not None
-        n = int(row[0])
-        problems: list[str] = []
-        numbered = f"(SELECT row_number() OVER () AS __row, * FROM {source})"
-        for (name, (pred, expected)), count in zip(checks.items(), row[1:-2], strict=True):
-            if not count:
-                continue
-            spec = d.columns[name]
-            shown = (
-                _str_expr(name, types[name])
-                if spec.is_categorical
-                else f"CAST({quote_ident(name)} AS VARCHAR)"
-            )
-            ex = con.execute(
-                f"SELECT __row, {shown} FROM {numbered} WHERE {pred} LIMIT 1"
-            ).fetchone()
-            where = f", e.g. {ex[1]!r} at {row_word} {int(ex[0]) + row_base - 1}" if ex else ""
-            problems.append(
-                f"column {name!r} ({spec.type}): {count} value(s) are not {expected}{where}"
-            )
-        nulls, dups = int(row[-2]), int(row[-1])
-        if nulls:
-            ex = con.execute(
-                f"SELECT __row FROM {numbered} WHERE {ident} IS NULL LIMIT 1"
-            ).fetchone()
-            where = f", e.g. at {row_word} {int(ex[0]) + row_base - 1}" if ex else ""
-            problems.append(f"id column {d.id_column!r}: {nulls} missing patient id(s){where}")
-        if dups:
-            ex = con.execute(
-                f"SELECT {ident}, count(*) FROM {source} GROUP BY 1 HAVING count(*) > 1 LIMIT 1"
-            ).fetchone()
-            where = f", e.g. {ex[0]!r} appears {ex[1]} times" if ex else ""
-            problems.append(f"id column {d.id_column!r}: {dups} duplicate patient id(s){where}")
-        if problems:
-            raise DataError(f"{self._label}: invalid data:\n  " + "\n  ".join(problems))
-        return n
-
     def _build_view(self, source: str, types: dict[str, str]) -> str:
         """SQL creating the typed, harmonised view ``data`` (exactly the declared columns)."""
         exprs = []
         for name, spec in self.descriptor.columns.items():
             t = types[name]
             if spec.is_numeric:
-                expr = self._conversions[name].sql(_double_expr(name, t))
+                expr = self._conversions[name].sql(double_expr(name, t))
             elif spec.type == "binary":
-                expr = _binary_expr(spec, t)
+                expr = binary_expr(spec, t)
             else:
-                expr = _str_expr(name, t)
+                expr = str_expr(name, t)
             exprs.append(f"{expr} AS {quote_ident(name)}")
         return f"CREATE VIEW data AS SELECT {', '.join(exprs)} FROM {source}"
 

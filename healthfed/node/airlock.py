@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from healthfed.errors import PolicyDenied
+from healthfed.errors import InvalidArgument, PolicyDenied
 from healthfed.governance.canonical import sha256_hex
 
 __all__ = ["ApprovalQueue", "Ticket", "request_fingerprint"]
@@ -172,7 +172,9 @@ class ApprovalQueue:
     def decide(self, ticket: str, status: str, by: str, reason: str | None = None) -> Ticket:
         """Approve or reject a pending ticket."""
         if status not in ("approved", "rejected"):
-            raise ValueError(f"status must be 'approved' or 'rejected', got {status!r}")
+            raise InvalidArgument(
+                f"argument 'status' must be 'approved' or 'rejected', got {status!r}"
+            )
         current = self.get(ticket)
         if current.status != "pending":
             raise PolicyDenied(f"ticket {current.ticket} is already {current.status}")

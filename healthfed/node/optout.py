@@ -8,8 +8,8 @@ candidate ids without it, and hashes from two sites cannot be linked.
 Keyed hash: ``sha256_hex(key_hex + ":" + patient_id)`` over UTF-8. It is
 written so DuckDB can compute the very same value in SQL (``sha256(...)``) over
 the dataset's id column, which is how the node excludes opted-out patients from
-every computation that starts after the opt-out (see ``Node`` in
-``healthfed.node.runtime``): the ``data`` view every computation reads is
+every computation that starts after the opt-out (see
+``healthfed.node.connection``): the ``data`` view every computation reads is
 replaced by one without them.
 """
 

@@ -2,29 +2,11 @@
 
 A request is data, never code: it names one of healthfed's registered
 computations, a dataset and parameters. The node looks the computation up in
-its own installed registry, validates the parameters against its policy,
-runs it over its local data in DuckDB and passes the result through its
-disclosure filter. Only that filtered dict leaves the node.
-
-A node is described by one TOML file the data steward owns::
-
-    [node]
-    name = "hospital_1"
-
-    [policy]                 # optional; defaults are the safe ones
-    min_cell_count = 5
-
-    [governance]             # makes the node *governed* (see below)
-    trusted_hub_keys = ["../hub/hub_public_key.txt"]
-
-    [approval]               # per computation: "auto" (default) or "manual"
-    table1 = "manual"
-
-    [catalogue]              # optional HealthDCAT-AP metadata for `catalogue publish`
-    publisher = "Hospital 1, Data Office"
-
-    [[datasets]]
-    descriptor = "covid.toml"   # relative to this file
+its own installed registry, refuses parameters the computation does not accept,
+validates the others against its policy, runs it over its local data in DuckDB
+and passes the result through its disclosure filter. Only that filtered dict
+leaves the node. A node is described by one TOML file the data steward owns
+(:mod:`healthfed.node.config`).
 
 Governance
 ----------
@@ -35,12 +17,12 @@ trusted hub, signature, validity window, requester, purpose, dataset,
 computation, variables); a request without a permit runs nothing. It then
 applies the stricter of its own policy and the permit's output rules, excludes
 patients who opted out (``healthfed.node.optout``) from the ``data`` view every
-computation reads, and — for computations its ``[approval]`` table marks
-``manual`` — holds the disclosed result in its airlock
-(``healthfed.node.airlock``) until the data steward approves it. Every decision
-(released, refused with the failed check, pending, error) is appended to the
-node's hash-chained audit log with the sizes released, suppressed cells and
-opted-out patients excluded (rounded).
+computation reads (:mod:`healthfed.node.connection`), and — for computations
+its ``[approval]`` table marks ``manual`` — holds the disclosed result in its
+airlock (``healthfed.node.airlock``) until the data steward approves it. Every
+decision (released, refused with the failed check, pending, error) is appended
+to the node's hash-chained audit log with the sizes released, suppressed cells
+and opted-out patients excluded (rounded).
 
 A node without ``[governance]`` (e.g. built in Python as ``Node(name,
 datasets)``) is an **ungoverned sandbox**: it runs requests without a permit and
@@ -49,19 +31,15 @@ logs a warning saying it is for synthetic data only.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
-import os
 import threading
-import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from healthfed.compute import get_computation
 from healthfed.errors import (
     DataError,
     HealthfedError,
@@ -70,26 +48,27 @@ from healthfed.errors import (
     PolicyError,
     PrivacyError,
 )
+from healthfed.governance.audit import AuditLog
 from healthfed.governance.node_config import NodeGovernance
+from healthfed.governance.permit import check_permit, referenced_variables
+from healthfed.node.airlock import ApprovalQueue, request_fingerprint
+from healthfed.node.config import read_node_file, write_node_file
+from healthfed.node.connection import RequestConnection
+from healthfed.node.optout import OptOutStore
+from healthfed.node.request import (
+    apply_output_rules,
+    parse_request,
+    permit_id,
+    released_bytes,
+    round_count,
+    suppressed_cells,
+)
 from healthfed.policy import SitePolicy
+from healthfed.privacy.guard import PrivacyGuard, disclose_any
+
+__all__ = ["Node", "load_node", "round_count", "write_node_file"]
 
 log = logging.getLogger(__name__)
-
-REQUEST_FIELDS = {
-    "computation",
-    "dataset",
-    "params",
-    "request_id",
-    "requester",
-    "permit",
-    "purpose",
-}
-
-
-def round_count(n: int, base: int) -> int:
-    """``n`` rounded to the nearest multiple of ``base`` (what audit records show)."""
-    base = max(1, int(base))
-    return int(base * math.floor(n / base + 0.5))
 
 
 @dataclass
@@ -125,56 +104,13 @@ class Node:
     @classmethod
     def from_toml(cls, path: str | Path) -> Node:
         """Build a node from its TOML file; errors name the file and field."""
-        from healthfed.data.dataset import NodeDataset
-
-        path = Path(path).resolve()
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise PolicyError(f"node file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise PolicyError(f"{path}: not valid TOML: {exc}") from None
-        node = raw.get("node", {})
-        name = node.get("name")
-        if not isinstance(name, str) or not name:
-            raise PolicyError(f"{path}: [node].name is missing")
-        policy = SitePolicy.from_dict(raw.get("policy", {}), source=f"{path} [policy]")
-        cache_dir = node.get("cache_dir")
-        cache = (path.parent / cache_dir) if cache_dir else None
-        entries = raw.get("datasets", [])
-        if not isinstance(entries, list) or not entries:
-            raise PolicyError(f"{path}: declare at least one [[datasets]] entry")
-        datasets: dict[str, Any] = {}
-        for i, entry in enumerate(entries):
-            desc = entry.get("descriptor") if isinstance(entry, dict) else None
-            if not isinstance(desc, str):
-                raise PolicyError(f"{path}: [[datasets]] entry {i} needs a 'descriptor' path")
-            ds = NodeDataset.from_descriptor_file(path.parent / desc, cache_dir=cache)
-            if ds.name in datasets:
-                raise PolicyError(f"{path}: dataset name {ds.name!r} declared twice")
-            datasets[ds.name] = ds
-        governance = None
-        if "governance" in raw:
-            if not isinstance(raw["governance"], dict):
-                raise PolicyError(f"{path}: [governance] must be a table")
-            governance = NodeGovernance.from_tables(
-                raw["governance"],
-                raw.get("approval"),
-                base_dir=path.parent,
-                default_state_dir=f"{path.stem}.state",
-                source=str(path),
-            )
-        elif "approval" in raw:
-            raise PolicyError(f"{path}: [approval] needs a [governance] table")
-        catalogue = raw.get("catalogue", {})
-        if not isinstance(catalogue, dict):
-            raise PolicyError(f"{path}: [catalogue] must be a table")
+        f = read_node_file(path)
         return cls(
-            name=name,
-            datasets=datasets,
-            policy=policy,
-            governance=governance,
-            catalogue=catalogue,
+            name=f.name,
+            datasets=f.datasets,
+            policy=f.policy,
+            governance=f.governance,
+            catalogue=f.catalogue,
         )
 
     # --- governance state ------------------------------------------------------------------------
@@ -183,28 +119,22 @@ class Node:
         return self.governance is not None
 
     @property
-    def audit(self) -> Any:
+    def audit(self) -> AuditLog | None:
         """The node's :class:`~healthfed.governance.audit.AuditLog`, or None if ungoverned."""
-        from healthfed.governance.audit import AuditLog
-
         if self.governance is None or self.governance.audit_log is None:
             return None
         return AuditLog(self.governance.audit_log)
 
     @property
-    def optouts(self) -> Any:
+    def optouts(self) -> OptOutStore | None:
         """The node's :class:`~healthfed.node.optout.OptOutStore`, or None if ungoverned."""
-        from healthfed.node.optout import OptOutStore
-
         if self.governance is None or self.governance.optout_store is None:
             return None
         return OptOutStore(self.governance.optout_store)
 
     @property
-    def approvals(self) -> Any:
+    def approvals(self) -> ApprovalQueue | None:
         """The node's :class:`~healthfed.node.airlock.ApprovalQueue`, or None if ungoverned."""
-        from healthfed.node.airlock import ApprovalQueue
-
         if self.governance is None or self.governance.approvals is None:
             return None
         return ApprovalQueue(self.governance.approvals)
@@ -228,7 +158,7 @@ class Node:
         """Answer one request; never raises, never returns rows.
 
         ``secure=True`` is set by the node's own SecAgg+ handler
-        (:mod:`healthfed.federation.secure`), never by a request: the result is
+        (:mod:`healthfed.federation.secure_client`), never by a request: the result is
         masked before it leaves, which is what ``secure_aggregation_required`` asks.
 
         The reply is ``{"site", "status": "ok", "result"}`` on success;
@@ -247,7 +177,7 @@ class Node:
             "request_id": req.get("request_id"),
             "computation": req.get("computation"),
             "dataset": req.get("dataset"),
-            "permit_id": _permit_id(req.get("permit")),
+            "permit_id": permit_id(req.get("permit")),
         }
         if secure:
             info["secure_aggregation"] = True
@@ -258,37 +188,18 @@ class Node:
                 "use it for synthetic data only",
                 self.name,
             )
-        reply: dict[str, Any]
         try:
             status, payload = self._answer(request, info)
-        except PermitError as exc:
-            check = getattr(exc, "check", None)
-            log.info("site %s refused request (permit): %s", self.name, exc)
-            reply = {**base, "status": "refused", "reason": str(exc), "kind": type(exc).__name__}
-            if check:
-                reply["check"] = check
-            self._audit_decision(info, "refused", reason=str(exc), check=check)
-            return reply
-        except (PolicyDenied, PrivacyError, DataError, PolicyError) as exc:
-            log.info("site %s refused request: %s", self.name, exc)
-            self._audit_decision(info, "refused", reason=str(exc), check=type(exc).__name__)
-            return {**base, "status": "refused", "reason": str(exc), "kind": type(exc).__name__}
-        except HealthfedError as exc:
-            self._audit_decision(info, "error", reason=str(exc))
-            return {**base, "status": "error", "reason": str(exc), "kind": type(exc).__name__}
         except Exception as exc:  # noqa: BLE001 - a node must answer, and must not leak
-            log.exception("site %s failed on a request", self.name)
-            reason = f"internal error at site {self.name!r} ({type(exc).__name__})"
-            self._audit_decision(info, "error", reason=reason)
-            return {**base, "status": "error", "reason": reason, "kind": type(exc).__name__}
+            return self._failed(exc, base, info)
         if status == "pending":
             self._audit_decision(info, "pending", reason=payload["reason"])
             return {**base, "status": "pending", **payload}
         audited = self._audit_decision(
             info,
             "released",
-            released_bytes=len(json.dumps(payload, allow_nan=False, default=str)),
-            suppressed_cells=_suppressed_cells(payload),
+            released_bytes=released_bytes(payload),
+            suppressed_cells=suppressed_cells(payload),
         )
         if not audited:  # fail closed: nothing leaves a governed node unaudited
             return {
@@ -298,6 +209,33 @@ class Node:
                 "kind": "AuditError",
             }
         return {**base, "status": "ok", "result": payload}
+
+    def _failed(self, exc: Exception, base: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+        """The reply (and audit record) for a request that raised ``exc``.
+
+        Called while ``exc`` is being handled, so an unexpected failure's traceback
+        is logged at the node (never sent).
+        """
+        kind = type(exc).__name__
+        if isinstance(exc, PermitError):
+            check = getattr(exc, "check", None)
+            log.info("site %s refused request (permit): %s", self.name, exc)
+            reply = {**base, "status": "refused", "reason": str(exc), "kind": kind}
+            if check:
+                reply["check"] = check
+            self._audit_decision(info, "refused", reason=str(exc), check=check)
+            return reply
+        if isinstance(exc, PolicyDenied | PrivacyError | DataError | PolicyError):
+            log.info("site %s refused request: %s", self.name, exc)
+            self._audit_decision(info, "refused", reason=str(exc), check=kind)
+            return {**base, "status": "refused", "reason": str(exc), "kind": kind}
+        if isinstance(exc, HealthfedError):
+            self._audit_decision(info, "error", reason=str(exc))
+            return {**base, "status": "error", "reason": str(exc), "kind": kind}
+        log.exception("site %s failed on a request", self.name)
+        reason = f"internal error at site {self.name!r} ({kind})"
+        self._audit_decision(info, "error", reason=reason)
+        return {**base, "status": "error", "reason": reason, "kind": kind}
 
     def _audit_decision(self, info: dict[str, Any], decision: str, **extra: Any) -> bool:
         """Append the decision to the audit log; False if that failed (logged)."""
@@ -311,29 +249,24 @@ class Node:
         return True
 
     def _answer(self, request: Any, info: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """(``"ok"``, disclosed result) or (``"pending"``, ticket info); raises on refusal."""
-        from healthfed.compute import get_computation
+        """(``"ok"``, disclosed result) or (``"pending"``, ticket info); raises on refusal.
 
-        if not isinstance(request, dict):
-            raise PolicyDenied("a request must be a JSON object")
-        unknown = sorted(set(request) - REQUEST_FIELDS)
-        if unknown:
-            raise PolicyDenied(f"request has unknown field(s) {unknown}")
-        name = request.get("computation")
-        if not isinstance(name, str):
-            raise PolicyDenied("request field 'computation' must name a registered computation")
-        dataset_name = str(request.get("dataset"))
-        raw_params = request.get("params") or {}
-        if not isinstance(raw_params, dict):
-            raise PolicyDenied("request field 'params' must be an object")
+        The pipeline: request shape, permit (on the request as sent), the stricter
+        of the site's policy and the permit's output rules, the computation's
+        accepted parameters, its ``validate``, the permit again (on the normalised
+        parameters), then the computation under the privacy guard and the disclosure
+        filter -- or the airlock, for a computation the steward reviews by hand.
+        """
+        name, dataset_name, raw_params = parse_request(request)
         policy = self.policy
         scope = None
         if self.governance is not None:
             # The permit is checked before anything else, on the request as sent.
             scope = self._check_permit(request, name, dataset_name, raw_params)
-            policy = _apply_output_rules(policy, scope.output_rules)
+            policy = apply_output_rules(policy, scope.output_rules)
         computation = get_computation(name)
         dataset = self.dataset(dataset_name)
+        computation.check_params(raw_params)  # an unknown parameter is refused, never ignored
         params = computation.validate(raw_params, dataset.descriptor, policy)
         if scope is not None:
             # ... and again on the parameters as the computation normalised them.
@@ -346,8 +279,6 @@ class Node:
     def _check_permit(
         self, request: dict[str, Any], computation: str, dataset_name: str, params: Any
     ) -> Any:
-        from healthfed.governance.permit import check_permit, referenced_variables
-
         assert self.governance is not None
         columns: list[str] = []
         if dataset_name in self.datasets:
@@ -381,8 +312,6 @@ class Node:
         checks differencing against earlier cohorts of the same permit before the
         computation runs; and it charges the ledger only for what was released.
         """
-        from healthfed.privacy.guard import disclose_any
-
         with self.privacy_guard.request(
             info.get("permit_id"),
             info.get("request_id"),
@@ -392,7 +321,7 @@ class Node:
             policy,
             secure=bool(info.get("secure_aggregation")),
         ) as guarded:
-            with _connection(dataset, self.optouts) as con:
+            with RequestConnection(dataset, self.optouts) as con:
                 if con.excluded is not None:
                     info["optouts_excluded"] = round_count(con.excluded, policy.min_cell_count)
                 self._check_cohort(guarded, con.con, dataset)
@@ -433,15 +362,13 @@ class Node:
             self._checked_cohorts[key] = ticket.cohort_size
 
     @property
-    def privacy_guard(self) -> Any:
+    def privacy_guard(self) -> PrivacyGuard:
         """The node's :class:`~healthfed.privacy.guard.PrivacyGuard` (ledger, cohorts, DP rules).
 
         Governed nodes keep the budget ledger and cohort memory in their state folder
         (they survive restarts); sandbox nodes keep them in memory.
         """
-        from healthfed.privacy.guard import PrivacyGuard
-
-        guard = self.__dict__.get("_privacy_guard")
+        guard: PrivacyGuard | None = self.__dict__.get("_privacy_guard")
         if guard is None:
             state = self.governance.state_dir if self.governance is not None else None
             audit = self.record if self.governance is not None else None
@@ -459,15 +386,15 @@ class Node:
         policy: SitePolicy,
         info: dict[str, Any],
     ) -> tuple[str, dict[str, Any]]:
-        from healthfed.node.airlock import request_fingerprint
-
+        """Hold the disclosed result until the data steward approves it (one ticket per request)."""
         queue = self.approvals
-        permit_id = _permit_id(request.get("permit"))
+        assert queue is not None  # a manual approval mode needs governance, which has a queue
+        pid = permit_id(request.get("permit"))
         fingerprinted = raw_params
         if info.get("secure_aggregation"):  # approving a masked release is a separate decision
             fingerprinted = {**raw_params, "(secure aggregation)": True}
         fp = request_fingerprint(
-            permit_id, request.get("requester"), computation.name, dataset.name, fingerprinted
+            pid, request.get("requester"), computation.name, dataset.name, fingerprinted
         )
         ticket = queue.by_fingerprint(fp)
         if ticket is None:
@@ -475,14 +402,14 @@ class Node:
             result = self._compute(computation, dataset, params, policy, info)
             checks = {
                 "disclosure": "passed",
-                "suppressed_cells": _suppressed_cells(result),
-                "released_bytes": len(json.dumps(result, allow_nan=False, default=str)),
+                "suppressed_cells": suppressed_cells(result),
+                "released_bytes": released_bytes(result),
                 "optouts_excluded": info.get("optouts_excluded"),
             }
             ticket = queue.add(
                 fp,
                 requester=request.get("requester"),
-                permit_id=permit_id,
+                permit_id=pid,
                 computation=computation.name,
                 dataset=dataset.name,
                 params=raw_params,
@@ -508,10 +435,11 @@ class Node:
     # --- the data steward's airlock actions ------------------------------------------------
     def decide(self, ticket: str, approve: bool, by: str, reason: str | None = None) -> Any:
         """Approve or reject a queued request (audited); returns the updated ticket."""
-        if self.governance is None:
+        queue = self.approvals
+        if self.governance is None or queue is None:
             raise PolicyError(f"site {self.name!r} is ungoverned: it has no approval queue")
         status = "approved" if approve else "rejected"
-        t = self.approvals.decide(ticket, status, by=by, reason=reason)
+        t = queue.decide(ticket, status, by=by, reason=reason)
         self.record(
             {
                 "action": "approve" if approve else "reject",
@@ -530,151 +458,6 @@ class Node:
         return t
 
 
-def _permit_id(permit: Any) -> str | None:
-    if isinstance(permit, dict) and isinstance(permit.get("permit"), dict):
-        pid = permit["permit"].get("permit_id")
-        return pid if isinstance(pid, str) else None
-    return None
-
-
-def _suppressed_cells(result: Any) -> int | None:
-    if isinstance(result, dict) and isinstance(result.get("suppressed_cells"), int):
-        return int(result["suppressed_cells"])
-    return None
-
-
-def _apply_output_rules(policy: SitePolicy, rules: dict[str, Any]) -> SitePolicy:
-    """The stricter of the site's policy and the permit's output rules (never looser)."""
-    changes: dict[str, Any] = {}
-    for name in ("min_cell_count", "min_subset"):
-        value = rules.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value > getattr(policy, name):
-            changes[name] = value
-    return replace(policy, **changes) if changes else policy
-
-
-class _OpenData:
-    """The request's data: a (lazy) connection whose ``data`` view excludes opted-out patients."""
-
-    def __init__(self, con: Any, excluded: int | None) -> None:
-        self.con = con
-        self.excluded = excluded
-
-
-class _LazyConnection:
-    """A dataset's DuckDB connection for one request, opened on first use.
-
-    Behaves as the ``duckdb`` connection (attribute access opens it), so a
-    computation that answers from the node's in-process caches (e.g. an
-    iterative fit's later rounds, see :func:`healthfed.compute.preprocess.cached_design`)
-    never pays for opening DuckDB. :meth:`data_identity` names the rows of the
-    view ``data`` without opening it, and only while nothing could have changed
-    that view: once the connection is open (a computation may rename or replace
-    ``data``, as the opt-out exclusion and subgroup filters do), it returns None
-    and callers identify the data through the connection itself.
-    """
-
-    def __init__(self, dataset: Any) -> None:
-        self._dataset = dataset
-        self._con: Any = None
-        self._closed = False
-
-    @property
-    def opened(self) -> bool:
-        return self._con is not None
-
-    def _open(self) -> Any:
-        if self._closed:
-            # Never reopen: a fresh connection would not carry this request's view
-            # (e.g. the opt-out exclusion). As a closed duckdb connection does:
-            import duckdb
-
-            raise duckdb.ConnectionException("Connection already closed!")
-        if self._con is None:
-            self._con = self._dataset.connect()
-        return self._con
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_dataset", "_con", "_closed"):
-            raise AttributeError(name)
-        return getattr(self._open(), name)
-
-    def data_identity(self) -> tuple[Any, ...] | None:
-        """Identity of the rows behind ``data`` (file + size + mtime + view), or None."""
-        if self._con is not None or self._closed:
-            return None
-        identity = getattr(self._dataset, "data_identity", None)
-        return identity() if callable(identity) else None
-
-    def close(self) -> None:
-        self._closed = True
-        if self._con is not None:
-            con, self._con = self._con, None
-            con.close()
-
-    def __enter__(self) -> _LazyConnection:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class _connection:
-    """The dataset's DuckDB connection for one request, always closed afterwards.
-
-    With an opt-out store holding opt-outs, the connection is opened at once and
-    the dataset's ``data`` view is renamed and replaced by one without the
-    opted-out patients (matched on the keyed hash of the id column), so every
-    computation — statistics and models alike — reads only the remaining
-    patients; ``excluded`` counts the rows dropped. The opt-out table's name
-    carries a digest of the opt-out set, so the view's SQL (which in-process
-    caches use to identify the data) changes whenever the set does. Without
-    opt-outs to apply the connection opens lazily, on the computation's first
-    use of it (:class:`_LazyConnection`).
-    """
-
-    def __init__(self, dataset: Any, optouts: Any = None) -> None:
-        self._dataset = dataset
-        self._optouts = optouts
-
-    def __enter__(self) -> _OpenData:
-        self._con = _LazyConnection(self._dataset)
-        try:
-            excluded = self._exclude_optouts()
-        except Exception:
-            self._con.close()
-            raise
-        return _OpenData(self._con, excluded)
-
-    def _exclude_optouts(self) -> int | None:
-        if self._optouts is None:
-            return None
-        hashes = self._optouts.hashes()
-        if not hashes:
-            return 0
-        id_col = self._dataset.descriptor.id_column
-        expr = self._optouts.sql_hash('"' + id_col.replace('"', '""') + '"')
-        if expr is None:  # pragma: no cover - hashes exist only with a key
-            return 0
-        digest = hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()[:16]
-        table = f"__healthfed_optouts_{digest}"
-        con = self._con
-        con.execute("ALTER VIEW data RENAME TO __healthfed_all_rows")
-        con.execute(f"CREATE TABLE {table} (h VARCHAR PRIMARY KEY)")
-        con.executemany(f"INSERT INTO {table} VALUES (?)", [(h,) for h in hashes])
-        con.execute(
-            f"CREATE VIEW data AS SELECT * FROM __healthfed_all_rows "
-            f"WHERE {expr} NOT IN (SELECT h FROM {table})"
-        )
-        row = con.execute(
-            f"SELECT count(*) FROM __healthfed_all_rows WHERE {expr} IN (SELECT h FROM {table})"
-        ).fetchone()
-        return int(row[0]) if row else 0
-
-    def __exit__(self, *exc: object) -> None:
-        self._con.close()
-
-
 _cache_lock = threading.Lock()
 _node_cache: dict[str, Node] = {}
 
@@ -686,76 +469,3 @@ def load_node(path: str | Path) -> Node:
         if key not in _node_cache:
             _node_cache[key] = Node.from_toml(key)
         return _node_cache[key]
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
-
-
-def write_node_file(
-    path: str | Path,
-    name: str,
-    descriptors: list[str | Path],
-    policy: SitePolicy | None = None,
-    hub_keys: list[str | Path] | None = None,
-    approval: dict[str, str] | None = None,
-) -> Path:
-    """Write a node TOML (name, policy, governance, dataset descriptors) for a steward to edit.
-
-    Descriptor paths are written relative to the node file, so the folder holding
-    both can be moved as a whole.
-
-    Parameters
-    ----------
-    hub_keys
-        Public keys of the hubs whose permits the node accepts: files (written
-        relative to the node file) or base64 text. Given (even empty), the node is
-        governed and gets a ``[governance]`` table with its state folder
-        ``<stem>.state``; ``None`` writes an ungoverned sandbox node.
-    approval
-        Computation -> ``"auto"``/``"manual"`` for the ``[approval]`` table.
-    """
-    path = Path(path).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["[node]", f"name = {_toml_value(name)}", "", "[policy]"]
-    for key, value in (policy or SitePolicy()).to_dict().items():
-        lines.append(f"{key} = {_toml_value(value)}")
-    if hub_keys is not None:
-        keys = []
-        for k in hub_keys:
-            p = Path(k)
-            try:
-                is_file = p.is_file()
-            except OSError:
-                is_file = False
-            keys.append(os.path.relpath(p.resolve(), path.parent) if is_file else str(k).strip())
-        state = f"{path.stem}.state"
-        lines += [
-            "",
-            "[governance]",
-            f"trusted_hub_keys = {_toml_value(keys)}",
-            f"state_dir = {_toml_value(state)}",
-            "",
-            "[approval]",
-            'default = "auto"',
-        ]
-        for comp, mode in sorted((approval or {}).items()):
-            lines.append(f"{comp} = {_toml_value(mode)}")
-    elif approval:
-        raise PolicyError("an [approval] table needs a governed node (give hub_keys)")
-    for desc in descriptors:
-        rel = os.path.relpath(Path(desc).resolve(), path.parent)
-        lines += ["", "[[datasets]]", f"descriptor = {_toml_value(rel)}"]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    if hub_keys is not None:
-        Node.from_toml(path)  # fail now, naming the file, if a key cannot be read
-    return path

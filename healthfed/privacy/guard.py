@@ -15,7 +15,7 @@ Before anything runs (:meth:`PrivacyGuard.before_run`):
 * ``policy.dp_required``: a computation that is not differentially private is refused;
 * ``policy.secure_aggregation_required``: a computation that releases sums or model
   updates is refused unless the node answers it inside its own SecAgg+ handler
-  (``secure=True``, set by :mod:`healthfed.federation.secure`, never by the request);
+  (``secure=True``, set by :mod:`healthfed.federation.secure_client`, never by the request);
 * a secure round may only carry a summable computation
   (:data:`healthfed.privacy.secagg.SECURE_SUMMABLE`);
 * a DP request's planned cost (from its validated ``dp`` block) is checked against
@@ -44,7 +44,10 @@ from typing import Any
 from healthfed.errors import PolicyDenied, PrivacyError
 from healthfed.policy import SitePolicy
 from healthfed.privacy.differencing import CohortKey, CohortMemory, cohort_of
+from healthfed.privacy.disclosure import disclose
+from healthfed.privacy.dp import DPRelease, disclose_dp
 from healthfed.privacy.ledger import NO_PERMIT, Charge, PrivacyLedger
+from healthfed.privacy.model_release import ModelStatistics, disclose_model_statistics
 from healthfed.privacy.secagg import SECURE_SUMMABLE, secure_weighting
 
 log = logging.getLogger(__name__)
@@ -107,10 +110,6 @@ def planned_charge(params: Any) -> Charge | None:
 
 def disclose_any(release: Any, policy: SitePolicy) -> dict[str, Any]:
     """The node's disclosure filter over every release type (fail closed on others)."""
-    from healthfed.privacy.disclosure import disclose
-    from healthfed.privacy.dp import DPRelease, disclose_dp
-    from healthfed.privacy.model_release import ModelStatistics, disclose_model_statistics
-
     if isinstance(release, DPRelease):
         return disclose_dp(release, policy)
     if isinstance(release, ModelStatistics):

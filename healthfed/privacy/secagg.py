@@ -1,8 +1,8 @@
 """Exact encoding of a site's released sums for Flower's SecAgg+, and back.
 
 healthfed sums site vectors with Flower's SecAgg+ (``flwr.client.mod.secaggplus_mod``
-at the node, ``flwr.server.workflow.SecAggPlusWorkflow`` at the hub; wired in
-:mod:`healthfed.federation.secure`). SecAgg+ adds integer vectors modulo
+at the node, ``flwr.server.workflow.SecAggPlusWorkflow`` at the aggregator; wired in
+:mod:`healthfed.federation.secure_client` and `secure_server`). SecAgg+ adds integer vectors modulo
 ``2^32`` under pairwise masks whose seeds are Shamir-shared, so the hub learns
 the sum over the sites that sent a vector (dropouts are recovered) and nothing
 about any single vector (semi-honest hub, fewer than ``threshold`` colluding

@@ -1,13 +1,7 @@
-"""Hub-side result objects: pooling the sites' disclosed replies.
+"""Hub-side results of ``table1`` and ``describe``: pooled and per-site summaries.
 
-Pooling rule (documented choice): a pooled cell is the sum (counts) or the exact
-combination (moments, histograms) of the sites' released cells, and is ``None``
-as soon as one contributing site withheld that cell. A pooled value is thus
-never a partial sum that could be mistaken for the total, and no suppressed
-site cell can be derived from a pooled cell minus the released site cells.
-A site whose count for a cell is a released 0 contributes nothing to that cell.
-
-Every result has ``sites`` (contributing sites), ``suppressed_cells`` (the sites'
+Pooled as :mod:`healthfed.compute.results.pooling` says (a pooled cell is ``None``
+as soon as one contributing site withheld it). Every result has ``sites`` (contributing sites), ``suppressed_cells`` (the sites'
 total), ``to_frame()``, ``to_dict()`` (JSON-able, suppressed values ``None``) and
 ``to_text()``. The federation sets ``missing_sites``, ``refusals``, ``engine``
 and ``elapsed_s`` after combining.
@@ -22,71 +16,25 @@ from typing import Any
 import pandas as pd
 
 from healthfed.compute.quantiles import pooled_quantiles
+from healthfed.compute.results.pooling import (
+    ALL,
+    MISSING,
+    OVERALL,
+    POOLED,
+    SUPP,
+    TOTAL,
+    Cells,
+    disclosed_cells,
+    pool_counts,
+    pool_moments,
+    reply_sites,
+)
 
-__all__ = [
-    "ALL",
-    "MISSING",
-    "OVERALL",
-    "CountResult",
-    "CrosstabResult",
-    "DescribeResult",
-    "SummaryResult",
-    "Table1Result",
-]
-
-MISSING = "(missing)"
-ALL = "all"
-OVERALL = "overall"
-POOLED = "pooled"
-TOTAL = "Total"
-SUPP = "supp."
+__all__ = ["DescribeResult", "SummaryResult", "Table1Result", "combine_summary"]
 
 
 def _pname(p: float) -> str:
     return f"p{100 * p:g}"
-
-
-def _cells(t: dict[str, Any]) -> dict[tuple[str, str], int | None]:
-    """A disclosed table as {(row, col): value}; totals under row/col ``Total``/``overall``."""
-    cols = [OVERALL if c == ALL else c for c in t["cols"]]
-    d: dict[tuple[str, str], int | None] = {}
-    for i, r in enumerate(t["rows"]):
-        for j, c in enumerate(cols):
-            d[(r, c)] = t["counts"][i][j]
-        d[(r, OVERALL)] = t["row_totals"][i]
-    for j, c in enumerate(cols):
-        d[(TOTAL, c)] = t["col_totals"][j]
-    d[(TOTAL, OVERALL)] = t["total"]
-    return d
-
-
-def _pool_counts(
-    views: list[dict[tuple[str, str], int | None]],
-) -> dict[tuple[str, str], int | None]:
-    keys: dict[tuple[str, str], None] = {}
-    for v in views:
-        keys.update(dict.fromkeys(v))
-    out: dict[tuple[str, str], int | None] = {}
-    for k in keys:
-        vals = [v.get(k, 0) for v in views]
-        out[k] = None if any(x is None for x in vals) else int(sum(vals))  # type: ignore[arg-type]
-    return out
-
-
-def _moments(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Pool released cells exactly: Chan et al.'s formula for (n, mean, M2)."""
-    n = sum(int(p["n"]) for p in parts)
-    mean = math.fsum(p["n"] * p["mean"] for p in parts) / n
-    m2 = math.fsum(p["m2"] for p in parts) + math.fsum(
-        p["n"] * (p["mean"] - mean) ** 2 for p in parts
-    )
-    out: dict[str, Any] = {"n": n, "mean": mean, "sd": math.sqrt(m2 / (n - 1)) if n > 1 else None}
-    if all("min" in p for p in parts):
-        out["min"] = min(p["min"] for p in parts)
-        out["max"] = max(p["max"] for p in parts)
-    ok = all("hist" in p or "hists" in p for p in parts)
-    out["hists"] = [h for p in parts for h in p.get("hists", [p.get("hist")])] if ok else None
-    return out
 
 
 def _records_numeric(
@@ -104,7 +52,7 @@ def _records_numeric(
 
     add("n", n)
     add("missing", missing)
-    m = _moments(parts) if parts else None
+    m = pool_moments(parts) if parts else None
     add("mean", None if m is None else m["mean"])
     add("sd", None if m is None else m["sd"])
     if m is not None and "min" in m:
@@ -338,18 +286,52 @@ def combine_summary(
     replies: dict[str, dict[str, Any]], params: dict[str, Any], cls: type[SummaryResult]
 ) -> SummaryResult:
     """Pool ``table1``/``describe`` replies into ``cls`` (see the module docstring)."""
-    sites = sorted(replies)
-    if not sites:
-        raise ValueError("no site replies to combine")
+    sites = reply_sites(replies)
     first = replies[sites[0]]
     meta = first.get("meta", {})
     variables = list(params.get("variables") or meta.get("variables") or [])
     if isinstance(variables, str):
         variables = [variables]
     kinds = dict(meta.get("kinds", {}))
-    by = meta.get("by")
     probs = [float(p) for p in params.get("quantiles", [0.25, 0.5, 0.75]) or []]
-    views = {s: {k: _cells(t) for k, t in replies[s]["tables"].items()} for s in sites}
+    views = {s: {k: disclosed_cells(t) for k, t in replies[s]["tables"].items()} for s in sites}
+    groups = _groups(replies, sites)
+    pooled_views = {k: pool_counts([views[s].get(k, {}) for s in sites]) for k in views[sites[0]]}
+    cols = [OVERALL, *groups]
+    rec: list[dict[str, Any]] = []
+    for site in [POOLED, *sites]:
+        site_views = pooled_views if site == POOLED else views[site]
+        contributing = sites if site == POOLED else [site]
+        N = site_views["N"]
+        for c in cols:
+            row = {"site": site, "variable": "N", "row": "patients", "group": c}
+            rec.append({**row, "value": N.get(("N", c), 0)})
+        for v in variables:
+            t = site_views.get(f"var:{v}", {})
+            if kinds.get(v) in ("numeric", "integer"):
+                for c in cols:
+                    parts = _numeric_parts(replies, views, contributing, v, c)
+                    n, missing = t.get(("n", c), 0), t.get(("missing", c), 0)
+                    _records_numeric(rec, site, v, c, n, missing, parts, probs)
+            else:
+                _records_categorical(rec, site, v, cols, t, binary=kinds.get(v) == "binary")
+    if MISSING in groups and pooled_views["N"].get(("N", MISSING), 0) == 0:
+        groups.remove(MISSING)
+    return cls(
+        computation=str(first.get("computation", "")),
+        variables=variables,
+        kinds=kinds,
+        by=meta.get("by"),
+        groups=groups,
+        sites=sites,
+        quantiles=probs,
+        suppressed_cells=int(sum(int(replies[s].get("suppressed_cells", 0)) for s in sites)),
+        records=rec,
+    )
+
+
+def _groups(replies: dict[str, dict[str, Any]], sites: list[str]) -> list[str]:
+    """The levels of ``by`` any site released, in first-seen order, ``(missing)`` last."""
     groups: list[str] = []
     for s in sites:
         for c in replies[s]["tables"]["N"]["cols"]:
@@ -358,72 +340,43 @@ def combine_summary(
     if MISSING in groups:
         groups.remove(MISSING)
         groups.append(MISSING)
-    pooled_views = {k: _pool_counts([views[s].get(k, {}) for s in sites]) for k in views[sites[0]]}
-    cols = [OVERALL, *groups]
-    rec: list[dict[str, Any]] = []
-    for site in [POOLED, *sites]:
-        site_views = pooled_views if site == POOLED else views[site]
-        contributing = sites if site == POOLED else [site]
-        N = site_views["N"]
+    return groups
+
+
+def _numeric_parts(
+    replies: dict[str, dict[str, Any]],
+    views: dict[str, dict[str, Cells]],
+    contributing: list[str],
+    v: str,
+    c: str,
+) -> list[dict[str, Any]] | None:
+    """The contributing sites' released moments of ``v`` in group ``c``; None if one withheld."""
+    parts: list[dict[str, Any]] = []
+    for s in contributing:
+        n_s = views[s].get(f"var:{v}", {}).get(("n", c), 0)
+        if n_s == 0:
+            continue
+        cell = _numeric_cell(replies[s], v, c)
+        if n_s is None or cell is None:
+            return None
+        parts.append(cell)
+    return parts
+
+
+def _records_categorical(
+    rec: list[dict[str, Any]], site: str, v: str, cols: list[str], t: Cells, binary: bool
+) -> None:
+    """Each level's count and percent of the column's patients (binary: level ``1`` only)."""
+    levels = list(dict.fromkeys(r for (r, _) in t if r not in (TOTAL, MISSING)))
+    if binary:
+        levels = [lv for lv in levels if lv == "1"]
+    for lv in [*levels, MISSING]:
         for c in cols:
-            rec.append(
-                {
-                    "site": site,
-                    "variable": "N",
-                    "row": "patients",
-                    "group": c,
-                    "value": N.get(("N", c), 0),
-                }
-            )
-        for v in variables:
-            t = site_views.get(f"var:{v}", {})
-            if kinds.get(v) in ("numeric", "integer"):
-                for c in cols:
-                    parts: list[dict[str, Any]] | None = []
-                    for s in contributing:
-                        n_s = views[s].get(f"var:{v}", {}).get(("n", c), 0)
-                        if n_s == 0:
-                            continue
-                        cell = _numeric_cell(replies[s], v, c)
-                        if n_s is None or cell is None:
-                            parts = None
-                            break
-                        parts.append(cell)  # type: ignore[union-attr]
-                    _records_numeric(
-                        rec, site, v, c, t.get(("n", c), 0), t.get(("missing", c), 0), parts, probs
-                    )
-            else:
-                levels = list(dict.fromkeys(r for (r, _) in t if r not in (TOTAL, MISSING)))
-                if kinds.get(v) == "binary":
-                    levels = [lv for lv in levels if lv == "1"]
-                for lv in [*levels, MISSING]:
-                    for c in cols:
-                        n = t.get((lv, c), 0)
-                        tot = t.get((TOTAL, c), 0)
-                        pct = None if n is None or not tot else 100.0 * n / tot
-                        rec.append({"site": site, "variable": v, "row": lv, "group": c, "value": n})
-                        rec.append(
-                            {
-                                "site": site,
-                                "variable": v,
-                                "row": f"{lv} %",
-                                "group": c,
-                                "value": pct,
-                            }
-                        )
-    if MISSING in groups and pooled_views["N"].get(("N", MISSING), 0) == 0:
-        groups.remove(MISSING)
-    return cls(
-        computation=str(first.get("computation", "")),
-        variables=variables,
-        kinds=kinds,
-        by=by,
-        groups=groups,
-        sites=sites,
-        quantiles=probs,
-        suppressed_cells=int(sum(int(replies[s].get("suppressed_cells", 0)) for s in sites)),
-        records=rec,
-    )
+            n = t.get((lv, c), 0)
+            tot = t.get((TOTAL, c), 0)
+            pct = None if n is None or not tot else 100.0 * n / tot
+            rec.append({"site": site, "variable": v, "row": lv, "group": c, "value": n})
+            rec.append({"site": site, "variable": v, "row": f"{lv} %", "group": c, "value": pct})
 
 
 def _numeric_cell(reply: dict[str, Any], v: str, col: str) -> dict[str, Any] | None:
@@ -446,156 +399,3 @@ def _numeric_cell(reply: dict[str, Any], v: str, col: str) -> dict[str, Any] | N
     if col not in t["cols"]:
         return None
     return block["cells"][t["cols"].index(col)]
-
-
-@dataclass
-class CrosstabResult:
-    """Counts of ``row`` x ``col`` with margins, pooled and per site.
-
-    ``counts[site][(row_level, col_level)]`` with ``Total`` margins;
-    ``site`` is ``"pooled"`` or a site name; ``None`` = suppressed.
-    """
-
-    row: str
-    col: str
-    row_levels: list[str]
-    col_levels: list[str]
-    sites: list[str]
-    counts: dict[str, dict[tuple[str, str], int | None]]
-    suppressed_cells: int
-    missing_sites: list[str] = field(default_factory=list)
-    refusals: dict[str, str] = field(default_factory=dict)
-    engine: str | None = None
-    elapsed_s: float = 0.0
-
-    @classmethod
-    def combine(cls, replies: dict[str, dict[str, Any]], params: dict[str, Any]) -> CrosstabResult:
-        """Pool the sites' disclosed crosstabs (a pooled cell is None if any site withheld it)."""
-        sites = sorted(replies)
-        views = {}
-        for s in sites:
-            t = replies[s]["tables"]["crosstab"]
-            d = _cells({**t, "cols": [c if c != ALL else ALL for c in t["cols"]]})
-            views[s] = {(r, TOTAL if c == OVERALL else c): v for (r, c), v in d.items()}
-        rl: list[str] = []
-        cl: list[str] = []
-        for s in sites:
-            t = replies[s]["tables"]["crosstab"]
-            rl += [r for r in t["rows"] if r not in rl]
-            cl += [c for c in t["cols"] if c not in cl]
-        for lst in (rl, cl):
-            if MISSING in lst:
-                lst.remove(MISSING)
-                lst.append(MISSING)
-        meta = replies[sites[0]].get("meta", {})
-        counts = {POOLED: _pool_counts([views[s] for s in sites]), **views}
-        return cls(
-            row=str(params.get("row", meta.get("row"))),
-            col=str(params.get("col", meta.get("col"))),
-            row_levels=rl,
-            col_levels=cl,
-            sites=sites,
-            counts=counts,
-            suppressed_cells=int(sum(int(replies[s].get("suppressed_cells", 0)) for s in sites)),
-        )
-
-    def to_frame(self, per_site: bool = False, site: str = POOLED) -> pd.DataFrame:
-        """Wide counts with ``Total`` margins (nullable Int64), or long with a site column."""
-        rows, cols = [*self.row_levels, TOTAL], [*self.col_levels, TOTAL]
-        if per_site:
-            return pd.DataFrame.from_records(
-                [
-                    {"site": s, self.row: r, self.col: c, "count": self.counts[s].get((r, c), 0)}
-                    for s in [POOLED, *self.sites]
-                    for r in rows
-                    for c in cols
-                ]
-            ).astype({"count": "Int64"})
-        data = [[self.counts[site].get((r, c), 0) for c in cols] for r in rows]
-        df = pd.DataFrame(data, index=pd.Index(rows, name=self.row), columns=cols, dtype="Int64")
-        df.columns.name = self.col
-        return df
-
-    def to_dict(self) -> dict[str, Any]:
-        rows, cols = [*self.row_levels, TOTAL], [*self.col_levels, TOTAL]
-
-        def table(s: str) -> list[list[int | None]]:
-            return [[self.counts[s].get((r, c), 0) for c in cols] for r in rows]
-
-        return {
-            "computation": "crosstab",
-            "row": self.row,
-            "col": self.col,
-            "rows": rows,
-            "cols": cols,
-            "sites": self.sites,
-            "missing_sites": list(self.missing_sites),
-            "suppressed_cells": self.suppressed_cells,
-            "pooled": table(POOLED),
-            "per_site": {s: table(s) for s in self.sites},
-        }
-
-    def to_text(self) -> str:
-        df = self.to_frame().astype(object).where(lambda d: d.notna(), SUPP)
-        return (
-            df.to_string()
-            + f"\n\nSites contributed: {', '.join(self.sites)}; cells suppressed: {self.suppressed_cells}"
-        )
-
-
-@dataclass
-class CountResult:
-    """Number of patients (where ``variable == level``), pooled and per site."""
-
-    variable: str | None
-    level: str | None
-    count: int | None
-    per_site: dict[str, int | None]
-    sites: list[str]
-    suppressed_cells: int
-    missing_sites: list[str] = field(default_factory=list)
-    refusals: dict[str, str] = field(default_factory=dict)
-    engine: str | None = None
-    elapsed_s: float = 0.0
-
-    @classmethod
-    def combine(cls, replies: dict[str, dict[str, Any]], params: dict[str, Any]) -> CountResult:
-        """Sum the sites' released counts (None if any site withheld its count)."""
-        sites = sorted(replies)
-        per_site = {s: replies[s]["tables"]["count"]["counts"][0][0] for s in sites}
-        vals = list(per_site.values())
-        meta = replies[sites[0]].get("meta", {})
-        return cls(
-            variable=meta.get("variable"),
-            level=meta.get("level"),
-            count=None if any(v is None for v in vals) else int(sum(vals)),  # type: ignore[arg-type]
-            per_site=per_site,
-            sites=sites,
-            suppressed_cells=int(sum(int(replies[s].get("suppressed_cells", 0)) for s in sites)),
-        )
-
-    def to_frame(self, per_site: bool = True) -> pd.DataFrame:
-        """One row per site plus ``pooled``; column ``count`` (nullable Int64)."""
-        data = {**self.per_site, POOLED: self.count}
-        return pd.DataFrame(
-            {"count": pd.array(list(data.values()), dtype="Int64")}, index=list(data)
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "computation": "count",
-            "variable": self.variable,
-            "level": self.level,
-            "count": self.count,
-            "per_site": dict(self.per_site),
-            "sites": self.sites,
-            "missing_sites": list(self.missing_sites),
-            "suppressed_cells": self.suppressed_cells,
-        }
-
-    def to_text(self) -> str:
-        what = (
-            "patients" if self.variable is None else f"patients with {self.variable} = {self.level}"
-        )
-        shown = SUPP if self.count is None else str(self.count)
-        return f"{what}: {shown} (sites: {', '.join(self.sites)})"
