@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from healthfed.compute.evaluation import validate_evaluate
+from healthfed.compute.evaluation.node import validate_evaluate
 from healthfed.compute.fedavg import design_from_params, log_loss_sum, logits, sigmoid
+from healthfed.compute.registry import Computation, register
 from healthfed.errors import PolicyDenied
 from healthfed.privacy.model_release import ModelStatistics, array_from_reply
 
@@ -175,8 +176,6 @@ def combine_information(site_replies: dict[str, dict[str, Any]], params: dict[st
 
 
 def _register() -> None:
-    from healthfed.compute.registry import Computation, register
-
     register(
         Computation(
             name=PERMUTATION_IMPORTANCE,

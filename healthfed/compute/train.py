@@ -10,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from healthfed.errors import PolicyDenied
+from healthfed.compute.fedavg import FedAvgLogisticRegression, FederatedMLPClassifier
+from healthfed.compute.glm import FederatedGLM, FederatedLogisticRegression
+from healthfed.compute.preprocess import FederatedPreprocessor
+from healthfed.errors import InvalidArgument
+
+__all__ = ["MODEL_KINDS", "make_estimator", "train"]
 
 MODEL_KINDS = ("logistic", "gaussian", "poisson", "fedavg", "fedprox", "fedadam", "mlp")
 
@@ -27,9 +32,6 @@ def make_estimator(
 
     ``secure_aggregation`` pools every training round with Flower's SecAgg+.
     """
-    from healthfed.compute.fedavg import FedAvgLogisticRegression, FederatedMLPClassifier
-    from healthfed.compute.glm import FederatedGLM, FederatedLogisticRegression
-
     sa = secure_aggregation
     if kind == "logistic":
         return FederatedLogisticRegression(l2=l2, secure_aggregation=sa)
@@ -41,7 +43,7 @@ def make_estimator(
         )
     if kind == "mlp":
         return FederatedMLPClassifier(rounds=rounds, random_state=seed, secure_aggregation=sa)
-    raise PolicyDenied(f"--model must be one of {list(MODEL_KINDS)}, got {kind!r}")
+    raise InvalidArgument(f"--model must be one of {list(MODEL_KINDS)}, got {kind!r}")
 
 
 def train(
@@ -65,8 +67,6 @@ def train(
     federated standardisation, mean imputation plus indicator) so categorical
     features work for every kind.
     """
-    from healthfed.compute.preprocess import FederatedPreprocessor
-
     estimator = make_estimator(
         kind, l2=l2, rounds=rounds, seed=seed, secure_aggregation=secure_aggregation
     )

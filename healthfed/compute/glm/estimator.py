@@ -15,14 +15,14 @@ standard errors, Wald confidence intervals and p-values are those of the same
 model fitted to the concatenated rows (up to floating-point rounding, ~1e-12),
 which DataSHIELD's ``ds.glm`` also does; no site releases rows or per-row values.
 
-Rounds (each a ``Federation.query``; a deployed round costs seconds):
+Rounds (each a ``Federation.round``; a deployed round costs seconds):
 
 1. ``preprocess_moments``: the shared design spec (pooled means/SDs, missing
    indicators, agreed declared levels; :mod:`healthfed.compute.preprocess`).
 2. ``glm_step`` without coefficients: each site returns the weighted normal
    equations of the first IRLS iteration from R's ``glm`` starting values
    (``mu = (y + 0.5)/2`` binomial, ``y + 0.1`` Poisson, ``y`` Gaussian), so the
-   first coefficients come without a guess at the hub. For the Gaussian family
+   first coefficients come without a guess at the aggregator. For the Gaussian family
    this already is the least-squares solution.
 3. ``glm_step`` with coefficients, until ``max |step| < tol`` or the relative
    change of the (penalised) deviance ``|D - D_old| / (|D| + 0.1) < tol`` (R's
@@ -41,7 +41,8 @@ Disclosure. Each ``glm_step`` release is ``ModelStatistics`` with
 saturated model would reproduce its rows). The preprocessing round already
 applies that rule (``n_params="design"``), so a too-small site declines before
 shaping the standardisation; the fit uses the other sites if at least
-``federation.min_sites`` remain, and ``sites_``/``refused_`` say who did what.
+``federation.min_sites`` remain (the round raises ``TooFewSites`` otherwise),
+and ``sites_``/``refused_`` say who did what.
 A site that passes the preprocessing round but declines the first
 ``glm_step`` (e.g. missing indicators pushed it over the ratio) is left out of
 the fit; its rows then only shaped the pooled means/SDs of the spec, and the
@@ -67,346 +68,49 @@ import json
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
-from healthfed.compute.preprocess import (
-    FederatedPreprocessor,
-    _check_structure,
-    cached_design,
-    feature_names,
-    transform_frame,
-    validate_spec,
+from healthfed.compute.glm.combine import (
+    combine_glm_step,
+    newton_solve,
+    quadratic_stop,
+    wald_inference,
 )
-from healthfed.data.sql import holdout_sql, validate_holdout
-from healthfed.errors import DataError, FederationError, PolicyDenied, ThresholdViolation
-from healthfed.privacy.model_release import ModelStatistics, array_from_reply
+from healthfed.compute.glm.maths import FAMILIES, sigmoid
+from healthfed.compute.glm.node import GLM_STEP
+from healthfed.compute.preprocess import FederatedPreprocessor, feature_names, transform_frame
+from healthfed.data.sql import validate_holdout
+from healthfed.errors import DataError, FederationError, InvalidArgument
 
-__all__ = [
-    "FAMILIES",
-    "GLM_STEP",
-    "FederatedGLM",
-    "FederatedLogisticRegression",
-    "glm_derivatives",
-    "glm_start",
-]
-
-GLM_STEP = "glm_step"
-FAMILIES = ("binomial", "gaussian", "poisson")
-_Z975 = 1.959963984540054
-
-
-# =====================================================================================
-# the maths (numpy; used by the nodes and by the tests' pooled reference)
-# =====================================================================================
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
-_CHUNK_ROWS = 8_192
-
-
-def _block_buffer(X: np.ndarray, rows: int) -> np.ndarray:
-    """A reusable row-block buffer in ``X``'s memory order (same-layout copies are fastest)."""
-    if X.flags.f_contiguous and not X.flags.c_contiguous:
-        return np.empty((rows, X.shape[1]), order="F")
-    return np.empty((rows, X.shape[1]))
-
-
-def _sum_log1pexp(eta: np.ndarray) -> float:
-    """``sum(log(1 + exp(eta)))``, stably: ``max(eta, 0) + log1p(exp(-|eta|))``.
-
-    The formula of ``np.logaddexp(0, eta)``, written with vectorised ufuncs
-    (several times faster than ``logaddexp``'s scalar loop).
-    """
-    t = np.abs(eta)
-    np.negative(t, out=t)
-    np.exp(t, out=t)
-    np.log1p(t, out=t)
-    return float(np.sum(t) + np.sum(np.maximum(eta, 0.0)))
-
-
-def weighted_gram(X: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
-    """``X^T diag(w) X`` for ``w >= 0``, in row blocks through one small reused buffer.
-
-    Each block is scaled by ``sqrt(w)`` and multiplied by its own transpose (a
-    BLAS ``syrk``), so no ``n x p`` temporary is allocated per round: on a node
-    that is faster (cache-resident blocks) and avoids touching fresh memory.
-    """
-    n, p = X.shape
-    H = np.zeros((p, p))
-    if n == 0:
-        return H
-    buf = _block_buffer(X, min(_CHUNK_ROWS, n))
-    sw = None if w is None else np.sqrt(w)
-    for lo in range(0, n, _CHUNK_ROWS):
-        xc = X[lo : lo + _CHUNK_ROWS]
-        b = buf[: len(xc)]
-        if sw is None:
-            b[...] = xc
-        else:
-            np.multiply(xc, sw[lo : lo + _CHUNK_ROWS, None], out=b)
-        H += b.T @ b
-    return H
-
-
-def glm_derivatives(
-    family: str, X: np.ndarray, y: np.ndarray, beta: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Score, Fisher information, deviance and log-likelihood at ``beta`` over these rows.
-
-    ``X`` includes the intercept column. For canonical links the observed and
-    expected information coincide, so Newton-Raphson is Fisher scoring (IRLS).
-    The Gaussian log-likelihood needs the pooled RSS and is returned as 0.
-
-    One pass over ``X`` in row blocks: each block's linear predictor, mean,
-    weights, score, deviance and ``syrk`` Gram update are computed while the
-    block is in cache, and every temporary is block-sized (no ``n``-length or
-    ``n x p`` array is allocated per round).
-    """
-    if family not in FAMILIES:
-        raise PolicyDenied(f"parameter 'family' must be one of {list(FAMILIES)}, got {family!r}")
-    n, p = X.shape
-    H = np.zeros((p, p))
-    score = np.zeros(p)
-    loglik = 0.0
-    deviance = 0.0
-    if n == 0:
-        return score, H, deviance, loglik
-    beta = np.asarray(beta, dtype=np.float64)
-    buf = _block_buffer(X, min(_CHUNK_ROWS, n))
-    if family == "poisson":
-        from scipy.special import gammaln, xlogy
-    for lo in range(0, n, _CHUNK_ROWS):
-        xc = X[lo : lo + _CHUNK_ROWS]
-        yc = y[lo : lo + _CHUNK_ROWS]
-        b = buf[: len(xc)]
-        eta = xc @ beta
-        if family == "binomial":
-            mu = _sigmoid(eta)
-            loglik += float(yc @ eta) - _sum_log1pexp(eta)
-            w = mu * (1.0 - mu)
-            resid = yc - mu
-        elif family == "poisson":
-            mu = np.exp(eta)
-            ye = float(yc @ eta)
-            loglik += ye - float(np.sum(mu)) - float(np.sum(gammaln(yc + 1.0)))
-            deviance += 2.0 * (float(np.sum(xlogy(yc, yc))) - ye - float(np.sum(yc - mu)))
-            w = mu
-            resid = yc - mu
-        else:  # gaussian
-            resid = yc - eta
-            deviance += float(resid @ resid)
-            w = None
-        score += resid @ xc
-        if w is None:
-            b[...] = xc
-        else:
-            np.sqrt(w, out=w)
-            np.multiply(xc, w[:, None], out=b)
-        H += b.T @ b
-    if family == "binomial":
-        deviance = -2.0 * loglik
-    return score, H, deviance, loglik
-
-
-def glm_start(family: str, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted normal equations ``(X^T W X, X^T W z)`` of IRLS from R's starting values."""
-    if family == "binomial":
-        mu = (y + 0.5) / 2.0
-        eta = np.log(mu / (1.0 - mu))
-        w = mu * (1.0 - mu)
-    elif family == "poisson":
-        mu = y + 0.1
-        eta = np.log(mu)
-        w = mu
-    elif family == "gaussian":
-        return weighted_gram(X), X.T @ y
-    else:
-        raise PolicyDenied(f"parameter 'family' must be one of {list(FAMILIES)}, got {family!r}")
-    z = eta + (y - mu) / w
-    return weighted_gram(X, w), X.T @ (w * z)
-
-
-# =====================================================================================
-# node side: the registered computation
-# =====================================================================================
-def validate_glm_step(params: dict[str, Any], descriptor: Any, policy: Any) -> dict[str, Any]:
-    """Check a ``glm_step`` request; every error names the parameter."""
-    if not isinstance(params, dict):
-        raise PolicyDenied("glm_step: params must be an object")
-    allowed = {"family", "preprocess", "target", "positive", "beta", "holdout"}
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise PolicyDenied(f"glm_step: unknown parameter(s) {unknown}; allowed: {sorted(allowed)}")
-    family = params.get("family", "binomial")
-    if family not in FAMILIES:
-        raise PolicyDenied(f"parameter 'family' must be one of {list(FAMILIES)}, got {family!r}")
-    target = params.get("target")
-    if not isinstance(target, str):
-        raise PolicyDenied("parameter 'target' must name the outcome column")
-    descriptor.column(target)
-    spec = validate_spec(params.get("preprocess"), descriptor, policy)
-    if any(c["name"] == target for c in spec["columns"]):
-        raise PolicyDenied(f"parameter 'preprocess': the target {target!r} is also a feature")
-    p = len(feature_names(spec)) + 1
-    beta = params.get("beta")
-    if beta is not None:
-        if (
-            not isinstance(beta, list)
-            or len(beta) != p
-            or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in beta)
-        ):
-            raise PolicyDenied(
-                f"parameter 'beta' must be a list of {p} numbers (intercept first) or null"
-            )
-        beta = np.asarray(beta, dtype=float)
-        if not np.all(np.isfinite(beta)):
-            raise PolicyDenied("parameter 'beta' must be finite")
-    positive = params.get("positive")
-    holdout = validate_holdout(params.get("holdout"))
-    return {
-        "family": family,
-        "preprocess": spec,
-        "target": target,
-        "positive": None if positive is None else str(positive),
-        "beta": beta,
-        "holdout": holdout,
-        "where": holdout_sql(descriptor, holdout),
-        "n_params": p,
-    }
-
-
-def run_glm_step(con: Any, descriptor: Any, params: dict[str, Any], policy: Any) -> ModelStatistics:
-    """Node side: score, information and deviance at ``beta`` (or IRLS start without it).
-
-    The design matrix is built once per (data, spec, outcome, row filter) and
-    cached in the node process, so a round is one matrix product.
-    """
-    X, y = cached_design(
-        con,
-        descriptor,
-        params["preprocess"],
-        params["target"],
-        params["positive"],
-        params["where"],
-        params["family"],
-    )
-    n, p = len(y), int(params["n_params"])
-    if n < policy.min_subset or p > policy.max_param_ratio * n:
-        # Nothing computed: the node's disclosure filter refuses with the rule's reason.
-        return ModelStatistics(arrays={}, n_rows=n, n_params=p)
-    if params["beta"] is None:
-        xtwx, xtwz = glm_start(params["family"], X, y)
-        return ModelStatistics(arrays={"hessian": _pack(xtwx), "xwz": xtwz}, n_rows=n, n_params=p)
-    score, hessian, deviance, loglik = glm_derivatives(params["family"], X, y, params["beta"])
-    return ModelStatistics(
-        arrays={"score": score, "hessian": _pack(hessian)},
-        n_rows=n,
-        n_params=p,
-        scalars={"deviance": deviance, "loglik": loglik},
-    )
-
-
-def _pack(H: np.ndarray) -> np.ndarray:
-    """Upper triangle (row-major) of a symmetric matrix: halves the bytes on the wire."""
-    return H[np.triu_indices(H.shape[0])]
-
-
-def _unpack(v: np.ndarray) -> np.ndarray:
-    p = int(round((math.sqrt(8 * len(v) + 1) - 1) / 2))
-    if p * (p + 1) // 2 != len(v):
-        raise FederationError(f"glm_step: a packed Hessian of length {len(v)} is not triangular")
-    H = np.zeros((p, p))
-    H[np.triu_indices(p)] = v
-    return H + np.triu(H, 1).T
-
-
-def combine_glm_step(site_replies: dict[str, dict[str, Any]], params: dict[str, Any]) -> dict:
-    """Hub side: the pooled sums of one round (the Newton loop lives in ``FederatedGLM``).
-
-    Each site sends the Hessian's upper triangle; the pooled one is returned as a matrix.
-    """
-    sites = sorted(site_replies)
-    first = site_replies[sites[0]]
-    out: dict[str, Any] = {
-        "sites": sites,
-        "n_rows": sum(int(r["n_rows"]) for r in site_replies.values()),
-    }
-    for name in first["arrays"]:
-        out[name] = np.sum([array_from_reply(site_replies[s], name) for s in sites], axis=0)
-    out["hessian"] = _unpack(out["hessian"])
-    for name in first.get("scalars", {}):
-        out[name] = float(sum(float(site_replies[s]["scalars"][name]) for s in sites))
-    return out
-
-
-def _register() -> None:
-    from healthfed.compute.registry import Computation, register
-
-    register(
-        Computation(
-            name=GLM_STEP,
-            description="One Newton/IRLS step of a GLM (binomial, gaussian, poisson): the site's "
-            "score, Fisher information and deviance at the given coefficients.",
-            validate=validate_glm_step,
-            run=run_glm_step,
-            combine=combine_glm_step,
-        )
-    )
-
-
-_register()
-
-
-# =====================================================================================
-# hub side: the estimator
-# =====================================================================================
 try:  # scikit-learn conventions (get_params/set_params/clone)
     from sklearn.base import BaseEstimator, ClassifierMixin
 except ImportError:  # pragma: no cover
     BaseEstimator = object  # type: ignore[assignment,misc]
     ClassifierMixin = object  # type: ignore[assignment,misc]
 
-
-def _two_sided_p(z: np.ndarray) -> np.ndarray:
-    """``2 * P(Z > |z|)`` for a standard normal ``Z`` (via ``erfc``, accurate in the tails)."""
-    return np.array([math.erfc(abs(v) / math.sqrt(2.0)) if np.isfinite(v) else np.nan for v in z])
+__all__ = ["FederatedGLM", "FederatedLogisticRegression"]
 
 
-def _solve(A: np.ndarray, b: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    """Solve the Newton system; a singular design is a data problem, named."""
-    zero = [names[i] for i in range(len(names)) if A[i, i] <= 1e-12 * max(1.0, A[0, 0])]
-    if zero:
-        raise DataError(
-            f"design column(s) {zero} are constant zero over the contributing sites' rows "
-            "(e.g. a level nobody has); drop them or use a penalty"
-        )
-    try:
-        return np.linalg.solve(A, b)
-    except np.linalg.LinAlgError:
-        raise DataError(
-            "the pooled information matrix is singular: collinear design columns "
-            f"among {list(names)}"
-        ) from None
+@dataclass
+class _Newton:
+    """The hub's Newton loop between rounds: coefficients, site set, last evaluation."""
 
-
-def _quadratic_stop(prev_step: float, step: float, tol: float) -> bool:
-    """True when Newton is visibly in its quadratic phase and the next step is < ``tol``.
-
-    Near the optimum Newton's steps shrink as ``s_{k+1} ~ c * s_k**2``. With ``c``
-    estimated from the last two steps, the step just applied leaves an error of about
-    ``c * step**2``; when that is below ``tol`` (and the contraction ``c * step`` is
-    clearly < 1, i.e. not the linear regime of a flat or separated likelihood) the
-    confirmation round would only measure it, so it is skipped: one deployed round
-    (seconds) less per fit.
-    """
-    if not (math.isfinite(prev_step) and prev_step > 0 and step > 0):
-        return False
-    c = step / prev_step**2
-    return c * step < 0.1 and c * step**2 < tol
+    names: list[str]
+    lam: float
+    P: np.ndarray
+    info: np.ndarray
+    beta: np.ndarray | None = None
+    sites: list[str] | None = None
+    dev: float = float("nan")
+    dev_old: float = float("nan")
+    loglik: float = 0.0
+    n_rows: int = 0
+    prev_step: float = float("nan")
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 class FederatedGLM(BaseEstimator):
@@ -429,7 +133,7 @@ class FederatedGLM(BaseEstimator):
     missing
         ``"indicator"`` (pooled-mean imputation + indicator) or ``"drop"``.
     secure_aggregation
-        Pool every Newton round with Flower's SecAgg+ (``Federation.query(...,
+        Pool every Newton round with Flower's SecAgg+ (``Federation.round(...,
         secure=True)``): the hub sees only the summed score and Hessian, never a
         site's own. The preprocessing round (pooled means, SDs, level counts) stays
         an ordinary disclosure-checked round.
@@ -478,17 +182,17 @@ class FederatedGLM(BaseEstimator):
     # --- fitting --------------------------------------------------------------------
     def _check_params(self) -> None:
         if self.family not in FAMILIES:
-            raise PolicyDenied(
+            raise InvalidArgument(
                 f"argument 'family' must be one of {list(FAMILIES)}, got {self.family!r}"
             )
         if not (isinstance(self.l2, int | float) and math.isfinite(self.l2) and self.l2 >= 0):
-            raise PolicyDenied(f"argument 'l2' must be a number >= 0, got {self.l2!r}")
+            raise InvalidArgument(f"argument 'l2' must be a number >= 0, got {self.l2!r}")
         if not isinstance(self.max_iter, int) or self.max_iter < 1:
-            raise PolicyDenied(
+            raise InvalidArgument(
                 f"argument 'max_iter' must be a positive integer, got {self.max_iter!r}"
             )
         if not (isinstance(self.tol, int | float) and self.tol > 0):
-            raise PolicyDenied(f"argument 'tol' must be > 0, got {self.tol!r}")
+            raise InvalidArgument(f"argument 'tol' must be > 0, got {self.tol!r}")
 
     def fit(
         self,
@@ -507,7 +211,7 @@ class FederatedGLM(BaseEstimator):
         Parameters
         ----------
         federation
-            A ``healthfed`` ``Federation`` (one ``query`` per round).
+            A ``healthfed`` ``Federation`` (one ``round`` per Newton step).
         dataset, target
             Dataset name at the nodes and the outcome column.
         features
@@ -526,126 +230,153 @@ class FederatedGLM(BaseEstimator):
         Returns
         -------
         self
+
+        Raises
+        ------
+        InvalidArgument
+            A bad estimator parameter, or neither ``features`` nor ``preprocess``.
+        TooFewSites
+            A round had fewer contributing sites than the federation requires.
+        FederationError
+            The contributing sites changed between Newton rounds.
         """
         self._check_params()
-        min_sites = int(getattr(federation, "min_sites", 2))
         hold = validate_holdout({**holdout, "part": "train"}) if holdout else None
         self.refused_: dict[str, str] = {}
         self.history_: list[dict[str, Any]] = []
-        rounds = 0
-        if preprocess is None:
-            if not features:
-                raise PolicyDenied("argument 'features': give feature columns or 'preprocess'")
-            pre = FederatedPreprocessor(
-                list(features), categorical, missing=self.missing, standardize=self.standardize
-            ).fit(federation, dataset, target, n_params="design", holdout=hold)
-            rounds += 1
-            self.refused_.update(pre.refused_)
-        elif isinstance(preprocess, FederatedPreprocessor):
-            pre = preprocess
-        else:
-            spec = _check_structure(preprocess)
-            pre = FederatedPreprocessor([c["name"] for c in spec["columns"]])
-            pre.spec_ = spec
-            pre.feature_names_ = feature_names(spec)
-            pre.sites_, pre.refused_, pre.missing_sites_ = [], {}, []
+        pre, rounds = self._preprocessor(
+            federation, dataset, target, features, categorical, hold, preprocess
+        )
         spec = pre.spec_
-        names = ["intercept", *feature_names(spec)]
-        p = len(names)
-        P = np.eye(p)
-        P[0, 0] = 0.0
-        lam = float(self.l2)
         base: dict[str, Any] = {"family": self.family, "preprocess": spec, "target": target}
         if positive is not None:
             base["positive"] = str(positive)
         if hold:
             base["holdout"] = hold
-        beta: np.ndarray | None = None
-        sites: list[str] | None = None
-        info = np.eye(p)
-        dev = dev_old = float("nan")
-        loglik = 0.0
-        n_rows = 0
-        converged = False
-        n_iter = 0
-        prev_step = math.nan
-        for it in range(self.max_iter + 1):
-            params = {**base, "beta": None if beta is None else beta.tolist()}
-            secure = {"secure": True} if getattr(self, "secure_aggregation", False) else {}
-            out = federation.round(GLM_STEP, dataset, params, **secure)
-            rounds += 1
-            n_iter += 1
-            self.refused_.update(out.refused)
-            if len(out.contributed) < min_sites:
-                raise ThresholdViolation(
-                    f"glm_step round {it}: {len(out.contributed)} site(s) contributed "
-                    f"({', '.join(out.contributed) or 'none'}), at least {min_sites} needed; "
-                    f"refused: {out.refused}; missing: {out.missing}; errors: {out.errors}"
-                )
-            if sites is None:
-                sites = out.contributed
-            elif out.contributed != sites:
-                raise FederationError(
-                    f"glm_step round {it}: contributing sites changed from {sites} to "
-                    f"{out.contributed} (refused: {out.refused}; missing: {out.missing}); "
-                    "a Newton fit needs the same sites in every round"
-                )
-            agg = combine_glm_step(out.replies, params)
-            n_rows = int(agg["n_rows"])
-            if beta is None:
-                beta = _solve(agg["hessian"] + lam * P, agg["xwz"], names)
-                self.history_.append(
-                    {
-                        "round": it,
-                        "deviance": float("nan"),
-                        "max_step": float("nan"),
-                        "sites": sites,
-                    }
-                )
-                continue
-            info = agg["hessian"]
-            dev = float(agg["deviance"])
-            loglik = float(agg["loglik"])
-            pen_dev = dev + lam * float(beta @ P @ beta)
-            step = _solve(info + lam * P, agg["score"] - lam * (P @ beta), names)
-            max_step = float(np.max(np.abs(step)))
-            self.history_.append(
-                {"round": it, "deviance": dev, "max_step": max_step, "sites": sites}
-            )
-            beta = beta + step
-            if (
-                max_step < self.tol
-                or (
-                    math.isfinite(dev_old)
-                    and abs(pen_dev - dev_old) / (abs(pen_dev) + 0.1) < self.tol
-                )
-                or _quadratic_stop(prev_step, max_step, self.tol)
-            ):
-                converged = True
-                break
-            dev_old = pen_dev
-            prev_step = max_step
+        st, converged, n_iter = self._newton_loop(
+            federation, dataset, base, ["intercept", *feature_names(spec)]
+        )
         if not converged:
-            from sklearn.exceptions import ConvergenceWarning
-
-            warnings.warn(
-                f"FederatedGLM did not converge in {self.max_iter} Newton rounds "
-                f"(last max |step| {self.history_[-1]['max_step']:.3g}); results are approximate",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
-        assert beta is not None and sites is not None
-        self._finish(beta, info, lam * P, dev, loglik, n_rows, names)
+            self._warn_not_converged()
+        assert st.beta is not None and st.sites is not None
+        self._finish(st.beta, st.info, st.lam * st.P, st.dev, st.loglik, st.n_rows, st.names)
         self.n_iter_ = n_iter
-        self.rounds_ = rounds
+        self.rounds_ = rounds + n_iter
         self.converged_ = converged
-        self.sites_ = sites
+        self.sites_ = st.sites
         self.preprocessor_ = pre
         self.target_ = target
         self.positive_ = positive
         self.feature_names_in_ = np.asarray([c["name"] for c in spec["columns"]], dtype=object)
         self.n_features_in_ = len(self.feature_names_in_)
         return self
+
+    def _warn_not_converged(self) -> None:
+        from sklearn.exceptions import ConvergenceWarning  # scikit-learn: when needed
+
+        warnings.warn(
+            f"FederatedGLM did not converge in {self.max_iter} Newton rounds "
+            f"(last max |step| {self.history_[-1]['max_step']:.3g}); results are approximate",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+
+    def _preprocessor(
+        self,
+        federation: Any,
+        dataset: str,
+        target: str,
+        features: Sequence[str] | None,
+        categorical: Sequence[str] | None,
+        hold: dict[str, Any] | None,
+        preprocess: FederatedPreprocessor | dict[str, Any] | None,
+    ) -> tuple[FederatedPreprocessor, int]:
+        """The design spec: given, or fitted in one ``preprocess_moments`` round (and 1)."""
+        if isinstance(preprocess, FederatedPreprocessor):
+            return preprocess, 0
+        if preprocess is not None:
+            return FederatedPreprocessor.from_spec(preprocess), 0
+        if not features:
+            raise InvalidArgument("argument 'features': give feature columns or 'preprocess'")
+        pre = FederatedPreprocessor(
+            list(features), categorical, missing=self.missing, standardize=self.standardize
+        ).fit(federation, dataset, target, n_params="design", holdout=hold)
+        self.refused_.update(pre.refused_)
+        return pre, 1
+
+    def _newton_loop(
+        self, federation: Any, dataset: str, base: dict[str, Any], names: list[str]
+    ) -> tuple[_Newton, bool, int]:
+        """The IRLS start round, then Newton rounds until converged or ``max_iter``."""
+        p = len(names)
+        P = np.eye(p)
+        P[0, 0] = 0.0
+        st = _Newton(names=names, lam=float(self.l2), P=P, info=np.eye(p), history=self.history_)
+        n_iter = 0
+        for it in range(self.max_iter + 1):
+            agg = self._glm_round(federation, dataset, base, st, it)
+            n_iter += 1
+            if st.beta is None:
+                st.beta = newton_solve(agg["hessian"] + st.lam * P, agg["xwz"], names)
+                st.history.append(
+                    {"round": it, "deviance": math.nan, "max_step": math.nan, "sites": st.sites}
+                )
+                continue
+            if self._newton_step(st, agg, it):
+                return st, True, n_iter
+        return st, False, n_iter
+
+    def _glm_round(
+        self, federation: Any, dataset: str, base: dict[str, Any], st: _Newton, it: int
+    ) -> dict[str, Any]:
+        """One ``glm_step`` round at ``st.beta``, pooled; the site set must not change."""
+        params = {**base, "beta": None if st.beta is None else st.beta.tolist()}
+        secure = {"secure": True} if getattr(self, "secure_aggregation", False) else {}
+        out = federation.round(GLM_STEP, dataset, params, **secure)
+        self.refused_.update(out.refused)
+        if st.sites is None:
+            st.sites = out.contributed
+        elif out.contributed != st.sites:
+            raise FederationError(
+                f"glm_step round {it}: contributing sites changed from {st.sites} to "
+                f"{out.contributed} (refused: {out.refused}; missing: {out.missing}); "
+                "a Newton fit needs the same sites in every round"
+            )
+        agg = combine_glm_step(out.replies, params)
+        st.n_rows = int(agg["n_rows"])
+        return agg
+
+    def _newton_step(self, st: _Newton, agg: dict[str, Any], it: int) -> bool:
+        """Take the Newton step from this round's sums; True when the fit has converged.
+
+        Converged: ``max |step| < tol``, the relative change of the penalised deviance
+        below ``tol`` (R's rule), or Newton's quadratic phase predicting the next step
+        below ``tol`` (:func:`~healthfed.compute.glm.combine.quadratic_stop`).
+        """
+        assert st.beta is not None
+        beta, lam, P = st.beta, st.lam, st.P
+        st.info = agg["hessian"]
+        st.dev = float(agg["deviance"])
+        st.loglik = float(agg["loglik"])
+        pen_dev = st.dev + lam * float(beta @ P @ beta)
+        step = newton_solve(st.info + lam * P, agg["score"] - lam * (P @ beta), st.names)
+        max_step = float(np.max(np.abs(step)))
+        st.history.append(
+            {"round": it, "deviance": st.dev, "max_step": max_step, "sites": st.sites}
+        )
+        st.beta = beta + step
+        if (
+            max_step < self.tol
+            or (
+                math.isfinite(st.dev_old)
+                and abs(pen_dev - st.dev_old) / (abs(pen_dev) + 0.1) < self.tol
+            )
+            or quadratic_stop(st.prev_step, max_step, self.tol)
+        ):
+            return True
+        st.dev_old = pen_dev
+        st.prev_step = max_step
+        return False
 
     def _finish(
         self,
@@ -657,27 +388,8 @@ class FederatedGLM(BaseEstimator):
         n: int,
         names: list[str],
     ) -> None:
-        p = len(beta)
-        if self.family == "gaussian":
-            dispersion = dev / max(n - p, 1)
-            loglik = -0.5 * n * (math.log(2.0 * math.pi * dev / n) + 1.0) if dev > 0 else math.inf
-        else:
-            dispersion = 1.0
-        cov = dispersion * np.linalg.inv(info + penalty)
-        bse = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = beta / bse
-        self.params_ = beta
-        self.cov_params_ = cov
-        self.bse_ = bse
-        self.zvalues_ = z
-        self.pvalues_ = _two_sided_p(z)
-        self.conf_int_ = np.column_stack([beta - _Z975 * bse, beta + _Z975 * bse])
-        self.dispersion_ = float(dispersion)
-        self.deviance_ = float(dev)
-        self.loglik_ = float(loglik)
-        self.aic_ = float(-2.0 * loglik + 2.0 * (p + (1 if self.family == "gaussian" else 0)))
-        self.nobs_ = int(n)
+        for name, value in wald_inference(self.family, beta, info, penalty, dev, loglik, n).items():
+            setattr(self, name, value)
         self.feature_names_ = names[1:]
         self._set_coef(beta)
 
@@ -687,7 +399,7 @@ class FederatedGLM(BaseEstimator):
 
     # --- prediction -----------------------------------------------------------------
     def _design(self, X: Any) -> np.ndarray:
-        from sklearn.utils.validation import check_is_fitted
+        from sklearn.utils.validation import check_is_fitted  # scikit-learn: when needed
 
         check_is_fitted(self, "params_")
         return transform_frame(X, self.preprocessor_.spec_)
@@ -700,7 +412,7 @@ class FederatedGLM(BaseEstimator):
         """Expected outcome ``mu``: probability, mean or rate, by family."""
         eta = self.decision_function(X)
         if self.family == "binomial":
-            return _sigmoid(eta)
+            return sigmoid(eta)
         if self.family == "poisson":
             return np.exp(eta)
         return eta
@@ -722,11 +434,11 @@ class FederatedGLM(BaseEstimator):
     def summary_frame(self, alpha: float = 0.05) -> Any:
         """Coefficient table: coef, se, z, p, CI (and odds/rate ratios for binomial/Poisson)."""
         import pandas as pd
-        from sklearn.utils.validation import check_is_fitted
+        from sklearn.utils.validation import check_is_fitted  # scikit-learn: when needed
 
         check_is_fitted(self, "params_")
         if not 0 < alpha < 1:
-            raise PolicyDenied(f"argument 'alpha' must be in (0, 1), got {alpha!r}")
+            raise InvalidArgument(f"argument 'alpha' must be in (0, 1), got {alpha!r}")
         q = NormalDist().inv_cdf(1.0 - alpha / 2.0)
         lo, hi = self.params_ - q * self.bse_, self.params_ + q * self.bse_
         pct = f"{100 * (1 - alpha):g}%"
@@ -750,7 +462,7 @@ class FederatedGLM(BaseEstimator):
 
     def to_model_spec(self) -> dict[str, Any]:
         """JSON model description for federated evaluation (binomial: ``"logistic"``)."""
-        from sklearn.utils.validation import check_is_fitted
+        from sklearn.utils.validation import check_is_fitted  # scikit-learn: when needed
 
         check_is_fitted(self, "params_")
         spec = {

@@ -1,44 +1,19 @@
-"""Disaggregated evaluation of a binary classifier (fairness) and dataset fingerprints.
+"""Node side of ``subgroup_metrics``: a classifier's confusion counts, moments and histograms per group.
 
-``subgroup_metrics`` (node side) scores the site's evaluation rows with a JSON
-model description (as ``evaluate_binary`` does) and releases, **through the
-node's ordinary disclosure filter** (:func:`healthfed.privacy.disclosure.disclose`),
-one :class:`~healthfed.privacy.disclosure.Release` holding, for every requested
-sensitive attribute ``a`` and each of its groups ``g``:
-
-* ``n.a``: 1 x G table, the rows per group;
-* ``conf.a``: 4 x G table ``tp, fn, fp, tn`` at the threshold, its column totals
-  linked to ``n.a`` (so primary and secondary suppression and the exact LP audit
-  treat both as one system);
-* ``sqerr.a``/``score.a``: moments of the squared error (Brier) and of the
-  predicted probability per group, tied to ``n.a`` (released only for groups of
-  at least ``min_subset``, with the complement rule against the site total);
-* ``hist.<cell>.a`` for ``cell`` in ``tp, fn, fp, tn``: score histograms on a
-  fixed public grid of ``bins`` bins over [0, 1], each tied to its confusion
-  cell; the filter merges bins to ``min_subset`` patients. Positives' scores are
-  ``tp`` + ``fn`` (disjoint: above/below the threshold), so AUROC, ROC curves and
-  reliability curves per group come out of released histograms only.
-
-Attribute ``"all"`` is the site as one group; ``"age_band"`` is derived node side
-from ``age`` with the fixed public cut points :data:`AGE_BANDS`; any other
-attribute must be a categorical or binary column (declared levels, plus
-``"(missing)"``). A group too small at a site comes back as ``None`` cells and
-is shown as suppressed by the hub (:mod:`healthfed.trust.fairness`).
-
-``dataset_fingerprint`` releases the dataset's content hash (sha256 of the
-data file; for in-memory data, of its DuckDB row hashes) and the site's row
-count as a disclosure-checked count, for a model's provenance.
+The site scores its evaluation rows with a JSON model description (as
+``evaluate_binary`` does) and returns, for every requested sensitive attribute
+and each of its groups, one :class:`~healthfed.privacy.disclosure.Release` for
+its ordinary disclosure filter (what the release holds is listed in
+:mod:`healthfed.compute.subgroups`).
 """
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from healthfed.compute.evaluation import validate_evaluate
+from healthfed.compute.evaluation.node import validate_evaluate
 from healthfed.compute.fedavg import design_from_params, logits, sigmoid
 from healthfed.data.sql import quote_ident, sql_literal
 from healthfed.errors import DataError, PolicyDenied
@@ -48,16 +23,17 @@ __all__ = [
     "AGE_BANDS",
     "AGE_BAND_LABELS",
     "CELLS",
-    "DATASET_FINGERPRINT",
     "SUBGROUP_METRICS",
     "attribute_groups",
+    "run_subgroups",
+    "validate_subgroups",
 ]
 
 SUBGROUP_METRICS = "subgroup_metrics"
-DATASET_FINGERPRINT = "dataset_fingerprint"
 #: Fixed, public cut points of ``age_band`` (years): [0,18), [18,40), [40,60), [60,75), [75, inf).
 AGE_BANDS: tuple[float, ...] = (18.0, 40.0, 60.0, 75.0)
 AGE_BAND_LABELS: tuple[str, ...] = ("0-17", "18-39", "40-59", "60-74", "75+")
+#: The confusion cells at the threshold, in the order of the ``conf.<attribute>`` table.
 CELLS = ("tp", "fn", "fp", "tn")
 MISSING_GROUP = "(missing)"
 DEFAULT_BINS = 1000
@@ -221,93 +197,3 @@ def run_subgroups(con: Any, descriptor: Any, params: dict[str, Any], policy: Any
                 grid=(0.0, 1.0, bins),
             )
     return Release(SUBGROUP_METRICS, tables=tables, numeric=numeric, meta=meta)
-
-
-def combine_subgroups(site_replies: dict[str, dict[str, Any]], params: dict[str, Any]) -> Any:
-    """Hub side: a :class:`healthfed.trust.fairness.SubgroupResult`."""
-    from healthfed.trust.fairness import SubgroupResult
-
-    return SubgroupResult.from_replies(site_replies, float(params.get("threshold", 0.5)))
-
-
-# --------------------------------------------------------------------------------------
-# dataset_fingerprint
-# --------------------------------------------------------------------------------------
-def validate_fingerprint(params: dict[str, Any], descriptor: Any, policy: Any) -> dict[str, Any]:
-    if params:
-        raise PolicyDenied(f"dataset_fingerprint takes no parameters, got {sorted(params)}")
-    return {}
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def run_fingerprint(con: Any, descriptor: Any, params: dict[str, Any], policy: Any) -> Release:
-    """The data file's sha256 (or the view's row-hash digest) and the row count."""
-    n = int(con.execute("SELECT count(*) FROM data").fetchone()[0])
-    path = Path(descriptor.path)
-    if path.is_file():
-        kind, digest = "file-sha256", _file_sha256(path)
-    else:  # in-memory data: a digest of DuckDB's per-row hashes of every declared column
-        cols = ", ".join(quote_ident(c) for c in descriptor.columns)
-        h = con.execute(f"SELECT sum(hash({cols})::HUGEINT), bit_xor(hash({cols})) FROM data")
-        kind = "rows-sha256"
-        digest = hashlib.sha256(repr(tuple(h.fetchone())).encode()).hexdigest()
-    desc_hash = ""
-    if descriptor.source is not None and Path(descriptor.source).is_file():
-        desc_hash = _file_sha256(Path(descriptor.source))
-    return Release(
-        DATASET_FINGERPRINT,
-        tables={"rows": CountTable(("n",), ("rows",), np.array([[n]]))},
-        meta={
-            "hash_kind": kind,
-            "content_hash": digest,
-            "descriptor_sha256": desc_hash,
-            "title": descriptor.title or descriptor.name,
-        },
-    )
-
-
-def combine_fingerprint(site_replies: dict[str, dict[str, Any]], params: dict[str, Any]) -> dict:
-    return {
-        s: {
-            "n_rows": r["tables"]["rows"]["total"],
-            "content_hash": r["meta"]["content_hash"],
-            "hash_kind": r["meta"]["hash_kind"],
-            "descriptor_sha256": r["meta"]["descriptor_sha256"],
-            "title": r["meta"]["title"],
-        }
-        for s, r in sorted(site_replies.items())
-    }
-
-
-def _register() -> None:
-    from healthfed.compute.registry import Computation, register
-
-    register(
-        Computation(
-            name=SUBGROUP_METRICS,
-            description="Confusion counts, Brier/score moments and score histograms of a binary "
-            "classifier per group of sensitive attributes (sex, age band, ...), disclosure-filtered.",
-            validate=validate_subgroups,
-            run=run_subgroups,
-            combine=combine_subgroups,
-        )
-    )
-    register(
-        Computation(
-            name=DATASET_FINGERPRINT,
-            description="Content hash (sha256) of the dataset and its row count, for provenance.",
-            validate=validate_fingerprint,
-            run=run_fingerprint,
-            combine=combine_fingerprint,
-        )
-    )
-
-
-_register()

@@ -1,18 +1,11 @@
-"""Hub side of disaggregated evaluation: pooled subgroup metrics and a MetricFrame.
+"""Pooling one group's released subgroup numbers over sites: counts, moments, histograms, CIs.
 
-The sites' ``subgroup_metrics`` replies (see :mod:`healthfed.compute.subgroups`)
-hold, per attribute and group, confusion counts (``None`` when the site's
-filter suppressed them), moments of the squared error and of the predicted
-probability, and merged score histograms per confusion cell. This module pools
-them over the sites whose numbers were released and builds
-:class:`FederatedMetricFrame`, which follows Fairlearn's ``MetricFrame``
-(``overall``, ``by_group``, ``difference()``, ``ratio()``, ``group_min()``,
-``group_max()``); with nothing suppressed its numbers equal
-``fairlearn.metrics.MetricFrame`` on the pooled rows (tested).
-
-A group suppressed at a site is excluded from that group's pooled numbers and
-listed in ``suppressed_at``; a group whose numbers were released by fewer than
-``min_sites`` sites is shown as suppressed altogether.
+A :class:`GroupStats` holds what each site released for one group (one
+:class:`SitePart` per site, ``None`` where the site's filter suppressed a
+number) and pools each metric over the sites that released everything it
+needs: proportions with Wilson intervals, the Brier score by Chan's pooled
+moments, AUROC from the merged score histograms (:func:`expand_merged` puts
+them back on the fine grid the way the filter merged them).
 """
 
 from __future__ import annotations
@@ -23,35 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from healthfed.compute.evaluation import auroc_bounds, auroc_from_hist
+from healthfed.compute.evaluation.maths import auroc_bounds, auroc_from_hist
+from healthfed.compute.subgroups.node import CELLS
 
-__all__ = [
-    "FAIRNESS_METRICS",
-    "FederatedMetricFrame",
-    "GroupStats",
-    "SubgroupResult",
-    "wilson",
-]
+__all__ = ["NEEDS", "GroupStats", "SitePart", "expand_merged", "wilson"]
 
-CELLS = ("tp", "fn", "fp", "tn")
 _Z = 1.959963984540054
-#: Metrics of a :class:`FederatedMetricFrame`, in display order.
-FAIRNESS_METRICS = (
-    "n",
-    "n_pos",
-    "accuracy",
-    "sensitivity",
-    "specificity",
-    "selection_rate",
-    "false_positive_rate",
-    "false_negative_rate",
-    "ppv",
-    "brier",
-    "auroc",
-    "mean_predicted",
-    "observed_rate",
-    "oe_ratio",
-)
 
 
 def wilson(k: float, n: float) -> tuple[float, float]:
@@ -301,13 +271,6 @@ class GroupStats:
         return out
 
 
-def _hist_from(cell: dict[str, Any] | None, bins: int) -> tuple[np.ndarray, np.ndarray] | None:
-    if cell is None or "hist" not in cell:
-        return None
-    edges = np.rint(np.asarray(cell["hist"]["edges"], dtype=float) * bins).astype(int)
-    return edges, np.asarray(cell["hist"]["counts"], dtype=float)
-
-
 def expand_merged(counts: np.ndarray, edges: np.ndarray, bins: int, k: int) -> np.ndarray:
     """Place merged histogram counts back on the fine grid, using how the filter merges.
 
@@ -331,240 +294,3 @@ def expand_merged(counts: np.ndarray, edges: np.ndarray, bins: int, k: int) -> n
         out[b - 1] += c - spread
         out[a:b] += spread / (b - a)
     return out
-
-
-def _moments_from(cell: dict[str, Any] | None) -> tuple[float, float, float] | None:
-    if cell is None:
-        return None
-    return (float(cell["n"]), float(cell["mean"]), float(cell["m2"]))
-
-
-@dataclass
-class SubgroupResult:
-    """Released subgroup numbers per attribute, group and site, and their pooling.
-
-    Attributes
-    ----------
-    site_stats
-        ``{attribute: {site: {group: GroupStats | None}}}``; ``None`` = suppressed there.
-    groups
-        ``{attribute: [group labels]}`` in the sites' fixed order.
-    """
-
-    threshold: float
-    bins: int
-    groups: dict[str, list[str]]
-    site_stats: dict[str, dict[str, dict[str, GroupStats | None]]]
-    min_sites: int = 2
-    refused: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def sites(self) -> list[str]:
-        first = next(iter(self.site_stats.values()), {})
-        return sorted(first)
-
-    @classmethod
-    def from_replies(
-        cls, replies: dict[str, dict[str, Any]], threshold: float, min_sites: int = 2
-    ) -> SubgroupResult:
-        groups: dict[str, list[str]] = {}
-        stats: dict[str, dict[str, dict[str, GroupStats | None]]] = {}
-        bins = 0
-        for site, r in sorted(replies.items()):
-            bins = int(r["meta"]["bins"])
-            released = [
-                c
-                for name, ns in r["numeric"].items()
-                if name.startswith("hist.")
-                for cell in [*ns["cells"], ns.get("overall")]
-                if cell is not None and "hist" in cell
-                for c in cell["hist"]["counts"]
-                if c > 0
-            ]
-            k_site = int(min(released)) if released else 1
-            for attr, labels in r["meta"]["attributes"].items():
-                groups.setdefault(attr, list(labels))
-                conf = r["tables"][f"conf.{attr}"]
-                ntab = r["tables"][f"n.{attr}"]
-                num = r["numeric"]
-                per: dict[str, GroupStats | None] = {}
-                for j, g in enumerate(labels):
-                    n = ntab["counts"][0][j]
-                    if n is None:
-                        per[g] = None
-                        continue
-                    counts = [conf["counts"][i][j] for i in range(4)]
-                    cells = {
-                        c: (None if v is None else float(v))
-                        for c, v in zip(CELLS, counts, strict=True)
-                    }
-                    hists: dict[str, list[tuple[np.ndarray, np.ndarray]]] | None = {}
-                    for i, c in enumerate(CELLS):
-                        h = _hist_from(num[f"hist.{c}.{attr}"]["cells"][j], bins)
-                        if h is None and (counts[i] is None or counts[i] > 0):
-                            hists = None
-                            break
-                        assert hists is not None
-                        hists[c] = [] if h is None else [h]
-                    zero = (0.0, 0.0, 0.0)
-                    part = SitePart(
-                        site=site,
-                        n=float(n),
-                        cells=cells,
-                        sq=_moments_from(num[f"sqerr.{attr}"]["cells"][j]) if n else zero,
-                        score=_moments_from(num[f"score.{attr}"]["cells"][j]) if n else zero,
-                        hists=hists,
-                        k=k_site,
-                    )
-                    per[g] = GroupStats(parts=[part])
-                stats.setdefault(attr, {})[site] = per
-        return cls(threshold, bins, groups, stats, min_sites)
-
-    # --- pooling --------------------------------------------------------------------
-    def pooled(self, attribute: str, group: str) -> GroupStats | None:
-        """The group's numbers over the sites that released them (``None`` if < min_sites)."""
-        total = GroupStats()
-        for site, per in sorted(self.site_stats[attribute].items()):
-            gs = per.get(group)
-            if gs is None:
-                total.suppressed_at.append(site)
-                continue
-            if gs.n == 0:
-                continue
-            total.parts += gs.parts
-        if len(total.parts) < self.min_sites:
-            return None
-        return total
-
-    def _supp(self, attribute: str, group: str) -> list[str]:
-        return sorted(s for s, per in self.site_stats[attribute].items() if per.get(group) is None)
-
-    def site_counts(self, attribute: str) -> dict[str, dict[str, int | None]]:
-        """``{site: {group: n or None}}`` (``None`` = suppressed at that site)."""
-        return {
-            s: {g: (None if gs is None else int(gs.n)) for g, gs in per.items()}
-            for s, per in self.site_stats[attribute].items()
-        }
-
-    def metric_frame(self, attribute: str, overall_attribute: str = "all") -> FederatedMetricFrame:
-        """A MetricFrame-like view of ``attribute`` (groups with pooled n == 0 are left out)."""
-        by: dict[str, dict[str, float]] = {}
-        notes: dict[str, dict[str, Any]] = {}
-        for g in self.groups[attribute]:
-            gs = self.pooled(attribute, g)
-            if gs is None:
-                if any(per.get(g) is None for per in self.site_stats[attribute].values()):
-                    notes[g] = {"suppressed": True, "suppressed_at": self._supp(attribute, g)}
-                continue
-            if gs.n == 0:
-                continue
-            m = gs.metrics(self.bins, self.min_sites)
-            excluded = m.pop("excluded")
-            by[g] = m
-            notes[g] = {
-                "suppressed": False,
-                "suppressed_at": gs.suppressed_at,
-                "excluded": excluded,
-                "partial": gs.partial,
-                "sites": gs.sites,
-            }
-        src = overall_attribute if overall_attribute in self.groups else attribute
-        if src == attribute:
-            tot = GroupStats()
-            for g in self.groups[attribute]:
-                gs = self.pooled(attribute, g)
-                if gs is not None:
-                    tot.parts += gs.parts
-            overall = tot.metrics(self.bins)
-        else:
-            gs = self.pooled(src, self.groups[src][0])
-            overall = gs.metrics(self.bins) if gs is not None else {}
-        overall.pop("excluded", None)
-        return FederatedMetricFrame(attribute, by, overall, notes)
-
-
-class FederatedMetricFrame:
-    """Fairlearn-style disaggregated metrics built from federated aggregates.
-
-    Attributes
-    ----------
-    overall : pandas.Series
-        Metrics over all evaluation rows.
-    by_group : pandas.DataFrame
-        One row per released group (index named after the attribute).
-    notes : dict
-        Per group: ``suppressed`` (no pooled numbers), ``suppressed_at`` (sites whose
-        cells were suppressed and are excluded), ``partial`` (sites without moments/histograms).
-    """
-
-    def __init__(
-        self,
-        attribute: str,
-        by_group: dict[str, dict[str, float]],
-        overall: dict[str, float],
-        notes: dict[str, dict[str, Any]] | None = None,
-    ) -> None:
-        import pandas as pd
-
-        self.attribute = attribute
-        cols = [m for m in FAIRNESS_METRICS]
-        frame = pd.DataFrame.from_dict(by_group, orient="index")
-        frame = frame.reindex(columns=[c for c in frame.columns]) if len(frame) else frame
-        frame.index.name = attribute
-        self._full = frame
-        self.by_group = frame[[c for c in cols if c in frame.columns]] if len(frame) else frame
-        self._overall_full = pd.Series(overall, dtype=float)
-        self.overall = self._overall_full.reindex([c for c in cols if c in overall])
-        self.notes = notes or {}
-
-    @property
-    def metrics(self) -> list[str]:
-        return list(self.by_group.columns)
-
-    def group_min(self) -> Any:
-        return self.by_group.min(axis=0)
-
-    def group_max(self) -> Any:
-        return self.by_group.max(axis=0)
-
-    def difference(self, method: str = "between_groups") -> Any:
-        """Largest gap between groups (``between_groups``) or to the overall value (``to_overall``)."""
-        if method == "between_groups":
-            return self.group_max() - self.group_min()
-        if method == "to_overall":
-            return (self.by_group - self.overall).abs().max(axis=0)
-        raise ValueError(f"method must be 'between_groups' or 'to_overall', got {method!r}")
-
-    def ratio(self, method: str = "between_groups") -> Any:
-        """Smallest ratio between groups (min / max) or to the overall value."""
-        if method == "between_groups":
-            return self.group_min() / self.group_max()
-        if method == "to_overall":
-            r = self.by_group / self.overall
-            return r.where(r <= 1, 1.0 / r).min(axis=0)
-        raise ValueError(f"method must be 'between_groups' or 'to_overall', got {method!r}")
-
-    def ci(self, group: str, metric: str) -> tuple[float, float]:
-        """95% CI of ``metric`` in ``group`` when one is available (else NaNs)."""
-        row = self._full.loc[group]
-        lo, hi = row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high")
-        return (
-            float("nan") if lo is None else float(lo),
-            float("nan") if hi is None else float(hi),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        def clean(v: Any) -> Any:
-            v = float(v)
-            return None if math.isnan(v) or math.isinf(v) else v
-
-        return {
-            "attribute": self.attribute,
-            "overall": {k: clean(v) for k, v in self._overall_full.items()},
-            "by_group": {
-                str(g): {k: clean(v) for k, v in row.items()} for g, row in self._full.iterrows()
-            },
-            "difference": {k: clean(v) for k, v in self.difference().items()},
-            "ratio": {k: clean(v) for k, v in self.ratio().items()},
-            "groups": self.notes,
-        }

@@ -1,0 +1,89 @@
+"""Iterative federated training for models without a closed form: FedAvg, FedProx, FedAdam.
+
+A logistic model and a one-hidden-layer MLP, both written in numpy
+(:mod:`.models`), are trained by the classic loop of federated optimisation
+(McMahan et al. 2017): the hub sends the global weights, every site runs a few
+epochs of mini-batch SGD on its own rows and releases only the *weight delta*
+and its row count (:mod:`.node`, optionally differentially private:
+:mod:`.dp_training`), and the hub turns the deltas into new global weights with
+Flower's aggregation and FedAdam rules (:mod:`.hub`). The researcher's
+estimators are in :mod:`.estimator`.
+
+Every request carries the global weights as JSON lists of floats and a
+:mod:`healthfed.compute.preprocess` spec, never code or pickles, so every site
+builds the same design matrix. Importing this package registers ``local_train``
+and ``feature_moments``.
+"""
+
+from healthfed.compute.fedavg.combine import (
+    STRATEGIES,
+    ServerOptimizer,
+    combine_feature_moments,
+    combine_local_train,
+)
+from healthfed.compute.fedavg.dp_training import (
+    DP_LEVELS,
+    dp_local_update,
+    round_dp,
+    validate_dp_training,
+)
+from healthfed.compute.fedavg.estimator import FedAvgLogisticRegression, FederatedMLPClassifier
+from healthfed.compute.fedavg.models import (
+    MODEL_KINDS,
+    init_weights,
+    local_sgd,
+    log_loss_sum,
+    logits,
+    loss_and_grad,
+    n_weights,
+    per_example_grads,
+    sigmoid,
+)
+from healthfed.compute.fedavg.node import (
+    build_design,
+    design_from_params,
+    run_feature_moments,
+    run_local_train,
+    validate_feature_moments,
+    validate_local_train,
+)
+from healthfed.compute.fedavg.params import (
+    FEATURE_MOMENTS,
+    LOCAL_TRAIN,
+    _float_param,  # shared with healthfed.compute.evaluation's request checks
+    _int_param,  # shared with healthfed.compute.evaluation's request checks
+    validate_model_params,
+)
+
+__all__ = [
+    "DP_LEVELS",
+    "FEATURE_MOMENTS",
+    "LOCAL_TRAIN",
+    "MODEL_KINDS",
+    "STRATEGIES",
+    "FedAvgLogisticRegression",
+    "FederatedMLPClassifier",
+    "ServerOptimizer",
+    "_float_param",
+    "_int_param",
+    "build_design",
+    "combine_feature_moments",
+    "combine_local_train",
+    "design_from_params",
+    "dp_local_update",
+    "init_weights",
+    "local_sgd",
+    "log_loss_sum",
+    "logits",
+    "loss_and_grad",
+    "n_weights",
+    "per_example_grads",
+    "round_dp",
+    "run_feature_moments",
+    "run_local_train",
+    "sigmoid",
+    "validate_dp_training",
+    "validate_feature_moments",
+    "validate_local_train",
+    "validate_model_params",
+]
