@@ -1,8 +1,10 @@
-"""Dataset descriptions for the hub's catalogue (HealthDCAT-AP's main fields).
+"""Dataset descriptions for the hub's catalogue (HealthDCAT-AP's main fields): the formatting.
 
 A node describes each of its datasets from its descriptor, its data and the
 steward's metadata; nothing row-level is in a description and no count below
-the site's minimum cell count is shown. Metadata comes, later sources winning,
+the site's minimum cell count is shown. The node counts its rows
+(:func:`healthfed.node.catalogue.describe_dataset`); this module only formats
+what it is given and never touches data. Metadata comes, later sources winning,
 from the descriptor's extra ``[dataset]`` fields, the node file's
 ``[catalogue]`` table and its ``[catalogue.<dataset>]`` sub-table::
 
@@ -21,12 +23,22 @@ a smaller count is published as ``"<5"`` (for a minimum of 5).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from healthfed.data.descriptor import DatasetDescriptor
 from healthfed.data.harmonise import canonical_unit
+from healthfed.policy import SitePolicy
 
-__all__ = ["METADATA_FIELDS", "catalogue_count", "describe_dataset"]
+__all__ = [
+    "DEFAULTS",
+    "METADATA_FIELDS",
+    "catalogue_count",
+    "catalogue_entry",
+    "dataset_metadata",
+    "describe_variables",
+]
 
 METADATA_FIELDS = (
     "title",
@@ -69,26 +81,30 @@ def catalogue_count(n: int, minimum: int) -> int | str:
     return max(minimum, int(10 * round(n / 10)))
 
 
-def describe_dataset(node: Any, dataset_name: str) -> dict[str, Any]:
-    """The catalogue entry of ``node``'s dataset ``dataset_name`` (a JSON-ready dict)."""
-    from healthfed.node.runtime import _connection
+def dataset_metadata(
+    descriptor_extra: Mapping[str, Any], site_catalogue: Mapping[str, Any], dataset_name: str
+) -> dict[str, Any]:
+    """The steward's metadata of one dataset, later sources winning (see the module doc).
 
-    ds = node.dataset(dataset_name)
-    d = ds.descriptor
+    ``descriptor_extra`` is the descriptor's extra ``[dataset]`` fields,
+    ``site_catalogue`` the node file's ``[catalogue]`` table (whose sub-table
+    ``dataset_name`` holds the dataset's own fields); keys other than
+    :data:`METADATA_FIELDS` are ignored.
+    """
     meta: dict[str, Any] = dict(DEFAULTS)
-    meta.update({k: v for k, v in d.extra.items() if k in METADATA_FIELDS})
-    site_meta = dict(node.catalogue or {})
+    meta.update({k: v for k, v in descriptor_extra.items() if k in METADATA_FIELDS})
+    site_meta = dict(site_catalogue or {})
     per_dataset = site_meta.pop(dataset_name, None)
     meta.update({k: v for k, v in site_meta.items() if k in METADATA_FIELDS})
     if isinstance(per_dataset, dict):
         meta.update({k: v for k, v in per_dataset.items() if k in METADATA_FIELDS})
-    id_col = '"' + d.id_column.replace('"', '""') + '"'
-    with _connection(ds, node.optouts) as opened:
-        row = opened.con.execute(f"SELECT count(*), count(DISTINCT {id_col}) FROM data").fetchone()
-    n_rows, n_ids = (int(row[0]), int(row[1])) if row else (0, 0)
-    minimum = node.policy.min_cell_count
+    return meta
+
+
+def describe_variables(descriptor: DatasetDescriptor) -> list[dict[str, Any]]:
+    """The dataset's variables (name, type, unit, declared bounds and levels); never the id."""
     variables = []
-    for spec in d.columns.values():
+    for spec in descriptor.columns.values():
         if spec.type == "id":
             continue
         var: dict[str, Any] = {"name": spec.name, "type": spec.type}
@@ -101,34 +117,54 @@ def describe_dataset(node: Any, dataset_name: str) -> dict[str, Any]:
         if spec.description:
             var["description"] = spec.description
         variables.append(var)
-    from healthfed.compute import registered_computations
+    return variables
 
+
+def catalogue_entry(
+    site: str,
+    descriptor: DatasetDescriptor,
+    metadata: Mapping[str, Any],
+    *,
+    n_rows: int,
+    n_individuals: int,
+    policy: SitePolicy,
+    computations: list[str],
+) -> dict[str, Any]:
+    """The HealthDCAT-AP entry of ``site``'s dataset ``descriptor`` (a JSON-ready dict).
+
+    ``metadata`` is :func:`dataset_metadata`'s result; ``n_rows``/``n_individuals``
+    are the exact counts after opt-outs, published only through
+    :func:`catalogue_count` with the site's minimum cell count; ``computations`` are
+    the computations the site runs. The caller (the node) supplies the counts, so
+    this formatting never touches data.
+    """
+    d, meta, minimum = descriptor, metadata, policy.min_cell_count
     return {
-        "identifier": f"{node.name}/{d.name}",
-        "site": node.name,
+        "identifier": f"{site}/{d.name}",
+        "site": site,
         "dataset": d.name,
         "title": meta.get("title") or d.title or d.name,
         "description": meta.get("description") or d.description,
-        "publisher": meta.get("publisher") or node.name,
-        "custodian": meta.get("custodian") or meta.get("publisher") or node.name,
+        "publisher": meta.get("publisher") or site,
+        "custodian": meta.get("custodian") or meta.get("publisher") or site,
         "contact": meta["contact"],
         "access_rights": meta["access_rights"],
         "legal_basis": meta["legal_basis"],
         "temporal_coverage": meta["temporal_coverage"],
         "spatial_coverage": meta["spatial_coverage"],
         "number_of_records": catalogue_count(n_rows, minimum),
-        "number_of_unique_individuals": catalogue_count(n_ids, minimum),
+        "number_of_unique_individuals": catalogue_count(n_individuals, minimum),
         "health_category": list(meta["health_category"] or []),
         "coding_systems": list(meta["coding_systems"] or []),
         "keywords": list(meta["keywords"] or []),
-        "variables": variables,
+        "variables": describe_variables(d),
         "identifier_column": "pseudonymised patient id (never released)",
         "provenance": meta["provenance"],
         "quality_notes": meta["quality_notes"],
-        "computations": registered_computations(),
+        "computations": computations,
         "disclosure_control": {
             "min_cell_count": minimum,
-            "min_subset": node.policy.min_subset,
+            "min_subset": policy.min_subset,
             "counts_rounded_to": 10,
         },
         "conforms_to": "HealthDCAT-AP (main dataset fields)",

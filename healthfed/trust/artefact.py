@@ -187,7 +187,7 @@ class ModelArtefact:
 
     def design(self, frame: Any) -> np.ndarray:
         """The design matrix of a pandas frame of raw columns (as the sites built it)."""
-        from healthfed.compute.fedavg import transform_frame
+        from healthfed.compute.preprocess import transform_frame
 
         return transform_frame(frame, self.spec["preprocess"])
 

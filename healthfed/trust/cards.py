@@ -33,10 +33,13 @@ def _perf_line(m: dict[str, Any]) -> str:
 
 def model_card(r: dict[str, Any]) -> list[dict[str, str]]:
     """Sections of a model card: ``[{"section", "content", "status"}]``."""
-    prov, model, perf = r["provenance"], r["model"], r["performance"]
-    pooled = perf["pooled"]
+    return [*_card_model_and_use(r), *_card_evaluation(r)]
+
+
+def _card_model_and_use(r: dict[str, Any]) -> list[dict[str, str]]:
+    """Model details, intended and out-of-scope uses, factors."""
+    prov, model = r["provenance"], r["model"]
     sens = ", ".join(f["attribute"] for f in r["fairness"]["frames"])
-    sites = ", ".join(f"{s} (~{v['n_rounded']})" for s, v in prov["sites"].items())
     return [
         {
             "section": "Model details",
@@ -70,6 +73,14 @@ def model_card(r: dict[str, Any]) -> list[dict[str, str]]:
             "content": f"Evaluated across sites and the sensitive attributes {sens}.",
             "status": "filled",
         },
+    ]
+
+
+def _card_evaluation(r: dict[str, Any]) -> list[dict[str, str]]:
+    """Metrics, evaluation and training data, analyses, ethics, caveats."""
+    pooled = r["performance"]["pooled"]
+    sites = ", ".join(f"{s} (~{v['n_rounded']})" for s, v in r["provenance"]["sites"].items())
+    return [
         {
             "section": "Metrics",
             "content": (
@@ -124,7 +135,7 @@ def model_card(r: dict[str, Any]) -> list[dict[str, str]]:
 
 def tripod_ai(r: dict[str, Any]) -> list[dict[str, str]]:
     """TRIPOD+AI (Collins et al., BMJ 2024) items: filled from the run or left to the authors."""
-    d, prov, model = r["data"], r["provenance"], r["model"]
+    d = r["data"]
     per_site = "; ".join(
         f"{s}: train {v.get('train_rows', 'n/a')} rows / {v.get('train_events', 'n/a')} events, "
         f"test {v.get('test_rows', 'n/a')} / {v.get('test_events', 'n/a')}"
@@ -134,13 +145,24 @@ def tripod_ai(r: dict[str, Any]) -> list[dict[str, str]]:
         "; ".join(f"{c}: {v}" for c, v in d["missing"].items() if v not in (0, "0"))
         or "no missing values in the model's features"
     )
-    pooled = r["performance"]["pooled"]
-    fair = "; ".join(
-        f"{f['attribute']}: {len(f['by_group'])} groups"
-        + (f", suppressed: {', '.join(f['suppressed'])}" if f["suppressed"] else "")
-        for f in r["fairness"]["frames"]
-    )
-    items = [
+    items = [*_tripod_methods(r, per_site, miss), *_tripod_results(r, per_site)]
+    return [
+        {
+            "item": i,
+            "topic": t,
+            "content": c if c is not None else AUTHORS,
+            "status": "authors" if c is None else ("partial" if AUTHORS in c else "filled"),
+        }
+        for i, t, c in items
+    ]
+
+
+def _tripod_methods(
+    r: dict[str, Any], per_site: str, miss: str
+) -> list[tuple[str, str, str | None]]:
+    """TRIPOD+AI items 1-12: title to analytical methods (``None``: for the authors)."""
+    d, model = r["data"], r["model"]
+    return [
         ("1", "Title", None),
         ("2", "Abstract", None),
         ("3a-c", "Background and objectives", None),
@@ -203,6 +225,19 @@ def tripod_ai(r: dict[str, Any]) -> list[dict[str, str]]:
             f"Subgroup analyses by {', '.join(f['attribute'] for f in r['fairness']['frames'])}"
             " with differences and ratios.",
         ),
+    ]
+
+
+def _tripod_results(r: dict[str, Any], per_site: str) -> list[tuple[str, str, str | None]]:
+    """TRIPOD+AI items 14-27: open science, results, discussion (``None``: for the authors)."""
+    prov = r["provenance"]
+    pooled = r["performance"]["pooled"]
+    fair = "; ".join(
+        f"{f['attribute']}: {len(f['by_group'])} groups"
+        + (f", suppressed: {', '.join(f['suppressed'])}" if f["suppressed"] else "")
+        for f in r["fairness"]["frames"]
+    )
+    return [
         (
             "14",
             "Ethical approval",
@@ -238,15 +273,6 @@ def tripod_ai(r: dict[str, Any]) -> list[dict[str, str]]:
             "Predict command with uncertainty interval, local "
             "explanation, out-of-distribution warnings and audited accept/override. " + AUTHORS,
         ),
-    ]
-    return [
-        {
-            "item": i,
-            "topic": t,
-            "content": c if c is not None else AUTHORS,
-            "status": "authors" if c is None else ("partial" if AUTHORS in c else "filled"),
-        }
-        for i, t, c in items
     ]
 
 

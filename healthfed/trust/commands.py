@@ -1,6 +1,7 @@
 """What the ``healthfed report|predict|decide`` commands do (the CLI only parses arguments).
 
-Each function raises healthfed errors; the CLI turns them into messages and exit code 2.
+A library API, not CLI code: tests and notebooks call these functions directly.
+Each raises healthfed errors; the CLI turns them into messages and exit codes.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from healthfed.errors import DataError
+from healthfed.federation.federation import Federation
 from healthfed.trust.artefact import load_model
 from healthfed.trust.predict import Prediction, predict, record_decision
+from healthfed.trust.report import TrustReport, build_report
 
 __all__ = ["decide_command", "predict_command", "read_patient", "report_command"]
 
@@ -47,8 +50,6 @@ def report_command(
     process); without, the report is rendered from the evaluation stored in the
     artefact (``evaluation.json``), which the nodes produced when it was saved.
     """
-    from healthfed.trust.report import TrustReport, build_report
-
     art = load_model(model)
     if not node_files:
         if art.evaluation is None:
@@ -60,8 +61,6 @@ def report_command(
         report = TrustReport(dict(art.evaluation))
         report.data["written_to"] = str(Path(out).resolve() / "report.html")
         return report.write(out)
-    from healthfed.federation.federation import Federation
-
     stored = art.evaluation or {}
     settings = stored.get("settings", {})
     dataset = (
