@@ -7,7 +7,7 @@ the node TOML, set by the hospital when it starts its SuperNode) and answers
 the message names a registered computation and carries JSON parameters.
 
 ``train`` messages are Flower's SecAgg+ protocol (``secaggplus_mod``) for
-secure-aggregation rounds (:mod:`healthfed.federation.secure`): the same
+secure-aggregation rounds (:mod:`healthfed.federation.secure_client`): the same
 ``Node.handle`` answers the request inside them, and only masked vectors leave.
 """
 
@@ -20,11 +20,9 @@ from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 
 from healthfed.errors import HealthfedError
-from healthfed.federation.messages import decode_request, encode_reply
-from healthfed.federation.secure import make_secure_train, policy_mod
+from healthfed.federation.messages import NODE_CONFIG_KEY, decode_request, encode_reply
+from healthfed.federation.secure_client import make_secure_train, policy_mod
 from healthfed.node.runtime import Node, load_node
-
-NODE_CONFIG_KEY = "healthfed-node"
 
 
 def node_from_context(context: Context) -> Node:

@@ -3,9 +3,10 @@
 ``Federation`` hides the engine: ``Federation.inprocess(nodes)`` drives the
 nodes in this process (the embedded default and the tests),
 ``Federation.flower(node_files)`` starts a real Flower SuperLink and one
-SuperNode per hospital on loopback. Either way a request is one round of the
-same ServerApp routine, the nodes answer with disclosure-checked aggregates,
-and the registered computation's ``combine`` builds the result at the hub.
+SuperNode per hospital on loopback, and ``Federation.flower_remote`` works
+through the access body's running SuperLink. Either way a request is one round of
+the same ServerApp routine, the nodes answer with disclosure-checked aggregates,
+and the registered computation's ``combine`` builds the result from them.
 
 Governance: a researcher works under a data permit granted by a health data
 access body's hub (``healthfed.hub.Hub``)::
@@ -32,13 +33,19 @@ from typing import Any
 from healthfed.compute import get_computation
 from healthfed.compute.rounds import RoundOutcome
 from healthfed.errors import ApprovalPending, FederationError, TooFewSites
-from healthfed.federation.secure import SECURE_LABEL
+from healthfed.federation.deploy.local import LocalFlowerDeployment
+from healthfed.federation.deploy.remote import SuperLinkSession
+from healthfed.federation.grids.inprocess import InProcessGrid
+from healthfed.federation.messages import SECURE_LABEL
+from healthfed.federation.server_app import serve_request
+from healthfed.governance.permit import load_permit
+from healthfed.hub import Hub
 from healthfed.node.runtime import Node
 
 Transport = Callable[[dict[str, Any], float], dict[str, Any]]
 
 DEFAULT_TIMEOUT_S = 120.0
-HUB_MIN_SITES = 2
+DEFAULT_MIN_SITES = 2
 
 
 class Federation:
@@ -73,7 +80,7 @@ class Federation:
         transport: Transport,
         sites: Sequence[str],
         engine: str,
-        min_sites: int = HUB_MIN_SITES,
+        min_sites: int = DEFAULT_MIN_SITES,
         timeout: float = DEFAULT_TIMEOUT_S,
         on_close: Callable[[], None] | None = None,
         requester: str = "researcher",
@@ -101,8 +108,6 @@ class Federation:
         self, permit: Any, requester: str | None = None, purpose: str | None = None
     ) -> Federation:
         """Send ``permit`` (dict, JSON text or file path) with every request; returns self."""
-        from healthfed.governance.permit import load_permit
-
         self.permit = load_permit(permit)
         if requester is not None:
             self.requester = requester
@@ -112,8 +117,6 @@ class Federation:
 
     def with_hub(self, hub: Any) -> Federation:
         """Release pooled results through ``hub`` (a ``Hub`` or its folder); returns self."""
-        from healthfed.hub import Hub
-
         if isinstance(hub, Hub):
             self._hub, self._own_hub = hub, False
         else:
@@ -130,9 +133,6 @@ class Federation:
     @classmethod
     def inprocess(cls, nodes: Sequence[Node], **kwargs: Any) -> Federation:
         """Nodes in this process, behind Flower's Grid/ClientApp seam (no network)."""
-        from healthfed.federation.inprocess import InProcessGrid
-        from healthfed.federation.server_app import serve_request
-
         grid = InProcessGrid(nodes)
 
         def transport(request: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -150,8 +150,6 @@ class Federation:
         cls, node_files: Sequence[str | Path], work_dir: str | Path | None = None, **kwargs: Any
     ) -> Federation:
         """A real SuperLink and one SuperNode per node file, on loopback with TLS."""
-        from healthfed.federation.deploy import LocalFlowerDeployment
-
         deployment = LocalFlowerDeployment(node_files, work_dir=work_dir)
         deployment.start()
         return cls(
@@ -170,17 +168,16 @@ class Federation:
         sites: Sequence[str],
         **kwargs: Any,
     ) -> Federation:
-        """An already running hub SuperLink (``healthfed hub serve``), used on the hub machine.
+        """The access body's running SuperLink (``healthfed hub serve``), used on its machine.
 
         ``sites`` names the hospitals expected to answer, so a silent one is reported
         by name. All rounds go to one long ServerApp run (a
-        :class:`~healthfed.federation.serve.HubSession`) that exchanges requests and
-        results with this process through hub-side files, which is why this runs
-        where the SuperLink runs. ``close()`` ends the run.
+        :class:`~healthfed.federation.deploy.remote.SuperLinkSession`) that exchanges
+        requests and results with this process through files on the SuperLink's
+        machine, which is why this runs where the SuperLink runs. ``close()`` ends
+        the run.
         """
-        from healthfed.federation.serve import HubSession
-
-        session = HubSession(address, root_certificates, list(sites))
+        session = SuperLinkSession(address, root_certificates, list(sites))
         return cls(session.request, session.sites, "flower", on_close=session.close, **kwargs)
 
     def close(self) -> None:
@@ -234,8 +231,6 @@ class Federation:
         )
         return outcome
 
-    query = round  # the name earlier releases used; same path, same rules
-
     def run(
         self,
         computation: str,
@@ -246,9 +241,9 @@ class Federation:
     ) -> Any:
         """Run ``computation`` across the nodes and combine the released aggregates.
 
-        The same governed path as :meth:`round` (same errors); what the hub releases
+        The same governed path as :meth:`round` (same errors); what the aggregator releases
         and records is the combined result. ``secure=True`` pools through Flower's
-        SecAgg+: the hub sees only the sum over the contributing sites.
+        SecAgg+: the aggregator sees only the sum over the contributing sites.
         """
         comp = get_computation(computation)
         outcome = self._exchange(computation, dataset, params, secure)
@@ -292,7 +287,15 @@ class Federation:
     def _exchange(
         self, computation: str, dataset: str, params: dict[str, Any] | None, secure: bool
     ) -> RoundOutcome:
-        """Send one request, sort the replies, and apply the pending and minimum-sites rules."""
+        """Send one request, sort the replies, and apply the pending and minimum-sites rules.
+
+        With a hub, the permit is checked there first: a revoked, expired or foreign
+        permit costs the nodes nothing and the researcher gets nothing.
+        """
+        if self._hub is not None:
+            self._hub.check_active(
+                self.permit, requester=self.requester, computation=computation, dataset=dataset
+            )
         request: dict[str, Any] = {
             "computation": computation,
             "dataset": dataset,
@@ -374,7 +377,7 @@ class Federation:
 
         Each site still applies its thresholds to its own contribution (fewer than
         ``min_subset`` patients, or a few patients dominating its sum, and it does not
-        take part); the hub refuses a sum over fewer than ``min_sites`` sites.
+        take part); the round is refused with fewer than ``min_sites`` sites in the sum.
         """
         params: dict[str, Any] = {"variable": variable}
         if where:

@@ -1,11 +1,12 @@
-"""Throwaway TLS material for a local Flower deployment.
+"""TLS material for a Flower deployment: throwaway for loopback, or for real names.
 
-A fresh certificate authority is made for every deployment and signs one
+A fresh certificate authority is made for every local deployment and signs one
 server certificate valid for ``127.0.0.1``, ``::1`` and ``localhost``. The
 SuperLink serves all its APIs (Fleet, Control, Runtime) with that certificate
-and every client (SuperNodes, the hub's control client, SuperExec) trusts only
-that CA. Keys never leave the deployment's work directory and are written with
-``0600`` permissions.
+and every client (SuperNodes, the Control API client, SuperExec) trusts only
+that CA. A SuperLink reachable under real names gets its certificate from
+:func:`generate_superlink_tls` (or the access body's own PKI). Keys never leave
+the work directory and are written with ``0600`` permissions.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +23,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from healthfed.errors import FederationError
+
 LOOPBACK_NAMES = ("localhost",)
 LOOPBACK_IPS = ("127.0.0.1", "::1")
+WILDCARDS = ("0.0.0.0", "::", "")  # bind addresses that are no name to certify
+SUPERLINK_TLS_DAYS = 365
 
 
 @dataclass(frozen=True)
@@ -148,3 +154,59 @@ def generate_tls(
         ),
     )
     return files
+
+
+def generate_superlink_tls(
+    directory: str | Path, hosts: Sequence[str] = (), days: int = SUPERLINK_TLS_DAYS
+) -> TlsFiles:
+    """Make a CA and a SuperLink server certificate for ``hosts`` (plus loopback).
+
+    Parameters
+    ----------
+    directory
+        Where ``ca.pem``, ``server.pem`` and ``server.key`` are written (created
+        0700; files 0600). ``ca.pem`` is what hospitals get; the CA's private key
+        is never written, so a renewal means a new ``ca.pem`` for every hospital
+        (or bring certificates from your own PKI instead).
+    hosts
+        DNS names and/or IP addresses hospitals (or the reverse proxy) use to
+        reach the SuperLink. ``localhost``, ``127.0.0.1`` and ``::1`` are always added:
+        the SuperLink's own ServerApp connects over loopback.
+    days
+        Validity of both certificates, from one minute ago.
+
+    Returns
+    -------
+    TlsFiles
+        Paths of the CA certificate, server certificate and server private key.
+    """
+    names: list[str] = []
+    for h in [*hosts, *LOOPBACK_NAMES, *LOOPBACK_IPS]:
+        h = h.strip().strip("[]")
+        if h and h not in WILDCARDS and h not in names:
+            names.append(h)
+    return generate_tls(directory, names, days, ca_common_name="healthfed hub CA")
+
+
+def certificate_names(cert_file: str | Path) -> set[str]:
+    """DNS names and IP addresses (as text) in a PEM certificate's subjectAltName."""
+    try:
+        cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise FederationError(f"cannot read certificate {cert_file}: {exc}") from None
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    names = {str(n) for n in san.get_values_for_type(x509.DNSName)}
+    names |= {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    return names
+
+
+def covers(names: set[str], host: str) -> bool:
+    """Whether a certificate naming ``names`` is valid for ``host``."""
+    if host in names:
+        return True
+    # one-label wildcard, e.g. *.example.org covers hub.example.org
+    _, _, rest = host.partition(".")
+    return bool(rest) and f"*.{rest}" in names

@@ -1,7 +1,7 @@
 """The embedded engine: Flower's ServerApp/ClientApp seam driven in one process.
 
 ``InProcessGrid`` implements Flower's ``Grid`` so ``collect`` and every other
-hub-side routine run unchanged; each node's ``ClientApp`` is called directly
+aggregator routine run unchanged; each node's ``ClientApp`` is called directly
 (no Ray, no network), in a thread per node so a slow node can time out and be
 reported by name while the others are used.
 
@@ -30,16 +30,17 @@ from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
 from healthfed.federation.client_app import make_client_app
+from healthfed.federation.messages import SITE_CONFIG_KEY
 from healthfed.node.runtime import Node
 
-HUB_NODE_ID = 1  # Flower's SuperLink node id
+SUPERLINK_NODE_ID = 1  # Flower's node id of the SuperLink (the sender of every message)
 _FIRST_NODE_ID = 1001
 
 
 def _set_task_identity(run_id: int) -> None:
     """Outside Flower's runtimes a ``Message`` needs the task identity set."""
     TaskIdentity.run_id = run_id
-    TaskIdentity.node_id = HUB_NODE_ID
+    TaskIdentity.node_id = SUPERLINK_NODE_ID
     TaskIdentity.task_id = 0
 
 
@@ -108,7 +109,7 @@ class InProcessGrid(Grid):
             nid: Context(
                 run_id=self._run.run_id,
                 node_id=nid,
-                node_config={"healthfed-site": node.name},
+                node_config={SITE_CONFIG_KEY: node.name},
                 state=RecordDict(),
                 run_config={},
             )
@@ -191,8 +192,8 @@ class InProcessGrid(Grid):
 
     def _deliver(self, node_id: int, msg: Message) -> Message:
         # Through Flower's wire format both ways, as on a deployment: a node gets its
-        # own copy (SecAgg+'s mod edits its message; the hub may send one content to
-        # many nodes) and the hub gets only what serialises.
+        # own copy (SecAgg+'s mod edits its message; the aggregator may send one content
+        # to many nodes) and the aggregator gets only what serialises.
         msg = message_from_proto(message_to_proto(msg))
         try:
             reply = self._apps[node_id](msg, self._contexts[node_id])

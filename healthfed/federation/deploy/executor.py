@@ -1,0 +1,172 @@
+"""The node's executor: answers a SuperNode's tasks with the *installed* ClientApp.
+
+**Pushed code never runs at a hospital.** A stock SuperNode hands every message
+to ``flwr-clientapp``, which unpacks the app bundle (FAB) the SuperLink pushed,
+puts it first on ``sys.path`` and imports the ``clientapp`` it names: whoever
+starts the run decides what code touches the data. Each SuperNode is started with
+``--isolation process`` instead and served by this executor (started from the
+hospital's installed healthfed, ``python -m healthfed.federation.deploy node-exec``).
+The executor
+
+1. refuses, with a Flower ``Error`` reply (``INVALID_FAB``), every task whose
+   FAB is not byte-for-byte the bundle the installed healthfed builds
+   (:func:`~healthfed.federation.deploy.bundle.app_fab`) — it compares SHA-256
+   hashes; and
+2. never unpacks or imports anything from the FAB even when it matches: it
+   answers with ``healthfed.federation.client_app.app`` imported from the
+   installed package.
+
+A shared secret (``--superexec-auth-secret-file``) makes the SuperNode hand
+tasks only to this executor. This module is imported in the executor process only
+(its flwr runtime clients cost ~0.3 s), not by :mod:`healthfed.federation.deploy`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Error, Message
+from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode, SubStatus
+from flwr.proto.runtime_pb2 import AcquireTaskRequest
+from flwr.supercore.constant import TaskType
+from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.interceptors import (
+    RuntimeTokenHttpInterceptor,
+    RuntimeVersionHttpInterceptor,
+    SuperExecAuthHttpInterceptor,
+)
+from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.runtime import RuntimeHttpClient
+from flwr.supernode.runtime.run_clientapp import (
+    pull_task_input,
+    push_message,
+    push_task_output,
+)
+
+from healthfed.errors import FederationError
+from healthfed.federation.deploy.bundle import CLIENTAPP_REF, app_fab_hash, fab_refusal
+
+
+def run_node_executor(
+    runtime_api_address: str,
+    root_certificates: str | None,
+    auth_secret: bytes | None,
+    *,
+    poll_interval: float = 0.1,
+    stop: threading.Event | None = None,
+    clientapp_ref: str = CLIENTAPP_REF,
+) -> None:
+    """Serve a ``--isolation process`` SuperNode with the installed healthfed ClientApp.
+
+    Parameters
+    ----------
+    runtime_api_address
+        The SuperNode's Runtime API, ``host:port``.
+    root_certificates
+        CA file to verify the Runtime API's TLS certificate; ``None`` for plain HTTP.
+    auth_secret
+        The SuperNode's ``--superexec-auth-secret-file`` content, if it has one.
+    poll_interval
+        Seconds between task polls when idle.
+    stop
+        Set it to return (tests); otherwise runs until the process is signalled.
+    clientapp_ref
+        ``module:attribute`` of the ClientApp, imported from this environment (the
+        hospital's installed healthfed; tests substitute an echo app). Whatever
+        the pushed bundle names is ignored.
+    """
+    client_app = _load_clientapp(clientapp_ref)  # from the installed package, never the FAB
+
+    expected = app_fab_hash()
+    interceptors: list[Any] = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
+    if auth_secret:
+        interceptors.append(
+            SuperExecAuthHttpInterceptor(
+                master_secret=auth_secret,
+                protected_methods={"/flwr.proto.Runtime/AcquireTask"},
+            )
+        )
+    client = RuntimeHttpClient.from_server_address(
+        server_address=runtime_api_address,
+        insecure=root_certificates is None,
+        root_certificates=_read(root_certificates),
+        interceptors=interceptors,
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+    print(f"healthfed node executor ready; accepting only FAB {expected}", flush=True)
+    try:
+        while stop is None or not stop.is_set():
+            res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
+            if res.HasField("task") and res.token:
+                _run_task(runtime_api_address, root_certificates, res.token, client_app, expected)
+            else:
+                time.sleep(poll_interval)
+    finally:
+        client.close()
+
+
+def _load_clientapp(ref: str) -> Any:
+    """The ClientApp ``module:attribute`` names, imported from this environment."""
+    module_name, _, attr = ref.partition(":")
+    app = getattr(importlib.import_module(module_name), attr or "app")
+    if not isinstance(app, ClientApp):
+        raise FederationError(f"{ref} is not a flwr ClientApp")
+    return app
+
+
+def _run_task(
+    address: str, root_certificates: str | None, token: str, client_app: Any, expected: str
+) -> None:
+    """One message: check the bundle, answer with the installed ClientApp or refuse."""
+    client = RuntimeHttpClient.from_server_address(
+        server_address=address,
+        insecure=root_certificates is None,
+        root_certificates=_read(root_certificates),
+        interceptors=[
+            RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
+            RuntimeTokenHttpInterceptor(token),
+        ],
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    heartbeat.start()
+    message = context = reply = None
+    sub_status, details = SubStatus.FAILED, "healthfed node executor failed"
+    try:
+        message, context, run, fab = pull_task_input(client)
+        reason = fab_refusal(fab.content, expected)
+        if reason is not None:
+            print(
+                f"REFUSED run {run.run_id} ({run.fab_id} {run.fab_version}): {reason}", flush=True
+            )
+            reply = Message(Error(code=ErrorCode.INVALID_FAB, reason=reason), reply_to=message)
+            details = reason
+        else:
+            reply = client_app(message=message, context=context)
+            sub_status, details = SubStatus.COMPLETED, ""
+            print(f"answered run {run.run_id} message {message.metadata.message_id}", flush=True)
+    except Exception as exc:  # noqa: BLE001 - a node answers with an error, never crashes
+        print(f"task failed: {type(exc).__name__}: {exc}", flush=True)
+        details = f"{type(exc).__name__}: {exc}"
+        if message is not None:
+            reply = Message(
+                Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=details),
+                reply_to=message,
+            )
+    finally:
+        try:
+            if reply is not None and context is not None:
+                push_message(client, reply, context)
+            push_task_output(client, context, sub_status, details)
+        finally:
+            heartbeat.stop()
+            client.close()
+
+
+def _read(path: str | None) -> bytes | None:
+    return None if path is None else Path(path).read_bytes()
