@@ -44,7 +44,7 @@ _EXPORTS: dict[str, str] = {
     # node
     "SitePolicy": "healthfed.policy",
     "Node": "healthfed.node.runtime",
-    "write_node_file": "healthfed.node.runtime",
+    "write_node_file": "healthfed.node.config",
     # federation
     "Federation": "healthfed.federation.federation",
     "RoundOutcome": "healthfed.compute.rounds",

@@ -1,0 +1,216 @@
+"""``healthfed train|evaluate|report|predict|decide``: the researcher's and clinician's model commands.
+
+Train a model across the nodes and save it as an artefact, evaluate it
+federated, write its trust report, predict for one patient and record a
+clinician's decision. What report/predict/decide do is library code in
+:mod:`healthfed.trust.commands`; these functions only parse and print.
+"""
+
+# Why imports of healthfed's own modules are function-local in the CLI: they pull in
+# pandas, pyarrow, DuckDB, Flower, SQLAlchemy or cryptography, and `healthfed --help`
+# (and every command) must start without waiting for them. That is the only reason.
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from healthfed.cli._common import (
+    DatasetOpt,
+    Engine,
+    EngineOpt,
+    Format,
+    FormatOpt,
+    NodesArg,
+    OutOpt,
+    PermitOpt,
+    PurposeOpt,
+    RequesterOpt,
+    console,
+    open_federation,
+    split_required,
+)
+
+__all__ = ["decide", "evaluate", "predict", "report", "train"]
+
+#: The exact GLMs; training any other model shows a progress bar of its rounds.
+EXACT_MODELS = ("logistic", "gaussian", "poisson")
+
+
+def train(
+    nodes: NodesArg,
+    target: Annotated[str, typer.Option(help="Outcome column.")],
+    features: Annotated[str, typer.Option(help="Comma-separated feature columns.")],
+    out: Annotated[Path, typer.Option(help="Model artefact folder to write.")],
+    dataset: DatasetOpt = "covid",
+    model: Annotated[
+        str,
+        typer.Option(
+            help="logistic | gaussian | poisson (exact) or fedavg | fedprox | fedadam | mlp."
+        ),
+    ] = "logistic",
+    l2: Annotated[float, typer.Option(help="L2 penalty (exact GLMs; not on the intercept).")] = 0.0,
+    rounds: Annotated[int, typer.Option(help="Rounds for the iterative models.")] = 30,
+    holdout: Annotated[
+        float | None, typer.Option(help="Hold out this share of each site's patients for testing.")
+    ] = None,
+    secure_aggregation: Annotated[
+        bool,
+        typer.Option(
+            help="Pool every training round with Flower's SecAgg+ (no site's own update "
+            "or gradient reaches the hub)."
+        ),
+    ] = False,
+    engine: EngineOpt = Engine.inprocess,
+    permit: PermitOpt = None,
+    requester: RequesterOpt = "researcher",
+    purpose: PurposeOpt = None,
+) -> None:
+    """Train a model across the nodes (no row moves) and save it as an artefact."""
+    from healthfed.compute.train import train as train_model
+    from healthfed.trust.artefact import save_model
+
+    names = split_required(features, "--features", "column")
+    split = {"fraction": holdout, "seed": 0} if holdout else None
+    with open_federation(nodes, engine, permit, requester, purpose) as fed:
+        fitted = train_model(
+            fed, dataset, target, names, model, l2=l2, rounds=rounds, holdout=split,
+            progress=model not in EXACT_MODELS, secure_aggregation=secure_aggregation,
+        )  # fmt: skip
+    provenance = {
+        "dataset": dataset,
+        "holdout": split,
+        "engine": engine.value,
+        "secure_aggregation": secure_aggregation,
+    }
+    artefact = save_model(fitted, out, provenance=provenance)
+    if hasattr(fitted, "summary_frame"):
+        print(fitted.summary_frame().to_string())
+    console.print(f"Sites: {', '.join(getattr(fitted, 'sites_', []))}")
+    refused = getattr(fitted, "refused_", None)
+    if refused:
+        console.print(f"Declined: {refused}")
+    console.print(f"Saved {out} (model hash {artefact.hash[:16]})")
+
+
+def _write_evaluation(result: Any, fmt: Format, out: Path | None) -> None:
+    """Print or write an evaluation: its table as text or CSV, or all of it as JSON."""
+    frame = result.to_frame()
+    if fmt is Format.json:
+        text = json.dumps(result.to_dict(), indent=2, default=str)
+    elif fmt is Format.csv:
+        text = frame.to_csv()
+    else:
+        text = frame.to_string()
+    if out is None:
+        print(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"Wrote {out}")
+
+
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Model artefact folder.")],
+    nodes: Annotated[list[Path], typer.Option("--nodes", help="Node TOML files (repeatable).")],
+    dataset: DatasetOpt = "covid",
+    threshold: Annotated[float, typer.Option(help="Classification threshold.")] = 0.5,
+    holdout: Annotated[
+        float | None, typer.Option(help="Evaluate on the held-out share used in training.")
+    ] = None,
+    engine: EngineOpt = Engine.inprocess,
+    fmt: FormatOpt = Format.text,
+    out: OutOpt = None,
+    permit: PermitOpt = None,
+    requester: RequesterOpt = "researcher",
+    purpose: PurposeOpt = None,
+) -> None:
+    """Federated evaluation of a saved classifier: per site and pooled, with 95% CIs."""
+    from healthfed.compute.evaluation import evaluate_classifier
+    from healthfed.trust.artefact import load_model
+
+    art = load_model(model)
+    split = {"fraction": holdout, "seed": 0, "part": "test"} if holdout else None
+    with open_federation(nodes, engine, permit, requester, purpose) as fed:
+        result = evaluate_classifier(
+            fed,
+            dataset,
+            art.description["spec"],
+            art.target,
+            threshold=threshold,
+            holdout=split,
+        )
+    _write_evaluation(result, fmt, out)
+
+
+def report(
+    model: Annotated[Path, typer.Argument(help="Model artefact folder (model.json).")],
+    out: Annotated[Path, typer.Option(help="Folder for report.html and report.json.")],
+    nodes: Annotated[
+        list[Path] | None,
+        typer.Option("--nodes", help="Node TOML files: re-evaluate across them (repeatable)."),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset name at the nodes (default: the model's).")
+    ] = None,
+    sensitive: Annotated[
+        list[str] | None, typer.Option(help="Attribute to disaggregate by (repeatable).")
+    ] = None,
+    threshold: Annotated[float | None, typer.Option(help="Classification threshold.")] = None,
+    permit: PermitOpt = None,
+    requester: RequesterOpt = "researcher",
+    purpose: PurposeOpt = None,
+) -> None:
+    """Write the model's trust report (one self-contained HTML page + JSON)."""
+    from healthfed.trust.commands import report_command
+
+    kwargs: dict[str, Any] = {"requester": requester, "purpose": purpose}
+    if permit is not None:
+        kwargs["permit"] = permit
+    path = report_command(
+        model,
+        out,
+        nodes or None,
+        dataset=dataset,
+        sensitive=sensitive,
+        threshold=threshold,
+        federation_kwargs=kwargs,
+    )
+    console.print(f"Wrote {path} and {path.with_name('report.json')}")
+
+
+def predict(
+    model: Annotated[Path, typer.Argument(help="Model artefact folder.")],
+    input: Annotated[Path, typer.Option("--input", help="Patient JSON file (raw values).")],
+    threshold: Annotated[float | None, typer.Option(help="Classification threshold.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Probability, 95% interval, local explanation and out-of-distribution warnings."""
+    from healthfed.trust.commands import predict_command
+
+    pred = predict_command(model, input, threshold)
+    print(json.dumps(pred.to_dict(), indent=1) if as_json else pred.to_text())
+
+
+def decide(
+    model: Annotated[Path, typer.Argument(help="Model artefact folder.")],
+    input: Annotated[Path, typer.Option("--input", help="Patient JSON file.")],
+    decision: Annotated[str, typer.Option(help="accept or override.")],
+    clinician: Annotated[str, typer.Option(help="Who decides.")],
+    audit_log: Annotated[Path, typer.Option("--audit-log", help="Hash-chained JSONL audit log.")],
+    reason: Annotated[str, typer.Option(help="Reason (required for override).")] = "",
+    patient_ref: Annotated[
+        str | None, typer.Option(help="Local pseudonymous patient reference.")
+    ] = None,
+) -> None:
+    """Record a clinician's accept/override of the model's prediction in the audit log."""
+    from healthfed.trust.commands import decide_command
+
+    pred, rec = decide_command(model, input, decision, reason, clinician, audit_log, patient_ref)
+    print(pred.to_text())
+    console.print(
+        f"Recorded {rec['decision']} as record {rec['seq']} (hash {rec['hash'][:12]}...) "
+        f"in {audit_log}"
+    )
