@@ -17,9 +17,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	$(BIN)/lint-imports --no-cache
 	FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 $(BIN)/python -m pytest
 
 lint: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check healthfed tests bench
 	$(BIN)/mypy healthfed
 

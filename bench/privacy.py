@@ -87,9 +87,9 @@ from healthfed.compute.fedavg import (  # noqa: E402
     logits,
     n_weights,
     round_dp,
-    transform_frame,
     validate_dp_training,
 )
+from healthfed.compute.preprocess import standardisation_spec, transform_frame  # noqa: E402
 from healthfed.data.dataset import NodeDataset  # noqa: E402
 from healthfed.data.descriptor import descriptor_from_dict  # noqa: E402
 from healthfed.data.synth import COVID_COLUMNS, covid_descriptor_toml, generate_covid_cohort  # noqa: E402
@@ -109,15 +109,17 @@ LOW_FPR = 0.05
 
 def bounds_spec() -> dict[str, Any]:
     """Standardisation from the declared bounds only (no data, no privacy cost)."""
-    feats = []
+    centers, scales = [], []
     for c in FEATURES:
         spec = COVID_COLUMNS[c]
         if spec["type"] == "binary":
-            feats.append({"column": c, "center": 0.5, "scale": 0.5})
+            centers.append(0.5)
+            scales.append(0.5)
         else:
             lo, hi = spec["bounds"]
-            feats.append({"column": c, "center": (lo + hi) / 2, "scale": (hi - lo) / 4})
-    return {"features": feats}
+            centers.append((lo + hi) / 2)
+            scales.append((hi - lo) / 4)
+    return standardisation_spec(FEATURES, centers, scales)
 
 
 def _frame(ds: NodeDataset) -> pd.DataFrame:

@@ -152,7 +152,7 @@ def flower_fedavg(
     from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
     from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-    from healthfed.federation.inprocess import InProcessGrid
+    from healthfed.federation.grids.inprocess import InProcessGrid
 
     class SklearnGrid(InProcessGrid):
         """healthfed's in-process Flower Grid, serving scikit-learn ClientApps instead of nodes."""

@@ -6,14 +6,14 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from healthfed.federation import deploy
+from healthfed.federation.deploy.processes import descendants
 
 
 def process_tree(pids: Iterable[int]) -> set[int]:
     """``pids`` and all their descendants."""
     out = set(pids)
     for pid in list(out):
-        out.update(deploy._descendants(pid))
+        out.update(descendants(pid))
     return out
 
 

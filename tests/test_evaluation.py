@@ -12,21 +12,18 @@ from test_fedavg import CENTER, FEATURES, SCALE, make_nodes, make_site
 
 from healthfed.compute import evaluation as E
 from healthfed.compute.fedavg import sigmoid
+from healthfed.compute.preprocess import standardisation_spec
+from healthfed.errors import ThresholdViolation
 from healthfed.federation.federation import Federation
 from healthfed.policy import SitePolicy
 
 # A fixed model (as a GLM would hand it over): coefficients on the standardised design.
-SPEC = {
-    "features": [
-        {"column": c, "center": float(m), "scale": float(sd)}
-        for c, m, sd in zip(FEATURES, CENTER, SCALE, strict=True)
-    ]
-}
+SPEC = standardisation_spec(FEATURES, [float(m) for m in CENTER], [float(sd) for sd in SCALE])
 MODEL = {"coef": [1.5, -1.0, 0.8, -0.6], "intercept": -0.1, "preprocess": SPEC}
 
 
 def local_scores(df: pd.DataFrame) -> np.ndarray:
-    X = np.column_stack([(df[f["column"]] - f["center"]) / f["scale"] for f in SPEC["features"]])
+    X = np.column_stack([(df[c["name"]] - c["center"]) / c["scale"] for c in SPEC["columns"]])
     return X @ np.array(MODEL["coef"]) + MODEL["intercept"]
 
 
@@ -68,7 +65,7 @@ def test_merge_bins_meets_cell_rule_and_keeps_threshold():
     pos2[8] = 6
     edges2, kept2 = E.merge_bins(pos2, np.full(10, 2.0), 5, cut=5)
     assert not kept2
-    with pytest.raises(E.ThresholdViolation, match="min_cell_count"):
+    with pytest.raises(ThresholdViolation, match="min_cell_count"):
         E.merge_bins(np.array([1.0, 2, 0]), np.array([9.0, 9, 9]), 5)
 
 
@@ -128,7 +125,7 @@ def test_pooled_metrics_equal_pooled_computation(tmp_path, frames):
 
 def test_default_policy_releases_no_small_counts(tmp_path, frames):
     with Federation.inprocess(make_nodes(tmp_path, frames)) as fed:
-        out = fed.query(E.EVALUATE, "synth", {"model": MODEL, "target": "y", "bins": 1000})
+        out = fed.round(E.EVALUATE, "synth", {"model": MODEL, "target": "y", "bins": 1000})
         assert sorted(out.replies) == ["a", "b", "c"]
         for reply in out.replies.values():
             for values in reply["counts"].values():

@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from healthfed.compute import fedavg as F
 from healthfed.compute.fedavg import FedAvgLogisticRegression, FederatedMLPClassifier
+from healthfed.compute.preprocess import standardisation_spec
 from healthfed.data.descriptor import descriptor_from_dict
 from healthfed.errors import TooFewSites
 from healthfed.federation.federation import Federation
@@ -160,7 +161,7 @@ def test_bad_parameters_are_refused_by_name(fed):
             {
                 "model": "logistic",
                 "target": "y",
-                "preprocess": {"features": [{"column": "x1"}]},
+                "preprocess": standardisation_spec(["x1"]),
                 "weights": [[0.0, 0.0], [0.0]],
             },
         )

@@ -15,16 +15,17 @@ import pytest
 from _proc_helpers import alive, listening_addresses, process_tree
 
 from healthfed.errors import FederationError
-from healthfed.federation import deploy
 from healthfed.federation.deploy import (
+    CLIENTAPP_REF,
     LocalFlowerDeployment,
     app_fab,
     app_fab_hash,
     build_fab,
     fab_refusal,
+    generate_loopback_tls,
     node_config_arg,
 )
-from healthfed.federation.tls import generate_loopback_tls
+from healthfed.federation.deploy.bundle import APP_PYPROJECT
 
 TESTS = Path(__file__).resolve().parent
 ECHO_APP = "_flower_echo_app:app"
@@ -42,7 +43,7 @@ def test_app_bundle_is_code_free_and_deterministic() -> None:
     import zipfile
 
     fab = app_fab()
-    assert build_fab({"pyproject.toml": deploy._APP_PYPROJECT.encode()}) == fab
+    assert build_fab({"pyproject.toml": APP_PYPROJECT.encode()}) == fab
     names = zipfile.ZipFile(io.BytesIO(fab)).namelist()
     assert sorted(names) == [".info/CONTENT", "pyproject.toml"]  # no Python code travels
     assert fab_refusal(fab) is None
@@ -50,8 +51,8 @@ def test_app_bundle_is_code_free_and_deterministic() -> None:
 
 
 def test_any_other_bundle_is_refused() -> None:
-    other_ref = deploy._APP_PYPROJECT.replace(deploy.CLIENTAPP_REF, "os:system")
-    with_code = {"pyproject.toml": deploy._APP_PYPROJECT.encode(), "extra.py": b"print(1)\n"}
+    other_ref = APP_PYPROJECT.replace(CLIENTAPP_REF, "os:system")
+    with_code = {"pyproject.toml": APP_PYPROJECT.encode(), "extra.py": b"print(1)\n"}
     for fab in (build_fab({"pyproject.toml": other_ref.encode()}), build_fab(with_code)):
         reason = fab_refusal(fab)
         assert reason is not None and "refused" in reason
@@ -124,7 +125,7 @@ def test_pushed_app_with_other_code_is_refused_and_never_runs(
         f"    Path({str(marker)!r}).write_text('handler ran')\n"
         "    raise SystemExit\n"
     )
-    pyproject = deploy._APP_PYPROJECT.replace(deploy.CLIENTAPP_REF, "healthfed_evil:app").replace(
+    pyproject = APP_PYPROJECT.replace(CLIENTAPP_REF, "healthfed_evil:app").replace(
         "healthfed-query", "healthfed-query-evil"
     )
     fab = build_fab(
@@ -172,8 +173,8 @@ def test_federation_flower_runs_the_installed_client_app_on_real_nodes(tmp_path:
         pytest.skip(f"node side not importable yet: {exc}")
     fed = Federation.flower(nodes, timeout=30)
     try:
-        outcome = fed.query("count", "covid")
-        again = fed.query("count", "covid")
+        outcome = fed.round("count", "covid")
+        again = fed.round("count", "covid")
         # Both rounds went to one long-running ServerApp (one Flower run, a session).
         deployment = fed._on_close.__self__  # type: ignore[union-attr]
         session = deployment._session
@@ -185,7 +186,7 @@ def test_federation_flower_runs_the_installed_client_app_on_real_nodes(tmp_path:
         session.stop()
         deployment.wait_run(session.run_id, timeout=30)
         session.alive = True
-        third = fed.query("count", "covid")
+        third = fed.round("count", "covid")
         assert third.contributed == outcome.contributed
         assert deployment._session is not session and deployment._session.alive
     finally:

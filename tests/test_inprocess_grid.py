@@ -9,7 +9,7 @@ import pytest
 
 from healthfed.errors import TooFewSites
 from healthfed.federation.federation import Federation
-from healthfed.federation.inprocess import InProcessGrid
+from healthfed.federation.grids.inprocess import InProcessGrid
 from healthfed.federation.server_app import collect
 from healthfed.node.runtime import Node
 
@@ -44,7 +44,7 @@ def test_collect_reaches_every_node_through_flower_messages() -> None:
 def test_slow_node_is_reported_by_name_and_others_still_count() -> None:
     fed = Federation.inprocess([EchoNode("fast1"), EchoNode("slow", delay=2.0), EchoNode("fast2")])
     fed.timeout = 0.5
-    outcome = fed.query("x", "covid", {"k": 2})
+    outcome = fed.round("x", "covid", {"k": 2})
     assert outcome.contributed == ["fast1", "fast2"]
     assert outcome.missing == ["slow"]
     fed.close()

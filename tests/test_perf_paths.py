@@ -22,11 +22,14 @@ import pytest
 import healthfed.compute  # noqa: F401 - registers the built-in computations
 from healthfed.compute import glm
 from healthfed.compute import preprocess as pp
+from healthfed.compute.glm import maths as glm_maths
+from healthfed.compute.preprocess import cache as pp_cache
 from healthfed.data.dataset import NodeDataset
 from healthfed.data.descriptor import descriptor_from_dict
 from healthfed.data.sql import holdout_sql
 from healthfed.federation.federation import Federation
-from healthfed.node.runtime import Node, _connection
+from healthfed.node.connection import RequestConnection
+from healthfed.node.runtime import Node
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -106,7 +109,7 @@ class _Counter:
         self.connects = 0
         self.scans = 0
         real_connect = NodeDataset.connect
-        real_fetch = pp._fetch_raw
+        real_fetch = pp_cache._fetch_raw
 
         def connect(ds: NodeDataset) -> Any:
             self.connects += 1
@@ -117,7 +120,7 @@ class _Counter:
             return real_fetch(*a, **k)
 
         monkeypatch.setattr(NodeDataset, "connect", connect)
-        monkeypatch.setattr(pp, "_fetch_raw", fetch)
+        monkeypatch.setattr(pp_cache, "_fetch_raw", fetch)
 
     def reset(self) -> None:
         self.connects = self.scans = 0
@@ -169,7 +172,7 @@ def test_cached_design_equals_design_matrix(sites):
         cases_here.append(("indicator", "y", None, holdout_sql(desc, hold), "binomial"))
         for name, target, positive, where, family in cases_here:
             spec = specs[name]
-            with _connection(ds) as data:
+            with RequestConnection(ds) as data:
                 X, y = pp.cached_design(data.con, desc, spec, target, positive, where, family)
             con = ds.connect()
             try:
@@ -205,17 +208,17 @@ def test_a_replaced_file_is_never_served_from_the_cache(sites, tmp_path):
         "version": 1,
         "columns": [{"name": "x", "type": "numeric", "mean": 0.0, "center": 0.0, "scale": 1.0}],
     }
-    with _connection(ds) as data:
+    with RequestConnection(ds) as data:
         X1, _ = pp.cached_design(data.con, ds.descriptor, spec, "y", None, "TRUE", "binomial")
         assert data.con.opened  # a miss: one scan
-    with _connection(ds) as data:
+    with RequestConnection(ds) as data:
         again, _ = pp.cached_design(data.con, ds.descriptor, spec, "y", None, "TRUE", "binomial")
         assert again is X1 and not data.con.opened  # identified and served without DuckDB
     frame = _frame(np.random.default_rng(99), "s1", 450)
     path = _write_site(tmp_path, "s1", frame)
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-    with _connection(ds) as data:
+    with RequestConnection(ds) as data:
         X2, _ = pp.cached_design(data.con, ds.descriptor, spec, "y", None, "TRUE", "binomial")
     assert X2.shape == (450, 2)
     np.testing.assert_array_equal(X2[:, 1], frame["x"].to_numpy())
@@ -233,7 +236,7 @@ def test_optouts_open_the_connection_and_change_the_cache_identity(sites, tmp_pa
     }
 
     def design() -> tuple[np.ndarray, int | None, bool]:
-        with _connection(ds, store) as data:
+        with RequestConnection(ds, store) as data:
             opened = data.con.opened
             X, _ = pp.cached_design(data.con, ds.descriptor, spec, "y", None, "TRUE", "binomial")
             return X, data.excluded, opened
@@ -253,7 +256,7 @@ def test_optouts_open_the_connection_and_change_the_cache_identity(sites, tmp_pa
 
 def test_lazy_connection_has_no_identity_once_opened(sites):
     ds = sites["s3"]
-    with _connection(ds) as data:
+    with RequestConnection(ds) as data:
         assert data.con.data_identity() is not None
         data.con.execute("SELECT 1").fetchone()
         assert data.con.opened and data.con.data_identity() is None
@@ -269,7 +272,7 @@ def test_blocked_derivatives_equal_the_formulas(family, order):
     from scipy.special import gammaln, xlogy
 
     rng = np.random.default_rng(3)
-    n, p = 2 * glm._CHUNK_ROWS + 123, 6
+    n, p = 2 * glm_maths._CHUNK_ROWS + 123, 6
     X = np.column_stack([np.ones(n), rng.normal(size=(n, p - 1))])
     X = np.asfortranarray(X) if order == "F" else np.ascontiguousarray(X)
     beta = rng.normal(scale=0.3, size=p)
@@ -301,13 +304,15 @@ def test_blocked_derivatives_equal_the_formulas(family, order):
 
 def test_sum_log1pexp_is_logaddexp():
     e = np.r_[np.linspace(-800, 800, 10_001), 0.0, -0.0, 1e-300, 40.0, -40.0]
-    assert glm._sum_log1pexp(e) == pytest.approx(float(np.sum(np.logaddexp(0.0, e))), rel=1e-14)
+    assert glm_maths._sum_log1pexp(e) == pytest.approx(
+        float(np.sum(np.logaddexp(0.0, e))), rel=1e-14
+    )
 
 
 # --- threads ------------------------------------------------------------------------------------
 def test_inprocess_round_limits_blas_threads_when_nodes_share_cores(monkeypatch):
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    from healthfed.federation.inprocess import InProcessGrid
+    from healthfed.federation.grids.inprocess import InProcessGrid
 
     def blas_threads() -> list[int]:
         return [

@@ -1,8 +1,8 @@
 """The hub and the hospitals as separately started services (flwr 1.42, loopback).
 
-``serve_hub`` and two ``serve_node`` handles are started independently, as they
-would be on different machines, and meet only through the hub's address and
-its ``ca.pem``. Every process is stopped at the end and checked gone.
+``serve_superlink`` (the access body's) and two ``serve_node`` handles are started
+independently, as they would be on different machines, and meet only through the
+SuperLink's address and its ``ca.pem``. Every process is stopped at the end and checked gone.
 """
 
 from __future__ import annotations
@@ -20,26 +20,27 @@ import pytest
 from _proc_helpers import alive, listening_addresses, process_tree
 
 from healthfed.errors import FederationError
-from healthfed.federation import deploy
-from healthfed.federation.serve import (
+from healthfed.federation.deploy import (
     certificate_names,
-    generate_hub_tls,
+    free_port,
+    generate_superlink_tls,
     nginx_fleet_location,
-    run_on_hub,
-    serve_hub,
+    run_on_superlink,
     serve_node,
+    serve_superlink,
 )
+from healthfed.federation.deploy.processes import descendants
 
 
 # --- no processes -----------------------------------------------------------------------
 def test_hub_refuses_a_non_loopback_bind_without_acknowledgement(tmp_path: Path) -> None:
     with pytest.raises(FederationError, match="/v1/fleet/"):
-        serve_hub(tmp_path / "hub", host="0.0.0.0", port=0)
+        serve_superlink(tmp_path / "hub", host="0.0.0.0", port=0)
     assert not (tmp_path / "hub").exists()
 
 
 def test_hub_certificate_names_the_public_host_and_loopback(tmp_path: Path) -> None:
-    files = generate_hub_tls(tmp_path / "tls", ["hub.example.org", "10.0.0.5"])
+    files = generate_superlink_tls(tmp_path / "tls", ["hub.example.org", "10.0.0.5"])
     assert certificate_names(files.server_cert) >= {
         "hub.example.org",
         "10.0.0.5",
@@ -53,9 +54,9 @@ def test_hub_certificate_names_the_public_host_and_loopback(tmp_path: Path) -> N
 def test_hub_rejects_a_given_certificate_that_does_not_name_the_public_host(
     tmp_path: Path,
 ) -> None:
-    generate_hub_tls(tmp_path / "pki", ["other.example.org"])
+    generate_superlink_tls(tmp_path / "pki", ["other.example.org"])
     with pytest.raises(FederationError, match="hub.example.org"):
-        serve_hub(
+        serve_superlink(
             tmp_path / "hub", port=0, fleet_public_host="hub.example.org", tls_dir=tmp_path / "pki"
         )
 
@@ -71,7 +72,7 @@ def test_hub_and_two_hospitals_started_separately_answer_a_request(tmp_path: Pat
     pids: set[int] = set()
     try:
         t0 = time.perf_counter()
-        hub = serve_hub(tmp_path / "hub", port=0, fleet_public_host="hub.example.org")
+        hub = serve_superlink(tmp_path / "hub", port=0, fleet_public_host="hub.example.org")
         handles.append(hub)
         timings["hub_start"] = time.perf_counter() - t0
         assert "hub.example.org" in certificate_names(hub.tls.server_cert)
@@ -100,7 +101,7 @@ def test_hub_and_two_hospitals_started_separately_answer_a_request(tmp_path: Pat
             "requester": "test",
         }
         t0 = time.perf_counter()
-        result = run_on_hub(hub.address, hub.ca_cert, request, 30, sites)
+        result = run_on_superlink(hub.address, hub.ca_cert, request, 30, sites)
         timings["round_trip"] = time.perf_counter() - t0
         assert sorted(result["replies"]) == sorted(sites), result
         assert all(r["status"] == "ok" for r in result["replies"].values()), result
@@ -110,7 +111,7 @@ def test_hub_and_two_hospitals_started_separately_answer_a_request(tmp_path: Pat
         from healthfed.federation.federation import Federation
 
         with Federation.flower_remote(hub.address, hub.ca_cert, sites, timeout=30) as fed:
-            first, second = fed.query("count", "covid"), fed.query("count", "covid")
+            first, second = fed.round("count", "covid"), fed.round("count", "covid")
         assert first.contributed == second.contributed == sorted(sites), first.refused
 
         pids = process_tree(pid for h in handles for pid in h.pids)
@@ -170,9 +171,9 @@ def test_hospitals_reach_the_hub_only_through_a_fleet_only_proxy(tmp_path: Path)
     handles: list = []
     proxy = None
     try:
-        hub = serve_hub(tmp_path / "hub", port=0, fleet_public_host="localhost")
+        hub = serve_superlink(tmp_path / "hub", port=0, fleet_public_host="localhost")
         handles.append(hub)
-        listen = f"127.0.0.1:{deploy.free_port()}"
+        listen = f"127.0.0.1:{free_port()}"
         (tmp_path / "proxy").mkdir()
         conf = _nginx_conf(
             tmp_path / "proxy",
@@ -200,7 +201,7 @@ def test_hospitals_reach_the_hub_only_through_a_fleet_only_proxy(tmp_path: Path)
         handles.extend(nodes)
         sites = [n.site for n in nodes]
         request = {"computation": "count", "dataset": "covid", "params": {}}
-        result = run_on_hub(hub.address, hub.ca_cert, request, 30, sites)
+        result = run_on_superlink(hub.address, hub.ca_cert, request, 30, sites)
         assert sorted(result["replies"]) == sorted(sites), result
         seen = (tmp_path / "proxy" / "access.log").read_text()
         assert "/v1/fleet/pull-messages" in seen and "/v1/fleet/push-messages" in seen
@@ -219,8 +220,8 @@ def test_serve_forever_stops_everything_on_sigterm(tmp_path: Path) -> None:
 
     code = (
         "import sys\n"
-        "from healthfed.federation.serve import serve_hub\n"
-        "hub = serve_hub(sys.argv[1], port=0)\n"
+        "from healthfed.federation.deploy import serve_superlink\n"
+        "hub = serve_superlink(sys.argv[1], port=0)\n"
         "hub.serve_forever(on_ready=lambda: print('ready', flush=True))\n"
         "print('stopped', flush=True)\n"
     )
@@ -233,7 +234,7 @@ def test_serve_forever_stops_everything_on_sigterm(tmp_path: Path) -> None:
     pids: set[int] = set()
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        pids = set(deploy._descendants(proc.pid))
+        pids = set(descendants(proc.pid))
         assert pids  # the SuperLink and its SuperExec
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)

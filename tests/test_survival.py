@@ -13,7 +13,7 @@ from healthfed.compute import survival as S
 from healthfed.compute.survival import FederatedCoxPH, concordance_index, kaplan_meier
 from healthfed.data.dataset import NodeDataset
 from healthfed.data.descriptor import descriptor_from_dict
-from healthfed.errors import DataError, PolicyDenied, TooFewSites
+from healthfed.errors import DataError, InvalidArgument, TooFewSites
 from healthfed.federation.federation import Federation
 from healthfed.node.runtime import Node
 from healthfed.policy import SitePolicy
@@ -192,7 +192,7 @@ def test_unstratified_default_policy_coarsens_and_equals_pooled_on_coarse_times(
     coarse = df.assign(time=S.coarsen_times(df["time"].to_numpy(), width))
     np.testing.assert_allclose(model.coef_, naive_breslow(coarse), atol=1e-6)
     # Every released count passes the rule at that width.
-    out = fed.query(
+    out = fed.round(
         S.COX_RISK_SETS,
         "surv",
         {"duration": "time", "event": "dead", "features": FEATURES, "time_grid": {"width": width}},
@@ -244,7 +244,7 @@ def test_estimator_api_and_pickle(fed, frames):
 
 
 def test_bad_requests_name_the_argument(fed):
-    with pytest.raises(PolicyDenied, match="ties"):
+    with pytest.raises(InvalidArgument, match="ties"):
         FederatedCoxPH(ties="efron").fit(fed, "surv", "time", "dead", FEATURES)
     for bad, word in (("nope", "nope"), ("fold", "features")):
         with pytest.raises(TooFewSites) as err:
@@ -255,7 +255,7 @@ def test_bad_requests_name_the_argument(fed):
         assert all(word in r for r in err.value.refusals.values())
     with pytest.raises(DataError, match="collinear|information"):
         # 'treated' twice under another name is impossible here; a zero column is collinear
-        S._newton_step(np.zeros((2, 2)), np.ones(2), ["u", "v"])
+        S.newton_step(np.zeros((2, 2)), np.ones(2), ["u", "v"])
 
 
 # --- Kaplan-Meier ---------------------------------------------------------------------
@@ -281,7 +281,7 @@ def test_km_thresholds_one_exact_grid_equals_lifelines(frames):
 
 
 def test_km_default_policy_releases_no_small_counts(fed, frames):
-    out = fed.query(S.KM_COUNTS, "surv", {"duration": "time", "event": "dead", "time_grid": 5.0})
+    out = fed.round(S.KM_COUNTS, "surv", {"duration": "time", "event": "dead", "time_grid": 5.0})
     assert sorted(out.replies) == ["a", "b", "c"]
     for r in out.replies.values():
         for name, values in r["counts"].items():

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import healthfed.data.dataset
 from healthfed.data.dataset import NodeDataset, render_descriptor_toml
 from healthfed.data.descriptor import descriptor_from_dict, load_descriptor
 from healthfed.errors import DataError
@@ -159,7 +160,7 @@ def test_parquet_validation_is_remembered(tmp_path: Path, monkeypatch: pytest.Mo
     def boom(*args: object, **kwargs: object) -> int:
         raise AssertionError("rescanned an unchanged, validated file")
 
-    monkeypatch.setattr(NodeDataset, "_check", boom)
+    monkeypatch.setattr(healthfed.data.dataset, "check_values", boom)
     assert NodeDataset.from_descriptor_file(tmp_path / "site.toml", cache_dir=cache).n_rows == 3
 
 

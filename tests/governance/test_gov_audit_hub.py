@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ from healthfed.data.descriptor import ColumnSpec, DatasetDescriptor
 from healthfed.errors import PermitError
 from healthfed.federation.federation import Federation
 from healthfed.governance.audit import AuditLog, verify_audit_log
-from healthfed.governance.catalogue import catalogue_count, describe_dataset
+from healthfed.governance.catalogue import catalogue_count
 from healthfed.hub import Hub
+from healthfed.node.catalogue import describe_dataset
 from healthfed.node.runtime import Node
 
 runner = CliRunner()
@@ -259,6 +261,36 @@ def test_hub_withholds_release_under_a_revoked_permit(
         fed.count("covid")
     last = hub.audit_log.records()[-1]
     assert last["action"] == "release" and last["decision"] == "withheld"
+    assert hub.releases() == []
+
+
+def test_check_active_refuses_a_revoked_expired_or_foreign_permit_before_a_round(
+    hub: Hub, node_files: list[Path], permit: dict[str, Any], tmp_path: Path
+) -> None:
+    pid = permit["permit"]["permit_id"]
+    scope = {"requester": RESEARCHER, "computation": "count", "dataset": "covid"}
+    before = len(hub.audit_log.records())
+    assert hub.check_active(permit, **scope)["permit_id"] == pid
+    assert len(hub.audit_log.records()) == before  # a passing check records nothing
+    for change, match in (
+        ({"requester": "mallory@x.example"}, "requester"),
+        ({"computation": "table1_raw"}, "computation"),
+        ({"dataset": "other"}, "'\\*/other' is not in permit"),
+    ):
+        with pytest.raises(PermitError, match=match):
+            hub.check_active(permit, **{**scope, **change})
+    later = datetime.now(UTC) + timedelta(days=30)
+    with pytest.raises(PermitError, match="expired"):
+        hub.check_active(permit, **scope, now=later)
+    with Hub.init(tmp_path / "other", name="another access body") as other:
+        with pytest.raises(PermitError, match="not a hub key this site trusts"):
+            other.check_active(permit, **scope)
+    hub.revoke(pid, "ethics approval withdrawn")
+    with pytest.raises(PermitError, match="revoked"):
+        hub.check_active(permit, **scope)
+    last = hub.audit_log.records()[-1]
+    assert last["action"] == "release" and last["decision"] == "withheld"
+    assert last["permit_id"] == pid and "revoked" in last["reason"]
     assert hub.releases() == []
 
 

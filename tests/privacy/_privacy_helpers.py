@@ -12,8 +12,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from healthfed.compute.preprocess import standardisation_spec
+from healthfed.compute.rounds import RoundOutcome
 from healthfed.data.dataset import NodeDataset
 from healthfed.data.descriptor import descriptor_from_dict
+from healthfed.errors import TooFewSites
 from healthfed.node.runtime import Node
 from healthfed.policy import SitePolicy
 
@@ -78,9 +81,35 @@ def request(computation: str, params: dict[str, Any], permit: Any = None) -> dic
 SUBGROUP_BY_WARD: dict[str, Any] = {
     "model": {
         "model": "logistic",
-        "preprocess": {"features": [{"column": "age", "center": 60.0, "scale": 15.0}]},
+        "preprocess": standardisation_spec(["age"], centers=[60.0], scales=[15.0]),
         "weights": [[0.5], [0.0]],
     },
     "target": "death",
     "attributes": ["ward"],
 }
+
+
+def site_outcome(
+    fed: Any,
+    computation: str,
+    dataset: str,
+    params: dict[str, Any],
+    *,
+    min_sites: int | None = None,
+) -> RoundOutcome:
+    """Each site's answer to one round, refusals included, as an attack test inspects it.
+
+    ``Federation.round`` raises ``TooFewSites`` when fewer sites contributed than a
+    release needs; the attack tests want to see every site's refusal, so that error's
+    ``refusals`` become the outcome. ``min_sites=1`` shows one site's reply next to
+    another's refusal (a sandbox federation's per-site view).
+    """
+    saved = fed.min_sites
+    if min_sites is not None:
+        fed.min_sites = min_sites
+    try:
+        return fed.round(computation, dataset, params)
+    except TooFewSites as exc:
+        return RoundOutcome(replies={}, refused=dict(exc.refusals), checks=dict(exc.checks))
+    finally:
+        fed.min_sites = saved

@@ -15,6 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _privacy_helpers import SUBGROUP_BY_WARD, frame, make_node, request  # noqa: E402
 
+from healthfed.compute.preprocess import standardisation_spec  # noqa: E402
 from healthfed.data.dataset import NodeDataset  # noqa: E402
 from healthfed.federation.federation import Federation  # noqa: E402
 from healthfed.policy import SitePolicy  # noqa: E402
@@ -75,7 +76,7 @@ def test_holdout_splits_cannot_be_differenced(tmp_path, df) -> None:
     base = {
         "model": "logistic",
         "target": "death",
-        "preprocess": {"features": [{"column": "age", "center": 60.0, "scale": 15.0}]},
+        "preprocess": standardisation_spec(["age"], centers=[60.0], scales=[15.0]),
         "weights": [[0.0], [0.0]],
     }
     ok = node.handle(request("local_train", {**base, "holdout": {"fraction": 0.5, "seed": 3}}))

@@ -38,7 +38,7 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _privacy_helpers import COLUMNS, SUBGROUP_BY_WARD, frame  # noqa: E402
+from _privacy_helpers import COLUMNS, SUBGROUP_BY_WARD, frame, site_outcome  # noqa: E402
 
 from healthfed.data.dataset import render_descriptor_toml  # noqa: E402
 from healthfed.data.synth import write_covid_cohort  # noqa: E402
@@ -149,7 +149,7 @@ def all_refused(
     *needles: str,
     dataset: str = DATASET,
 ) -> None:
-    out = fed.query(computation, dataset, params)
+    out = site_outcome(fed, computation, dataset, params)
     assert not out.replies, out.replies
     assert sorted(out.refused) == SITE_NAMES, (out.refused, out.errors, out.missing)
     for site, reason in out.refused.items():
@@ -161,7 +161,7 @@ def refused_by_site(
     fed: Federation, computation: str, params: dict[str, Any], needles: dict[str, list[str]]
 ) -> None:
     """Both sites refuse the ``cohort`` request, each naming its own problem."""
-    out = fed.query(computation, COHORT, params)
+    out = site_outcome(fed, computation, COHORT, params)
     assert not out.replies, out.replies
     assert sorted(out.refused) == SITE_NAMES, (out.refused, out.errors, out.missing)
     for site, reason in out.refused.items():
@@ -195,7 +195,7 @@ def _labels(s: pd.Series) -> pd.Series:
 def test_tiny_subgroups_via_crosstab_are_suppressed(
     fed: Federation, frames: dict[str, Any]
 ) -> None:
-    out = fed.query("crosstab", DATASET, {"row": "vaccination", "col": "death_28d"})
+    out = site_outcome(fed, "crosstab", DATASET, {"row": "vaccination", "col": "death_28d"})
     assert sorted(out.replies) == SITE_NAMES, (out.refused, out.errors)
     n_small = 0
     for site, result in out.replies.items():
@@ -245,7 +245,7 @@ def _age_cut(data: dict[str, pd.DataFrame]) -> float:
 
 def test_all_vs_all_minus_a_few_is_refused(fed: Federation, frames: dict[str, Any]) -> None:
     cut = _age_cut(frames["data"])
-    everyone = fed.query("sum", DATASET, {"variable": "age"})
+    everyone = site_outcome(fed, "sum", DATASET, {"variable": "age"})
     assert sorted(everyone.replies) == SITE_NAMES, everyone.refused
     all_refused(
         fed,
@@ -278,7 +278,7 @@ def test_more_levels_than_allowed(fed: Federation) -> None:
 
 # --- 6. reconstruction through min/max and quantiles ----------------------------------------
 def test_min_max_and_quantile_reconstruction(fed: Federation) -> None:
-    out = fed.query("describe", COHORT, {"variables": ["age"]})
+    out = site_outcome(fed, "describe", COHORT, {"variables": ["age"]})
     assert sorted(out.replies) == SITE_NAMES, (out.refused, out.errors)
     for site, result in out.replies.items():
         cell = result["numeric"]["age"]["cells"][0]
@@ -286,7 +286,9 @@ def test_min_max_and_quantile_reconstruction(fed: Federation) -> None:
         assert all(c >= 5 for c in cell["hist"]["counts"]), site  # every bin holds >= 5
     # DP quantiles need declared bounds, never read off the data (hospital_1 declares
     # none for weight) ...
-    q = fed.query("dp_quantiles", COHORT, {"variable": "weight", "quantiles": [0.5, 0.99]})
+    q = site_outcome(
+        fed, "dp_quantiles", COHORT, {"variable": "weight", "quantiles": [0.5, 0.99]}, min_sites=1
+    )
     assert sorted(q.refused) == ["hospital_1"], (q.refused, q.errors, q.missing)
     assert "'weight'" in q.refused["hospital_1"], q.refused
     assert "no declared bounds" in q.refused["hospital_1"], q.refused
@@ -301,7 +303,7 @@ def test_min_max_and_quantile_reconstruction(fed: Federation) -> None:
 # --- 7. tiny subgroups via subgroup metrics ---------------------------------------------------
 def test_tiny_subgroups_via_subgroup_metrics_are_suppressed(fed: Federation) -> None:
     params = SUBGROUP_BY_WARD
-    out = fed.query("subgroup_metrics", COHORT, params)
+    out = site_outcome(fed, "subgroup_metrics", COHORT, params)
     assert sorted(out.replies) == SITE_NAMES, (out.refused, out.errors)
     for site, result in out.replies.items():
         n = result["tables"]["n.ward"]
@@ -317,7 +319,7 @@ def test_tiny_subgroups_via_subgroup_metrics_are_suppressed(fed: Federation) -> 
 # --- 8. dominance of sums ---------------------------------------------------------------------
 def test_dominated_sum_is_refused(fed: Federation) -> None:
     # hospital_1's income sum is dominated by two patients; hospital_2's is not.
-    out = fed.query("sum", COHORT, {"variable": "income"})
+    out = site_outcome(fed, "sum", COHORT, {"variable": "income"}, min_sites=1)
     assert sorted(out.refused) == ["hospital_1"], (out.refused, out.errors, out.missing)
     assert "dominance rule (2, 85)" in out.refused["hospital_1"], out.refused
     assert sorted(out.replies) == ["hospital_2"], out.replies
@@ -340,13 +342,9 @@ def test_membership_inference_against_dp_training_over_flower(fed: Federation) -
     from sklearn.metrics import roc_auc_score
 
     from healthfed.compute.fedavg import FedAvgLogisticRegression
+    from healthfed.compute.preprocess import standardisation_spec
 
-    spec = {
-        "features": [
-            {"column": "age", "center": 55.0, "scale": 27.5},
-            {"column": "los", "center": 6.0, "scale": 3.0},
-        ]
-    }
+    spec = standardisation_spec(["age", "los"], centers=[55.0, 6.0], scales=[27.5, 3.0])
     model = FedAvgLogisticRegression(rounds=1, lr=0.5, dp={"epsilon": 0.4}).fit(
         fed, COHORT, "death", preprocess=spec
     )
@@ -363,7 +361,8 @@ def test_membership_inference_against_dp_training_over_flower(fed: Federation) -
     auc = roc_auc_score(labels, -np.r_[members, outsiders])
     assert auc <= 0.55, auc
     # The budget is really charged at the nodes: more DP training is refused at hospital_2.
-    out = fed.query(
+    out = site_outcome(
+        fed,
         "local_train",
         COHORT,
         {
@@ -378,5 +377,6 @@ def test_membership_inference_against_dp_training_over_flower(fed: Federation) -
             "seed": 1,
             "dp": {"epsilon": 0.4, "delta": 1e-6, "clip": 1.0, "level": "sample"},
         },
+        min_sites=1,
     )
     assert "hospital_2" in out.refused and "ε" in out.refused["hospital_2"], out.refused

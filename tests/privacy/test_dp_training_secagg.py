@@ -19,16 +19,12 @@ from healthfed.compute.fedavg import (  # noqa: E402
     per_example_grads,
     round_dp,
 )
+from healthfed.compute.preprocess import standardisation_spec  # noqa: E402
 from healthfed.errors import ThresholdViolation  # noqa: E402
 from healthfed.federation.federation import Federation  # noqa: E402
 from healthfed.policy import SitePolicy  # noqa: E402
 
-SPEC = {
-    "features": [
-        {"column": "age", "center": 55.0, "scale": 27.5},
-        {"column": "los", "center": 50.0, "scale": 25.0},
-    ]
-}
+SPEC = standardisation_spec(["age", "los"], centers=[55.0, 50.0], scales=[27.5, 25.0])
 
 
 def _frame(n: int, seed: int, prefix: str):

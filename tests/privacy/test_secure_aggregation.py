@@ -20,19 +20,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _privacy_helpers import frame, make_node, request  # noqa: E402
 
 from healthfed.compute.fedavg import FedAvgLogisticRegression  # noqa: E402
+from healthfed.compute.preprocess import standardisation_spec  # noqa: E402
 from healthfed.errors import PolicyDenied, PrivacyError, ThresholdViolation, TooFewSites  # noqa: E402
 from healthfed.federation.federation import Federation  # noqa: E402
-from healthfed.federation.inprocess import InProcessGrid  # noqa: E402
-from healthfed.federation.secure import SECURE_LABEL, flatten_release  # noqa: E402
+from healthfed.federation.grids.inprocess import InProcessGrid  # noqa: E402
+from healthfed.federation.messages import SECURE_LABEL  # noqa: E402
+from healthfed.federation.secure_server import secure_collect  # noqa: E402
+from healthfed.federation.secure_vector import flatten_release  # noqa: E402
 from healthfed.policy import SitePolicy  # noqa: E402
 from healthfed.privacy import secagg  # noqa: E402
 
-SPEC = {
-    "features": [
-        {"column": "age", "center": 55.0, "scale": 27.5},
-        {"column": "los", "center": 50.0, "scale": 25.0},
-    ]
-}
+SPEC = standardisation_spec(["age", "los"], centers=[55.0, 50.0], scales=[27.5, 25.0])
 
 
 # --- the exact encoding ------------------------------------------------------------------
@@ -91,7 +89,7 @@ def _nodes(tmp_path: Path, frames: dict[str, Any], policy: SitePolicy | None = N
 def test_secure_sum_equals_the_clear_sum_and_shows_no_site(tmp_path, frames) -> None:
     with Federation.inprocess(_nodes(tmp_path, frames)) as fed:
         clear = fed.run("sum", "cohort", {"variable": "income"})
-        out = fed.query("sum", "cohort", {"variable": "income"}, secure=True)
+        out = fed.round("sum", "cohort", {"variable": "income"}, secure=True)
         secure = fed.secure_sum("cohort", "income")
     assert list(out.replies) == [SECURE_LABEL]  # one pooled reply, no site's own numbers
     assert out.contributed == ["h0", "h1", "h2"]
@@ -114,8 +112,6 @@ def test_what_leaves_a_node_is_masked(tmp_path, frames) -> None:
         return replies
 
     grid.send_and_receive = spy  # type: ignore[method-assign]
-    from healthfed.federation.secure import secure_collect
-
     req = {"computation": "sum", "dataset": "cohort", "params": {"variable": "income"}}
     try:
         result = secure_collect(grid, {**req, "request_id": "x"}, timeout=60)
@@ -173,7 +169,7 @@ def test_site_min_sites_stops_the_protocol(tmp_path, frames) -> None:
 def test_non_summable_computation_is_refused(tmp_path, frames) -> None:
     with Federation.inprocess(_nodes(tmp_path, frames)) as fed:
         with pytest.raises(PolicyDenied, match="cannot be pooled by secure aggregation"):
-            fed.query("table1", "cohort", {"variables": ["age"]}, secure=True)
+            fed.round("table1", "cohort", {"variables": ["age"]}, secure=True)
 
 
 def test_fedavg_with_secure_aggregation_matches_the_clear_run(tmp_path, frames) -> None:

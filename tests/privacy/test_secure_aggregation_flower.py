@@ -18,7 +18,7 @@ import pytest
 from healthfed.data.synth import write_covid_cohort
 from healthfed.errors import ThresholdViolation
 from healthfed.federation.federation import Federation
-from healthfed.federation.secure import SECURE_LABEL
+from healthfed.federation.messages import SECURE_LABEL
 from healthfed.node.runtime import write_node_file
 from healthfed.policy import SitePolicy
 
@@ -48,7 +48,7 @@ def test_secure_sum_over_flower_with_a_declining_site(tmp_path) -> None:
                 err.value
             )
         assert "hospital_3: this site requires differential privacy (dp_required)" in str(err.value)
-        out: Any = fed.query("sum", "covid", {"variable": "age"}, secure=True)
+        out: Any = fed.round("sum", "covid", {"variable": "age"}, secure=True)
     assert out.contributed == SITES[:2]
     assert "dp_required" in out.refused["hospital_3"]
     assert list(out.replies) == [SECURE_LABEL]

@@ -61,7 +61,7 @@ def subgroups(fed, model, attributes):
         "attributes": ["all", *attributes],
         "holdout": {**HOLDOUT, "part": "test"},
     }
-    out = fed.query(SUBGROUP_METRICS, "covid", params)
+    out = fed.round(SUBGROUP_METRICS, "covid", params)
     return out, SubgroupResult.from_replies(out.replies, T)
 
 

@@ -10,6 +10,7 @@ import pytest
 from conftest import HOLDOUT, TARGET, pooled_rows
 
 from healthfed.compute.fedavg import FedAvgLogisticRegression, FederatedMLPClassifier
+from healthfed.compute.preprocess import standardisation_spec
 from healthfed.errors import DataError
 from healthfed.governance.audit import verify_audit_log
 from healthfed.trust import build_report, load_model, predict, record_decision, save_model
@@ -133,7 +134,7 @@ def test_report_command_from_artefact_and_from_nodes(saved, node_files, tmp_path
 
 def test_shapley_equals_linear_contributions_for_a_linear_model():
     rng = np.random.default_rng(0)
-    spec = {"features": [{"column": f"x{i}", "center": 0.0, "scale": 1.0} for i in range(6)]}
+    spec = standardisation_spec([f"x{i}" for i in range(6)])
     w = [rng.normal(size=6), np.array([0.3])]
     x, mean = rng.normal(size=6), rng.normal(size=6)
     b1, c1 = linear_contributions(w, spec, x, mean)

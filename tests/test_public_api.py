@@ -1,0 +1,30 @@
+"""Every public name imports, from the package and from each subpackage's ``__all__``."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import pytest
+
+import healthfed
+
+
+@pytest.mark.parametrize("name", sorted(set(healthfed.__all__) - {"__version__"}))
+def test_every_name_in_healthfed_all_imports(name: str) -> None:
+    assert getattr(healthfed, name) is not None
+
+
+def _modules() -> list[str]:
+    return sorted(
+        m.name
+        for m in pkgutil.walk_packages(healthfed.__path__, prefix="healthfed.")
+        if ".bundled" not in m.name and not m.name.endswith("__main__")
+    )
+
+
+@pytest.mark.parametrize("module", _modules())
+def test_every_module_imports_and_its_all_resolves(module: str) -> None:
+    mod = importlib.import_module(module)
+    for name in getattr(mod, "__all__", []):
+        assert hasattr(mod, name), f"{module}.__all__ names {name!r}, which it does not define"
