@@ -227,16 +227,54 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _site_arrays(k: int, rows: int, seed: int) -> dict[str, Any]:
-    """Draw one site's columns as numpy arrays (float64 with NaN for missing, int8 for binary)."""
+    """Draw one site's columns as numpy arrays (float64 with NaN for missing, int8 for binary).
+
+    The stages draw from one generator in a fixed order (demographics, comorbidities,
+    vaccination, severity, vitals and labs, outcomes, missingness), so the same seed
+    gives the same bytes.
+    """
     prof, crp_mg_dl, few_labs = _site_profile(k)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(k,)))
-    n = rows
-    f64 = np.float64
+    cols = _demographics(rng, rows, prof)
+    cols.update(_comorbidities(rng, rows, prof, cols))
+    cols.update(_vaccination(rng, rows, prof, cols))
+    sev = _severity(rng, rows, prof, cols)
+    cols.update(_vitals_and_labs(rng, rows, sev, cols))
+    cols.update(_outcomes(rng, rows, prof, sev, cols))
+    _missingness(rng, rows, sev, few_labs, cols)
+    if crp_mg_dl:
+        cols["crp"] = np.round(cols["crp"] / 10.0, 2)
+    cols.pop("_a")  # a working variable, not a column
+    return {
+        "patient_id": _patient_ids(k, rows),
+        "age": cols["age"],
+        "sex": (cols.pop("male"), SEX_LEVELS),
+        **{c: cols[c] for c in ("diabetes", "hypertension", "copd", "ckd", "obesity")},
+        "vaccination": (cols.pop("vacc"), VACCINATION_LEVELS),
+        **{
+            c: cols[c]
+            for c in (
+                "spo2",
+                "resp_rate",
+                "heart_rate",
+                "temperature",
+                "crp",
+                "d_dimer",
+                "lymphocytes",
+                "ldh",
+                "creatinine",
+                "icu",
+            )
+        },
+        "death_28d": cols["death_28d"],
+    }
 
-    def bern(p: np.ndarray | float) -> np.ndarray:
-        return (rng.random(n) < p).astype(np.int8)
 
-    # 1. demographics
+def _bern(rng: np.random.Generator, n: int, p: np.ndarray | float) -> np.ndarray:
+    return (rng.random(n) < p).astype(np.int8)
+
+
+def _demographics(rng: np.random.Generator, n: int, prof: Any) -> dict[str, np.ndarray]:
     comp = rng.random(n)
     age = np.where(
         comp < prof.p_child,
@@ -248,80 +286,113 @@ def _site_arrays(k: int, rows: int, seed: int) -> dict[str, Any]:
         ),
     )
     age = np.floor(np.clip(age, 0.0, 105.0))
-    a = (age - 60.0) / 10.0
-    male = bern(prof.p_male)
-    # 2. comorbidities
-    obesity = bern(_sigmoid(-0.8 - 0.15 * a + prof.s_ob))
-    diabetes = bern(_sigmoid(-1.6 + 0.35 * a + 0.7 * obesity + prof.s_cm))
-    hypertension = bern(_sigmoid(-0.3 + 0.55 * a + 0.6 * obesity + prof.s_cm))
-    copd = bern(_sigmoid(-2.7 + 0.4 * a + 0.3 * male + prof.s_lung))
-    ckd = bern(_sigmoid(-3.0 + 0.5 * a + 0.5 * diabetes + 0.4 * hypertension + prof.s_cm))
-    # 3. vaccination: site shares, tilted towards vaccination with age
-    p = np.asarray(prof.vacc, dtype=f64)
-    u = rng.random(n) ** np.exp(-0.15 * np.clip(a, -3, 3))  # older -> larger u -> later level
+    return {"age": age, "_a": (age - 60.0) / 10.0, "male": _bern(rng, n, prof.p_male)}
+
+
+def _comorbidities(
+    rng: np.random.Generator, n: int, prof: Any, c: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    a, male = c["_a"], c["male"]
+    obesity = _bern(rng, n, _sigmoid(-0.8 - 0.15 * a + prof.s_ob))
+    diabetes = _bern(rng, n, _sigmoid(-1.6 + 0.35 * a + 0.7 * obesity + prof.s_cm))
+    hypertension = _bern(rng, n, _sigmoid(-0.3 + 0.55 * a + 0.6 * obesity + prof.s_cm))
+    copd = _bern(rng, n, _sigmoid(-2.7 + 0.4 * a + 0.3 * male + prof.s_lung))
+    ckd = _bern(rng, n, _sigmoid(-3.0 + 0.5 * a + 0.5 * diabetes + 0.4 * hypertension + prof.s_cm))
+    return {
+        "obesity": obesity,
+        "diabetes": diabetes,
+        "hypertension": hypertension,
+        "copd": copd,
+        "ckd": ckd,
+    }
+
+
+def _vaccination(
+    rng: np.random.Generator, n: int, prof: Any, c: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Site shares of the vaccination levels, tilted towards vaccination with age."""
+    p = np.asarray(prof.vacc, dtype=np.float64)
+    u = rng.random(n) ** np.exp(-0.15 * np.clip(c["_a"], -3, 3))  # older -> later level
     vacc = np.searchsorted(np.cumsum(p)[:-1], u, side="right").astype(np.int8)
-    v_effect = np.array([0.0, -0.35, -0.7, -1.0])[vacc]
-    # 4. latent severity
-    sev = (
-        0.5 * a
-        + 0.25 * male
-        + 0.25 * diabetes
-        + 0.15 * hypertension
-        + 0.35 * copd
-        + 0.35 * ckd
-        + 0.25 * obesity
-        + v_effect
+    return {"vacc": vacc, "_v_effect": np.array([0.0, -0.35, -0.7, -1.0])[vacc]}
+
+
+def _severity(rng: np.random.Generator, n: int, prof: Any, c: dict[str, np.ndarray]) -> np.ndarray:
+    """The latent severity that drives vitals, labs and outcomes."""
+    return (
+        0.5 * c["_a"]
+        + 0.25 * c["male"]
+        + 0.25 * c["diabetes"]
+        + 0.15 * c["hypertension"]
+        + 0.35 * c["copd"]
+        + 0.35 * c["ckd"]
+        + 0.25 * c["obesity"]
+        + c.pop("_v_effect")
         + prof.s_sev
         + rng.standard_normal(n)
     )
-    # 5. vitals and labs
-    spo2 = np.round(
-        np.clip(100.0 - np.exp(np.log(4.5) + 0.45 * sev + 0.35 * rng.standard_normal(n)), 50, 100)
-    )
-    resp_rate = np.round(np.clip(19.0 + 3.0 * sev + rng.normal(0, 3, n), 5, 70))
-    heart_rate = np.round(np.clip(88.0 + 6.0 * sev + rng.normal(0, 14, n), 30, 220))
-    temperature = np.round(np.clip(37.5 + 0.25 * sev + rng.normal(0, 0.7, n), 33, 43), 1)
-    crp = np.round(np.clip(np.exp(np.log(55.0) + 0.55 * sev + rng.normal(0, 0.8, n)), 0.1, 600), 1)
-    d_dimer = np.round(
-        np.clip(np.exp(np.log(0.8) + 0.5 * sev + 0.15 * a + rng.normal(0, 0.8, n)), 0.05, 100), 2
-    )
-    lymphocytes = np.round(np.clip(np.exp(-0.3 * sev + rng.normal(0, 0.45, n)), 0.05, 20), 2)
-    ldh = np.round(np.clip(np.exp(np.log(300.0) + 0.3 * sev + rng.normal(0, 0.35, n)), 50, 5000))
-    creatinine = np.round(
-        np.clip(
-            np.exp(
-                np.log(78.0)
-                + 0.15 * sev
-                + 0.1 * a
-                + 0.15 * male
-                + 0.7 * ckd
-                + rng.normal(0, 0.3, n)
-            ),
-            10,
-            2000,
-        )
-    )
-    # 6. outcomes
-    icu = bern(_sigmoid(-2.4 + 1.1 * sev - 0.4 * np.maximum(0.0, age - 75.0) / 10.0 + prof.s_icu))
-    death = bern(_sigmoid(-2.9 + 1.2 * sev + 0.35 * a + 0.6 * icu + prof.s_death))
-    # 7. missingness (not at random for D-dimer and LDH)
-    s_lab_dd, s_lab_ldh = (2.2, 3.5) if few_labs else (0.0, 0.0)
-    d_dimer[rng.random(n) < _sigmoid(-0.2 - 1.1 * sev + s_lab_dd)] = np.nan
-    ldh[rng.random(n) < _sigmoid(-0.6 - 0.9 * sev + s_lab_ldh)] = np.nan
-    for arr, rate in (
-        (spo2, 0.01),
-        (resp_rate, 0.03),
-        (heart_rate, 0.01),
-        (temperature, 0.02),
-        (crp, 0.03),
-        (lymphocytes, 0.04),
-        (creatinine, 0.03),
-    ):
-        arr[rng.random(n) < rate] = np.nan
-    if crp_mg_dl:
-        crp = np.round(crp / 10.0, 2)
 
-    ids = pc.binary_join_element_wise(
+
+def _vitals_and_labs(
+    rng: np.random.Generator, n: int, sev: np.ndarray, c: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    a = c["_a"]
+    out = {
+        "spo2": np.round(
+            np.clip(
+                100.0 - np.exp(np.log(4.5) + 0.45 * sev + 0.35 * rng.standard_normal(n)), 50, 100
+            )
+        ),
+        "resp_rate": np.round(np.clip(19.0 + 3.0 * sev + rng.normal(0, 3, n), 5, 70)),
+        "heart_rate": np.round(np.clip(88.0 + 6.0 * sev + rng.normal(0, 14, n), 30, 220)),
+        "temperature": np.round(np.clip(37.5 + 0.25 * sev + rng.normal(0, 0.7, n), 33, 43), 1),
+        "crp": np.round(
+            np.clip(np.exp(np.log(55.0) + 0.55 * sev + rng.normal(0, 0.8, n)), 0.1, 600), 1
+        ),
+        "d_dimer": np.round(
+            np.clip(np.exp(np.log(0.8) + 0.5 * sev + 0.15 * a + rng.normal(0, 0.8, n)), 0.05, 100),
+            2,
+        ),
+        "lymphocytes": np.round(np.clip(np.exp(-0.3 * sev + rng.normal(0, 0.45, n)), 0.05, 20), 2),
+        "ldh": np.round(
+            np.clip(np.exp(np.log(300.0) + 0.3 * sev + rng.normal(0, 0.35, n)), 50, 5000)
+        ),
+    }
+    eta = np.log(78.0) + 0.15 * sev + 0.1 * a + 0.15 * c["male"] + 0.7 * c["ckd"]
+    out["creatinine"] = np.round(np.clip(np.exp(eta + rng.normal(0, 0.3, n)), 10, 2000))
+    return out
+
+
+def _outcomes(
+    rng: np.random.Generator, n: int, prof: Any, sev: np.ndarray, c: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    late = np.maximum(0.0, c["age"] - 75.0) / 10.0
+    icu = _bern(rng, n, _sigmoid(-2.4 + 1.1 * sev - 0.4 * late + prof.s_icu))
+    death = _bern(rng, n, _sigmoid(-2.9 + 1.2 * sev + 0.35 * c["_a"] + 0.6 * icu + prof.s_death))
+    return {"icu": icu, "death_28d": death}
+
+
+def _missingness(
+    rng: np.random.Generator, n: int, sev: np.ndarray, few_labs: bool, c: dict[str, np.ndarray]
+) -> None:
+    """Missing values in place: not at random for D-dimer and LDH, at random elsewhere."""
+    s_lab_dd, s_lab_ldh = (2.2, 3.5) if few_labs else (0.0, 0.0)
+    c["d_dimer"][rng.random(n) < _sigmoid(-0.2 - 1.1 * sev + s_lab_dd)] = np.nan
+    c["ldh"][rng.random(n) < _sigmoid(-0.6 - 0.9 * sev + s_lab_ldh)] = np.nan
+    for name, rate in (
+        ("spo2", 0.01),
+        ("resp_rate", 0.03),
+        ("heart_rate", 0.01),
+        ("temperature", 0.02),
+        ("crp", 0.03),
+        ("lymphocytes", 0.04),
+        ("creatinine", 0.03),
+    ):
+        c[name][rng.random(n) < rate] = np.nan
+
+
+def _patient_ids(k: int, n: int) -> Any:
+    return pc.binary_join_element_wise(
         f"hospital_{k}-",
         pc.utf8_lpad(
             pc.cast(pa.array(np.arange(1, n + 1, dtype=np.int64)), pa.string()),
@@ -330,28 +401,6 @@ def _site_arrays(k: int, rows: int, seed: int) -> dict[str, Any]:
         ),
         "",
     )
-    return {
-        "patient_id": ids,
-        "age": age,
-        "sex": (male, SEX_LEVELS),
-        "diabetes": diabetes,
-        "hypertension": hypertension,
-        "copd": copd,
-        "ckd": ckd,
-        "obesity": obesity,
-        "vaccination": (vacc, VACCINATION_LEVELS),
-        "spo2": spo2,
-        "resp_rate": resp_rate,
-        "heart_rate": heart_rate,
-        "temperature": temperature,
-        "crp": crp,
-        "d_dimer": d_dimer,
-        "lymphocytes": lymphocytes,
-        "ldh": ldh,
-        "creatinine": creatinine,
-        "icu": icu,
-        "death_28d": death,
-    }
 
 
 def _site_frame(k: int, rows: int, seed: int) -> pd.DataFrame:

@@ -43,6 +43,9 @@ from typing import Any
 
 import numpy as np
 
+from healthfed.compute.fedavg import logits, sigmoid
+from healthfed.compute.importance import feature_groups
+from healthfed.compute.preprocess import feature_names, transform_frame
 from healthfed.errors import DataError
 
 __all__ = [
@@ -116,12 +119,9 @@ def describe_estimator(estimator: Any) -> dict[str, Any]:
             "preprocess": spec["preprocess"],
         }
     pre = spec["preprocess"]
-    from healthfed.compute.importance import feature_groups
 
     features = [g for g, _ in feature_groups(pre)]
     if pre.get("kind") == "healthfed.preprocess":
-        from healthfed.compute.preprocess import feature_names
-
         design = feature_names(pre)
     else:
         design = list(features)
@@ -187,18 +187,15 @@ class ModelArtefact:
 
     def design(self, frame: Any) -> np.ndarray:
         """The design matrix of a pandas frame of raw columns (as the sites built it)."""
-        from healthfed.compute.preprocess import transform_frame
 
         return transform_frame(frame, self.spec["preprocess"])
 
     def linear_predictor(self, X: np.ndarray) -> np.ndarray:
-        from healthfed.compute.fedavg import logits
 
         return logits(self.kind, self.weights(), np.atleast_2d(X))
 
     def predict_proba(self, frame: Any) -> np.ndarray:
         """``P(y=1)`` per row of a pandas frame."""
-        from healthfed.compute.fedavg import sigmoid
 
         return sigmoid(self.linear_predictor(self.design(frame)))
 

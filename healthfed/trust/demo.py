@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from healthfed.compute.glm import FederatedLogisticRegression
+from healthfed.trust.report import build_report
+
 __all__ = ["COVID_FEATURES", "COVID_TARGET", "EXAMPLE_PATIENT", "write_demo_report"]
 
 COVID_TARGET = "death_28d"
@@ -39,12 +42,6 @@ HOLDOUT = {"fraction": 0.3, "seed": 2024}
 
 
 def _estimator() -> Any:
-    try:
-        from healthfed.compute.glm import FederatedLogisticRegression
-    except ImportError:  # pragma: no cover - glm not installed: FedAvg instead
-        from healthfed.compute.fedavg import FedAvgLogisticRegression
-
-        return FedAvgLogisticRegression(strategy="fedadam", rounds=40, server_lr=0.05)
     return FederatedLogisticRegression()
 
 
@@ -62,8 +59,6 @@ def write_demo_report(
     the trust report written to ``out_dir/report.html`` (+ ``report.json``); the
     model artefact goes to ``out_dir/model``. Returns the HTML path.
     """
-    from healthfed.trust.report import build_report
-
     out = Path(out_dir)
     model = _estimator().fit(federation, dataset, COVID_TARGET, COVID_FEATURES, holdout=HOLDOUT)
     report = build_report(

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from healthfed.errors import DataError
+from healthfed.governance.audit import AuditLog
 from healthfed.trust.artefact import ModelArtefact, canonical_json, load_model
 from healthfed.trust.explain import linear_contributions, shapley_contributions
 
@@ -268,7 +269,6 @@ def record_decision(
     dict
         The appended record (with ``seq``, ``prev_hash`` and ``hash``).
     """
-    from healthfed.governance.audit import AuditLog
 
     if decision not in DECISIONS:
         raise DataError(f"argument 'decision' must be one of {list(DECISIONS)}, got {decision!r}")
