@@ -245,29 +245,10 @@ def _site_arrays(k: int, rows: int, seed: int) -> dict[str, Any]:
     if crp_mg_dl:
         cols["crp"] = np.round(cols["crp"] / 10.0, 2)
     cols.pop("_a")  # a working variable, not a column
-    return {
-        "patient_id": _patient_ids(k, rows),
-        "age": cols["age"],
-        "sex": (cols.pop("male"), SEX_LEVELS),
-        **{c: cols[c] for c in ("diabetes", "hypertension", "copd", "ckd", "obesity")},
-        "vaccination": (cols.pop("vacc"), VACCINATION_LEVELS),
-        **{
-            c: cols[c]
-            for c in (
-                "spo2",
-                "resp_rate",
-                "heart_rate",
-                "temperature",
-                "crp",
-                "d_dimer",
-                "lymphocytes",
-                "ldh",
-                "creatinine",
-                "icu",
-            )
-        },
-        "death_28d": cols["death_28d"],
-    }
+    cols["patient_id"] = _patient_ids(k, rows)
+    cols["sex"] = (cols.pop("male"), SEX_LEVELS)
+    cols["vaccination"] = (cols.pop("vacc"), VACCINATION_LEVELS)
+    return {name: cols[name] for name in COVID_COLUMNS}  # the file's column order
 
 
 def _bern(rng: np.random.Generator, n: int, p: np.ndarray | float) -> np.ndarray:
