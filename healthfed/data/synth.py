@@ -67,6 +67,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from healthfed.data.dataset import render_descriptor_toml
+from healthfed.errors import InvalidArgument
 
 __all__ = ["COVID_COLUMNS", "generate_covid_cohort", "write_covid_cohort"]
 
@@ -439,7 +440,7 @@ def generate_covid_cohort(
 
 def _check_args(sites: int, rows: int) -> None:
     if sites < 1 or rows < 1:
-        raise ValueError(f"sites and rows must be positive, got sites={sites}, rows={rows}")
+        raise InvalidArgument(f"sites and rows must be positive, got sites={sites}, rows={rows}")
 
 
 def covid_descriptor_toml(k: int, seed: int, rows: int) -> str:

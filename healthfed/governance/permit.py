@@ -51,7 +51,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from healthfed.errors import PermitError, PermitRefused
+from healthfed.errors import InvalidArgument, PermitError, PermitRefused
 from healthfed.governance.canonical import canonical_json
 from healthfed.governance.keys import key_id
 from healthfed.governance.purposes import Purpose
@@ -113,7 +113,7 @@ def parse_time(text: str, *, end_of_day: bool = False) -> datetime:
             return dt
         dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"not an ISO 8601 date or time: {text!r}") from None
+        raise InvalidArgument(f"not an ISO 8601 date or time: {text!r}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC)

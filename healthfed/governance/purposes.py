@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from healthfed.errors import InvalidArgument
+
 __all__ = ["PROHIBITED_USES", "Purpose", "parse_purpose", "prohibited_use"]
 
 
@@ -130,13 +132,13 @@ def parse_purpose(text: str) -> Purpose:
     code = prohibited_use(text)
     if code is not None:
         article, desc = PROHIBITED_USES[code]
-        raise ValueError(
+        raise InvalidArgument(
             f"purpose {text!r} is a prohibited secondary use under EHDS {article}: {desc}"
         )
     try:
         return Purpose(_norm(text))
     except ValueError:
-        raise ValueError(
+        raise InvalidArgument(
             f"purpose {text!r} is not one of the EHDS Art. 53(1) purposes: "
             f"{[p.value for p in Purpose]}"
         ) from None

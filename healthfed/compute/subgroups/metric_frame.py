@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from healthfed.errors import InvalidArgument
+
 __all__ = ["FAIRNESS_METRICS", "FederatedMetricFrame"]
 
 #: Metrics of a :class:`FederatedMetricFrame`, in display order.
@@ -80,7 +82,7 @@ class FederatedMetricFrame:
             return self.group_max() - self.group_min()
         if method == "to_overall":
             return (self.by_group - self.overall).abs().max(axis=0)
-        raise ValueError(f"method must be 'between_groups' or 'to_overall', got {method!r}")
+        raise InvalidArgument(f"method must be 'between_groups' or 'to_overall', got {method!r}")
 
     def ratio(self, method: str = "between_groups") -> Any:
         """Smallest ratio between groups (min / max) or to the overall value."""
@@ -89,7 +91,7 @@ class FederatedMetricFrame:
         if method == "to_overall":
             r = self.by_group / self.overall
             return r.where(r <= 1, 1.0 / r).min(axis=0)
-        raise ValueError(f"method must be 'between_groups' or 'to_overall', got {method!r}")
+        raise InvalidArgument(f"method must be 'between_groups' or 'to_overall', got {method!r}")
 
     def ci(self, group: str, metric: str) -> tuple[float, float]:
         """95% CI of ``metric`` in ``group`` when one is available (else NaNs)."""

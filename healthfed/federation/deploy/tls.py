@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from healthfed.errors import FederationError
+from healthfed.errors import FederationError, InvalidArgument
 
 LOOPBACK_NAMES = ("localhost",)
 LOOPBACK_IPS = ("127.0.0.1", "::1")
@@ -83,7 +83,7 @@ def generate_tls(
     The server certificate's common name is ``names[0]``.
     """
     if not names:
-        raise ValueError("a server certificate needs at least one name")
+        raise InvalidArgument("a server certificate needs at least one name")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)

@@ -29,6 +29,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from healthfed.errors import InvalidArgument
 from healthfed.federation.client_app import make_client_app
 from healthfed.federation.messages import SITE_CONFIG_KEY
 from healthfed.node.runtime import Node
@@ -98,7 +99,7 @@ class InProcessGrid(Grid):
     def __init__(self, nodes: Sequence[Node], max_workers: int | None = None) -> None:
         names = [n.name for n in nodes]
         if len(set(names)) != len(names):
-            raise ValueError(f"node names must be unique, got {names}")
+            raise InvalidArgument(f"node names must be unique, got {names}")
         self._run = Run.create_empty(run_id=int(uuid.uuid4().int % 2**62))
         _set_task_identity(self._run.run_id)
         self._nodes = {_FIRST_NODE_ID + i: node for i, node in enumerate(nodes)}
