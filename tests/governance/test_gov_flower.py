@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RESEARCHER, grant, last_record
+from _governance_helpers import RESEARCHER, grant, last_record
 
 from healthfed.errors import ThresholdViolation
 from healthfed.federation.federation import Federation

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RESEARCHER, forge, grant, last_record
+from _governance_helpers import RESEARCHER, forge, grant, last_record
 
 from healthfed.errors import PermitError, ThresholdViolation
 from healthfed.federation.federation import Federation

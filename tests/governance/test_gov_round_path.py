@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RESEARCHER, grant
+from _governance_helpers import RESEARCHER, grant
 
 from healthfed import FederatedLogisticRegression, build_report, evaluate_classifier
 from healthfed.compute import registered_computations

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import RESEARCHER, grant, last_record
+from _governance_helpers import RESEARCHER, grant, last_record
 
 from healthfed.errors import ApprovalPending, ThresholdViolation
 from healthfed.federation.federation import Federation

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FEATURES, HOLDOUT, TARGET, age_band, federation, pooled_rows
+from _trust_helpers import FEATURES, HOLDOUT, TARGET, age_band, federation, pooled_rows
 from fairlearn.metrics import (
     MetricFrame,
     false_negative_rate,

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import HOLDOUT, TARGET, pooled_rows
+from _trust_helpers import HOLDOUT, TARGET, pooled_rows
 
 from healthfed.compute.fedavg import FedAvgLogisticRegression, FederatedMLPClassifier
 from healthfed.compute.preprocess import standardisation_spec
