@@ -7,7 +7,7 @@ The node calls the guard around each computation (see :meth:`PrivacyGuard.reques
             g.check_cohort(con)                 # differencing protection (needs counts)
             release = computation.run(con, descriptor, params, policy)
         result = disclose_any(release, policy)  # Release / ModelStatistics / DPRelease
-        g.released(result)                      # charge the ledger, remember the cohort
+        g.released(result)                      # charge the ledger
     audit_fields = g.audit_fields               # ε spent etc. for the audit record
 
 Before anything runs (:meth:`PrivacyGuard.before_run`):
@@ -18,19 +18,29 @@ Before anything runs (:meth:`PrivacyGuard.before_run`):
   (``secure=True``, set by :mod:`healthfed.federation.secure_client`, never by the request);
 * a secure round may only carry a summable computation
   (:data:`healthfed.privacy.secagg.SECURE_SUMMABLE`);
+* the dataset's **patient population** is found
+  (:class:`~healthfed.privacy.population.PopulationRegistry`: shared patient ids,
+  or the descriptor's ``population``), so two names, two permits or a copy of the
+  same patients share one budget and one memory;
 * a DP request's planned cost (from its validated ``dp`` block) is checked against
-  the per-request, per-permit and per-dataset caps and *reserved* in the ledger in
-  one transaction (:class:`~healthfed.privacy.ledger.PrivacyLedger`), so two
-  concurrent requests cannot overspend. A request that then fails releases nothing
-  and its reservation is cancelled.
+  the per-request cap, the per-permit cap on its population and the population's
+  lifetime cap (``dp_epsilon_per_dataset``) and *reserved* in the ledger in one
+  transaction (:class:`~healthfed.privacy.ledger.PrivacyLedger`), so two concurrent
+  requests cannot overspend. A request that then fails releases nothing and its
+  reservation is cancelled.
 
-With the open connection (:meth:`GuardedRequest.check_cohort`): non-DP releases of
-patient-level statistics are refused when their cohort differs from an earlier one
-of the same permit by ``1 .. min_subset-1`` patients
+With the open connection (:meth:`GuardedRequest.check_cohort`): **every** non-DP
+release is an exact aggregate over its effective row set (filter, holdout split,
+opt-outs applied), so it is refused when that set of patients differs from one
+released earlier for the same population -- by any permit, dataset name or
+computation, before or after opt-outs and new rows -- by ``1 .. min_subset-1``
+patients, or combines with two earlier ones to isolate so few
 (:class:`~healthfed.privacy.differencing.CohortMemory`).
 
-After the filter (:meth:`GuardedRequest.released`): the DP release's *actual* cost,
-as composed by the DP disclosure filter, is committed; the cohort is remembered.
+The admitted cohort is remembered at once (check and record in one transaction, so
+concurrent requests cannot both slip past). After the filter
+(:meth:`GuardedRequest.released`): the DP release's *actual* cost, as composed by the
+DP disclosure filter, is committed.
 """
 
 from __future__ import annotations
@@ -43,17 +53,17 @@ from typing import Any
 
 from healthfed.errors import PolicyDenied, PrivacyError
 from healthfed.policy import SitePolicy
-from healthfed.privacy.differencing import CohortKey, CohortMemory, cohort_of
+from healthfed.privacy.differencing import EVERYONE, CohortKey, CohortMemory, Released, cohort_of
 from healthfed.privacy.disclosure import disclose
 from healthfed.privacy.dp import DPRelease, disclose_dp
 from healthfed.privacy.ledger import NO_PERMIT, Charge, PrivacyLedger
 from healthfed.privacy.model_release import ModelStatistics, disclose_model_statistics
+from healthfed.privacy.population import POPULATIONS_FILE, PopulationRegistry, bits_from_indices
 from healthfed.privacy.secagg import SECURE_SUMMABLE, secure_weighting
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "COHORT_PROTECTED",
     "GuardedRequest",
     "PrivacyGuard",
     "Ticket",
@@ -64,27 +74,6 @@ __all__ = [
 LEDGER_FILE = "privacy_ledger.sqlite"
 COHORTS_FILE = "privacy_cohorts.sqlite"
 
-# Non-DP computations that release functions of patients' values (sums, moments,
-# model updates): differencing protection applies. Pure count tables (count,
-# crosstab) are protected by small-cell suppression instead.
-COHORT_PROTECTED = frozenset(
-    {
-        "table1",
-        "describe",
-        "sum",
-        "local_train",
-        "feature_moments",
-        "preprocess_moments",
-        "glm_step",
-        "evaluate_binary",
-        "subgroup_metrics",
-        "cox_risk_sets",
-        "cox_site_newton",
-        "survival_cindex",
-        "permutation_importance",
-        "model_information",
-    }
-)
 # Computations whose release is a sum or a model update (secure aggregation applies).
 SUMMED_RELEASES = frozenset(SECURE_SUMMABLE)
 
@@ -129,7 +118,9 @@ class Ticket:
     charge_id: str | None
     cohort: CohortKey | None
     protected: bool
-    cohort_size: int | None = None
+    population: str = ""
+    checked: Released | None = None
+    descriptor: Any = None
     done: bool = False
     audit_fields: dict[str, Any] = field(default_factory=dict)
 
@@ -160,10 +151,45 @@ class PrivacyGuard:
         self.audit = audit
         self.ledger = PrivacyLedger(None if state is None else state / LEDGER_FILE)
         self.cohorts = CohortMemory(None if state is None else state / COHORTS_FILE)
+        self.populations = PopulationRegistry(None if state is None else state / POPULATIONS_FILE)
+        # dataset name -> (dataset object, data identity) its population was last resolved for
+        self._resolved: dict[str, tuple[Any, Any]] = {}
 
     def close(self) -> None:
         self.ledger.close()
         self.cohorts.close()
+        self.populations.close()
+
+    # --- patient populations --------------------------------------------------------------
+    def _rekey(self, old: str, new: str) -> None:
+        """Populations ``old`` and ``new`` hold the same patients: one budget, one memory."""
+        self.ledger.rekey(old, new)
+        self.cohorts.rekey(old, new)
+
+    def population(self, dataset: str, source: Any = None) -> str:
+        """The patient population of ``dataset`` (see :mod:`healthfed.privacy.population`).
+
+        ``source`` is the node's dataset object: when its data is new to the guard (or
+        changed), its patient ids are read and the population resolved from them.
+        """
+        known = self.populations.population_of(dataset)
+        if source is None or not callable(getattr(source, "connect", None)):
+            return known or dataset
+        identity_of = getattr(source, "data_identity", None)
+        identity = identity_of() if callable(identity_of) else None
+        cached = self._resolved.get(dataset)
+        if known is not None and cached is not None and cached[0] is source:
+            if cached[1] == identity:
+                return known
+        desc = source.descriptor
+        con = source.connect()
+        try:
+            hashes, _ = self.populations.scan(con, desc.id_column, "TRUE")
+        finally:
+            con.close()
+        pop, _ = self.populations.resolve(dataset, hashes, _declared(desc), self._rekey)
+        self._resolved[dataset] = (source, identity)
+        return pop
 
     # --- the three steps -----------------------------------------------------------------
     def before_run(
@@ -176,15 +202,21 @@ class PrivacyGuard:
         request_id: str | None = None,
         policy: SitePolicy | None = None,
         secure: bool = False,
+        source: Any = None,
     ) -> Ticket:
         """Refuse or admit a validated request before any data is touched.
+
+        ``source`` (the node's dataset object) lets the guard find the dataset's
+        patient population; a DP request reads its patient ids for that (hashed at the
+        node, nothing is released) the first time and whenever the data changed.
 
         Raises
         ------
         PolicyDenied
             The site requires DP or secure aggregation and the request lacks it.
         BudgetExceeded
-            The planned ε exceeds a cap (per request, per permit, per dataset).
+            The planned ε exceeds a cap (per request, per permit on the population, or
+            the population's lifetime cap).
         """
         policy = policy or self.policy
         permit = permit_id or NO_PERMIT
@@ -204,23 +236,68 @@ class PrivacyGuard:
             )
         charge_id = None
         if charge is not None:
+            population = self.population(dataset, source)
             charge_id = self.ledger.reserve(
-                dataset, permit, charge, policy, computation, request_id
+                population, permit, charge, policy, computation, request_id
             )
-        protected = charge is None and computation in COHORT_PROTECTED
+        else:
+            population = self.populations.population_of(dataset) or dataset
+        # Every exact (non-DP) release is an aggregate over its cohort: all are protected.
+        protected = charge is None
         cohort = cohort_of(params, descriptor) if descriptor is not None else None
-        return Ticket(dataset, permit, computation, policy, charge, charge_id, cohort, protected)
-
-    def check_cohort(self, con: Any, ticket: Ticket) -> None:
-        """Differencing protection with the open connection (before the computation runs)."""
-        if not ticket.protected:
-            return
-        ticket.cohort_size = self.cohorts.check(
-            con, ticket.dataset, ticket.permit, ticket.cohort, ticket.policy.min_subset
+        return Ticket(
+            dataset,
+            permit,
+            computation,
+            policy,
+            charge,
+            charge_id,
+            cohort,
+            protected,
+            population=population,
+            descriptor=descriptor,
         )
 
+    def check_cohort(self, con: Any, ticket: Ticket) -> None:
+        """Differencing protection with the open connection (before the computation runs).
+
+        Reads the keyed hashes of the request's effective rows (``data`` after
+        opt-outs, the cohort's filter), registers new patients in the population and
+        checks the patient set against the population's memory.
+        """
+        if not ticket.protected:
+            return
+        desc = ticket.descriptor
+        if desc is None:
+            raise PrivacyError(
+                "differencing protection needs the dataset's descriptor; nothing released"
+            )
+        cohort = ticket.cohort or EVERYONE
+        hashes, inside = self.populations.scan(con, desc.id_column, cohort.sql)
+        pop, idx = self.populations.resolve(ticket.dataset, hashes, _declared(desc), self._rekey)
+        ticket.population = pop
+        bits = bits_from_indices(i for i, keep in zip(idx, inside, strict=True) if keep)
+        self.check_known(ticket, Released(bits, bits.bit_count(), cohort.definition))
+
+    def check_known(self, ticket: Ticket, cohort: Released) -> None:
+        """Admit an already counted patient set against the memory (no data read).
+
+        Checked and remembered in one transaction (``CohortMemory.admit``).
+        """
+        if not ticket.protected:
+            return
+        self.cohorts.admit(
+            ticket.population,
+            cohort,
+            ticket.policy.min_subset,
+            ticket.dataset,
+            ticket.permit,
+            ticket.computation,
+        )
+        ticket.checked = cohort
+
     def after_release(self, ticket: Ticket, result: dict[str, Any]) -> dict[str, Any]:
-        """Commit the release's actual cost and remember its cohort; returns audit fields."""
+        """Commit the release's actual cost; returns audit fields."""
         fields: dict[str, Any] = {}
         if ticket.charge_id is not None:
             actual = _actual_charge(result) or ticket.charge
@@ -234,15 +311,16 @@ class PrivacyGuard:
                     ticket.computation,
                 )
             self.ledger.commit(ticket.charge_id, actual)
-            spent = self.ledger.spent(ticket.dataset, ticket.permit, ticket.policy.dp_delta)
+            spent = self.ledger.spent(ticket.population, ticket.permit, ticket.policy.dp_delta)
+            lifetime = self.ledger.lifetime(ticket.population, ticket.policy.dp_delta)
             fields = {
                 "dp_epsilon": round(actual.epsilon, 6),
                 "dp_delta": actual.delta,
                 "dp_epsilon_spent": round(spent.epsilon, 6),
                 "dp_epsilon_budget": float(ticket.policy.dp_epsilon_per_permit),
+                "dp_population": ticket.population,
+                "dp_epsilon_lifetime": round(lifetime.epsilon, 6),
             }
-        if ticket.protected and ticket.cohort_size is not None:
-            self.cohorts.remember(ticket.dataset, ticket.permit, ticket.cohort, ticket.cohort_size)
         ticket.done = True
         ticket.audit_fields = fields
         return fields
@@ -269,18 +347,33 @@ class PrivacyGuard:
         """
         name = getattr(dataset, "name", dataset)
         desc = getattr(dataset, "descriptor", None)
+        source = dataset if not isinstance(dataset, str) else None
         return GuardedRequest(
-            self, permit_id, request_id, str(name), desc, computation, params, policy, secure
+            self,
+            permit_id,
+            request_id,
+            str(name),
+            desc,
+            computation,
+            params,
+            policy,
+            secure,
+            source,
         )
 
     # --- the steward's views ------------------------------------------------------------
     def budget(self, policy: SitePolicy | None = None) -> Any:
-        """pandas DataFrame of spent and remaining ε per dataset and permit."""
+        """pandas DataFrame of spent and remaining ε per patient population and permit."""
         return self.ledger.summary(policy or self.policy)
 
     def reset_budget(self, dataset: str, permit: str | None, actor: str, reason: str) -> int:
-        """Start a new budget epoch; only with an audit record (see ``PrivacyLedger.reset``)."""
-        return self.ledger.reset(dataset, permit, actor, reason, self.audit)
+        """Start a new budget epoch of ``dataset``'s population under ``permit``.
+
+        Only with an audit record (see ``PrivacyLedger.reset``); the population's
+        lifetime total is never reset.
+        """
+        population = self.populations.population_of(dataset) or dataset
+        return self.ledger.reset(population, permit, actor, reason, self.audit)
 
     def with_policy(self, policy: SitePolicy) -> PrivacyGuard:
         """The same guard (same ledger) applying ``policy``."""
@@ -304,20 +397,27 @@ class GuardedRequest:
         params: dict[str, Any],
         policy: SitePolicy | None,
         secure: bool = False,
+        source: Any = None,
     ) -> None:
         self.guard = guard
         self._args = (permit_id, dataset, computation, params, descriptor, request_id, policy)
         self._secure = secure
+        self._source = source
         self.ticket: Ticket | None = None
         self.audit_fields: dict[str, Any] = {}
 
     def __enter__(self) -> GuardedRequest:
-        self.ticket = self.guard.before_run(*self._args, secure=self._secure)
+        self.ticket = self.guard.before_run(*self._args, secure=self._secure, source=self._source)
         return self
 
     def check_cohort(self, con: Any) -> None:
         assert self.ticket is not None
         self.guard.check_cohort(con, self.ticket)
+
+    def check_known(self, cohort: Released) -> None:
+        """Check a patient set counted by an earlier request on unchanged data."""
+        assert self.ticket is not None
+        self.guard.check_known(self.ticket, cohort)
 
     def released(self, result: dict[str, Any]) -> None:
         assert self.ticket is not None
@@ -340,3 +440,10 @@ def _actual_charge(result: Any) -> Charge | None:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise PrivacyError("a DP release reported no valid privacy cost") from exc
+
+
+def _declared(descriptor: Any) -> str | None:
+    """The population a descriptor names (``[dataset] population = "..."``), if any."""
+    extra = getattr(descriptor, "extra", None) or {}
+    name = extra.get("population") if isinstance(extra, dict) else None
+    return name if isinstance(name, str) and name else None

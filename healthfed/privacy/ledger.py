@@ -1,10 +1,15 @@
 """The node's privacy-budget ledger: what every differentially private release cost.
 
 One SQLite file per node (``<state_dir>/privacy_ledger.sqlite``) records every DP
-release the node made, keyed by **dataset** and **permit** (``"-"`` for an
-ungoverned sandbox request without a permit). It survives restarts; a budget can
-only be reset with an audit record written first (fail closed: no audit, no reset),
-and a reset never deletes a charge, it starts a new *epoch* for that key.
+release the node made, keyed by **patient population** and **permit** (``"-"`` for an
+ungoverned sandbox request without a permit). The population
+(:mod:`healthfed.privacy.population`) is what two dataset names of the same patients
+share, so a second name or a copy of the file gets no fresh budget; the ledger's
+``dataset`` column holds that key (a population first seen as dataset ``d`` is called
+``d``, so ledgers written per dataset name carry over). It survives restarts; a
+per-permit budget can only be reset with an audit record written first (fail closed:
+no audit, no reset), and a reset never deletes a charge, it starts a new *epoch* for
+that key.
 
 Composition rule (documented site policy)
 -----------------------------------------
@@ -25,8 +30,9 @@ for adaptive sequences of releases:
 ``spent ε = min`` of the two (both bound the same sequence, so the smaller one is a
 valid guarantee), always at ``δ <= policy.dp_delta``. A new release is admitted only
 if its own ε is ``<= dp_epsilon_per_request`` and the spent ε *after* it is
-``<= dp_epsilon_per_permit`` (and ``<= dp_epsilon_per_dataset`` over all permits of
-the dataset, when that cap is set). The check and the charge happen in one SQLite
+``<= dp_epsilon_per_permit`` on its population, and the population's **lifetime** ε
+over all permits, dataset names and epochs (a reset does not restore it) stays
+``<= dp_epsilon_per_dataset`` (``0``: no lifetime cap). The check and the charge happen in one SQLite
 transaction (``reserve``), so concurrent requests cannot overspend; a reservation of
 a request that then released nothing is cancelled (``cancel``).
 """
@@ -163,7 +169,7 @@ CREATE TABLE IF NOT EXISTS epochs (
 
 
 class PrivacyLedger:
-    """Per-node record of DP releases per dataset and permit, in SQLite.
+    """Per-node record of DP releases per patient population and permit, in SQLite.
 
     Parameters
     ----------
@@ -197,6 +203,15 @@ class PrivacyLedger:
         ).fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
+    def _lifetime(self, population: str) -> list[Charge]:
+        """Every live (reserved or charged) charge on ``population``, of every epoch."""
+        rows = self._con.execute(
+            "SELECT epsilon, delta, rho, mechanism FROM charges "
+            "WHERE dataset = ? AND status != 'cancelled'",
+            (population,),
+        ).fetchall()
+        return [Charge(e, d, r, m) for e, d, r, m in rows]
+
     def _charges(self, dataset: str, permit: str | None) -> list[Charge]:
         """Live (reserved or charged) charges of the current epoch(s)."""
         rows = self._con.execute(
@@ -215,9 +230,27 @@ class PrivacyLedger:
         return out
 
     def spent(self, dataset: str, permit: str | None = NO_PERMIT, delta: float = 1e-6) -> Spent:
-        """Composed cost on ``dataset`` under ``permit`` (``None``: all permits)."""
+        """Composed cost on population ``dataset`` under ``permit`` (``None``: all permits)."""
         with self._lock:
             return compose(self._charges(dataset, permit), delta)
+
+    def lifetime(self, population: str, delta: float = 1e-6) -> Spent:
+        """Composed cost on ``population`` over all permits and epochs (the lifetime cap's)."""
+        with self._lock:
+            return compose(self._lifetime(population), delta)
+
+    def rekey(self, old: str, new: str) -> None:
+        """Move ``old``'s charges and epochs to population ``new`` (populations merged).
+
+        Charges keep their epoch numbers; where ``new`` already started a later epoch
+        for the same permit, ``old``'s charges of earlier epochs leave that permit's
+        budget but stay in the lifetime total (which the merged population shares).
+        """
+        with self._lock:
+            self._con.execute("UPDATE charges SET dataset = ? WHERE dataset = ?", (new, old))
+            self._con.execute(
+                "UPDATE OR IGNORE epochs SET dataset = ? WHERE dataset = ?", (new, old)
+            )
 
     def keys(self) -> list[tuple[str, str]]:
         with self._lock:
@@ -235,7 +268,11 @@ class PrivacyLedger:
             return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
     def summary(self, policy: SitePolicy | None = None) -> Any:
-        """pandas DataFrame: dataset, permit, releases, spent ε, δ, ρ, budget, remaining ε."""
+        """pandas DataFrame: population, permit, releases, spent ε, δ, ρ, budget, remaining ε.
+
+        ``lifetime_epsilon`` is the population's ε over all permits and epochs, against
+        the site's ``dp_epsilon_per_dataset`` (``lifetime_budget``; 0: none).
+        """
         import pandas as pd
 
         policy = policy or SitePolicy()
@@ -244,7 +281,7 @@ class PrivacyLedger:
             s = self.spent(dataset, permit, policy.dp_delta)
             rows.append(
                 {
-                    "dataset": dataset,
+                    "population": dataset,
                     "permit": permit,
                     "releases": s.releases,
                     "epsilon_spent": s.epsilon,
@@ -253,10 +290,12 @@ class PrivacyLedger:
                     "accountant": s.accountant,
                     "epsilon_budget": float(policy.dp_epsilon_per_permit),
                     "epsilon_remaining": max(0.0, float(policy.dp_epsilon_per_permit) - s.epsilon),
+                    "lifetime_epsilon": self.lifetime(dataset, policy.dp_delta).epsilon,
+                    "lifetime_budget": float(policy.dp_epsilon_per_dataset),
                 }
             )
         cols = [
-            "dataset",
+            "population",
             "permit",
             "releases",
             "epsilon_spent",
@@ -265,6 +304,8 @@ class PrivacyLedger:
             "accountant",
             "epsilon_budget",
             "epsilon_remaining",
+            "lifetime_epsilon",
+            "lifetime_budget",
         ]
         return pd.DataFrame(rows, columns=cols)
 
@@ -290,18 +331,20 @@ class PrivacyLedger:
         cap = float(policy.dp_epsilon_per_permit)
         if after.epsilon > cap + _TOL:
             raise BudgetExceeded(
-                f"privacy budget exceeded on dataset {dataset!r} under permit {permit!r}: "
+                f"privacy budget exceeded on patient population {dataset!r} under permit "
+                f"{permit!r}: "
                 f"spent ε = {before.epsilon:.4g} of {cap:g} (dp_epsilon_per_permit); this "
                 f"release (ε = {charge.epsilon:.4g}) would bring it to {after.epsilon:.4g}"
             )
         ds_cap = float(policy.dp_epsilon_per_dataset)
         if ds_cap > 0:
-            total = compose([*self._charges(dataset, None), charge], delta)
+            total = compose([*self._lifetime(dataset), charge], delta)
             if total.epsilon > ds_cap + _TOL:
                 raise BudgetExceeded(
-                    f"privacy budget of dataset {dataset!r} exceeded over all permits: this "
+                    f"lifetime privacy budget of patient population {dataset!r} exceeded "
+                    f"(over every permit and every dataset name of these patients): this "
                     f"release would bring it to ε = {total.epsilon:.4g} of {ds_cap:g} "
-                    f"(dp_epsilon_per_dataset)"
+                    f"(dp_epsilon_per_dataset); refused"
                 )
         return after
 
@@ -389,9 +432,10 @@ class PrivacyLedger:
         reason: str,
         audit: Callable[[dict[str, Any]], Any] | None,
     ) -> int:
-        """Start a new budget epoch for (``dataset``, ``permit``); returns the new epoch.
+        """Start a new budget epoch for (population ``dataset``, ``permit``); returns it.
 
-        The audit record is written *first*; without an ``audit`` callback, or if it
+        The lifetime total (``dp_epsilon_per_dataset``) is not reset: it counts every
+        epoch. The audit record is written *first*; without an ``audit`` callback, or if it
         fails, nothing is reset. Earlier charges stay in the ledger (``history``).
         """
         permit = permit or NO_PERMIT

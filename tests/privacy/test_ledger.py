@@ -47,10 +47,11 @@ def test_per_request_and_per_permit_caps(tmp_path: Path) -> None:
         led.charge("d", "P1", Charge.pure(1.0), POLICY, "dp_count")
     with pytest.raises(BudgetExceeded, match=r"spent ε = 5 of 5 \(dp_epsilon_per_permit\)"):
         led.charge("d", "P1", Charge.pure(0.1), POLICY, "dp_count")
-    # Another permit, and another dataset, have their own budgets.
+    # Another permit, and another population, have their own per-permit budgets (the
+    # population's lifetime cap, default 10, still counts every permit).
     led.charge("d", "P2", Charge.pure(1.0), POLICY, "dp_count")
     led.charge("e", "P1", Charge.pure(1.0), POLICY, "dp_count")
-    # A dataset-wide cap over all permits, when the site sets one.
+    # A population-wide lifetime cap over all permits, as the site sets it.
     strict = SitePolicy(dp_epsilon_per_dataset=6.5)
     with pytest.raises(BudgetExceeded, match="dp_epsilon_per_dataset"):
         led.charge("d", "P3", Charge.pure(1.0), strict, "dp_count")
@@ -65,7 +66,8 @@ def test_ledger_survives_restart_and_summary(tmp_path: Path) -> None:
     again = PrivacyLedger(tmp_path / "l.sqlite")
     assert again.spent("covid", "P1").epsilon == pytest.approx(0.5)
     frame = again.summary(POLICY)
-    assert list(frame.columns[:4]) == ["dataset", "permit", "releases", "epsilon_spent"]
+    # Keyed by patient population (a dataset name is a population's name until merged).
+    assert list(frame.columns[:4]) == ["population", "permit", "releases", "epsilon_spent"]
     row = frame.iloc[0]
     assert row["epsilon_remaining"] == pytest.approx(4.5) and row["releases"] == 1
 

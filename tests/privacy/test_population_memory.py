@@ -1,0 +1,162 @@
+"""The node-wide memory of released cohorts, per patient population (leak class 3), in-process.
+
+Attacks (each one worked before: the memory was per permit and dataset name, covered
+only ``where``/``holdout`` filters of some computations, and compared cohort sizes):
+
+* "all" vs "all minus one" under two permits (and under the copy's name);
+* three cohorts whose pairwise differences are all >= 5 but whose combination
+  isolates one patient (two intervals overlapping at one value);
+* ``count`` / ``crosstab`` before and after a patient's opt-out (gives the opted-out
+  patient's sex and diabetes status);
+* new rows between two releases of the same cohort.
+
+The memory keeps the *patient set* of every exact release (keyed id hashes), so all
+of these are refused, across permits, names and restarts.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _population_helpers import ask, grant, refused, truth, write_site  # noqa: E402
+from _privacy_helpers import frame, make_node, request  # noqa: E402
+
+from healthfed.data.dataset import NodeDataset  # noqa: E402
+from healthfed.errors import ThresholdViolation  # noqa: E402
+from healthfed.hub import Hub  # noqa: E402
+from healthfed.node.runtime import Node  # noqa: E402
+from healthfed.privacy.differencing import CohortMemory, Released  # noqa: E402
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Any:
+    h = Hub.init(tmp_path / "hub", name="test access body")
+    yield h
+    h.close()
+
+
+def test_all_vs_all_minus_one_under_two_permits(tmp_path: Path, hub: Hub) -> None:
+    node_file = write_site(tmp_path, hub=hub)
+    data = truth(node_file)
+    top = data["age"].max()
+    below = float(data.loc[data["age"] < top, "age"].max())
+    assert 1 <= int((data["age"] == top).sum()) < 5  # "all minus the oldest"
+    p1, p2 = grant(hub, node_file), grant(hub, node_file)
+    node = Node.from_toml(node_file)
+    first = ask(node, "sum", {"variable": "crp"}, p1)
+    assert first["status"] == "ok", first
+    minus = {"variable": "crp", "where": {"age": [0.0, below]}}
+    refused(ask(node, "sum", minus, p2), "differencing protection", "min_subset = 5")
+    refused(ask(node, "sum", minus, p2, "covid_copy"), "differencing protection")
+    # A restarted node remembers (the memory is SQLite in the node's state folder).
+    refused(ask(Node.from_toml(node_file), "sum", minus, p2), "differencing protection")
+
+
+@pytest.fixture
+def fifty() -> pd.DataFrame:
+    d = frame(400, 7)
+    d.loc[d["age"] == 50.0, "age"] = 50.1
+    d.loc[5, "age"] = 50.0  # the one patient aged exactly 50
+    return d
+
+
+def test_two_intervals_overlapping_at_one_value(tmp_path: Path, fifty: pd.DataFrame) -> None:
+    node = make_node(tmp_path, "h1", fifty)
+    low = node.handle(request("sum", {"variable": "los", "where": {"age": [0, 50]}}))
+    high = node.handle(request("sum", {"variable": "los", "where": {"age": [50, 110]}}))
+    assert low["status"] == high["status"] == "ok", (low, high)
+    # Pairwise, "all" differs from each interval by far more than 5 patients, but
+    # low + high - all would be patient 5's length of stay.
+    reason = refused(node.handle(request("sum", {"variable": "los"})), "differencing protection")
+    assert "overlapping cohorts" in reason
+    # In another order the last of the three is refused.
+    other = make_node(tmp_path, "h2", fifty)
+    assert other.handle(request("sum", {"variable": "los"}))["status"] == "ok"
+    assert other.handle(request("count", {}))["status"] == "ok"  # same patients: fine
+    ok = other.handle(request("sum", {"variable": "los", "where": {"age": [0, 50]}}))
+    assert ok["status"] == "ok"
+    refused(
+        other.handle(request("sum", {"variable": "los", "where": {"age": [50, 110]}})),
+        "overlapping cohorts",
+    )
+
+
+def test_count_and_crosstab_before_and_after_an_opt_out(tmp_path: Path, hub: Hub) -> None:
+    node_file = write_site(tmp_path, hub=hub)
+    data = truth(node_file)
+    victim = str(data["patient_id"].iloc[17])
+    p1, p2 = grant(hub, node_file), grant(hub, node_file)
+    node = Node.from_toml(node_file)
+    table = {"row": "sex", "col": "diabetes"}
+    assert ask(node, "crosstab", table, p1)["status"] == "ok"
+    assert ask(node, "count", {}, p1)["status"] == "ok"
+    assert node.optouts is not None
+    node.optouts.add(victim)
+    # The same tables without the victim would give their sex and diabetes by subtraction.
+    for who in (Node.from_toml(node_file), node):
+        refused(ask(who, "crosstab", table, p1), "differencing protection", "joined or left")
+        refused(ask(who, "count", {}, p2), "differencing protection")
+        refused(ask(who, "crosstab", table, p2, "covid_copy"), "differencing protection")
+    # Once min_subset patients have left, the table describes a different cohort enough.
+    for pid in data["patient_id"].iloc[20:24]:
+        node.optouts.add(str(pid))
+    assert ask(node, "crosstab", table, p2)["status"] == "ok"
+
+
+def test_new_rows_between_two_releases(tmp_path: Path) -> None:
+    d = frame(300, 9)
+    node = make_node(tmp_path, "h1", d)
+    assert node.handle(request("count", {}))["status"] == "ok"
+    desc = node.datasets["cohort"].descriptor
+    more = pd.concat([d, frame(2, 10, prefix="new")], ignore_index=True)
+    node.datasets["cohort"] = NodeDataset.from_frame(more, desc)
+    refused(node.handle(request("count", {})), "differencing protection", "joined or left")
+    more = pd.concat([d, frame(6, 10, prefix="new")], ignore_index=True)
+    node.datasets["cohort"] = NodeDataset.from_frame(more, desc)
+    assert node.handle(request("count", {}))["status"] == "ok"
+
+
+# --- the invariant -------------------------------------------------------------------------
+MIN_SUBSET = 3
+UNIVERSE = 12
+
+
+def _bits(members: frozenset[int]) -> int:
+    return sum(1 << i for i in members)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.frozensets(st.integers(0, UNIVERSE - 1)), min_size=1, max_size=12))
+def test_remembered_cohorts_never_isolate_few(cohorts: list[frozenset[int]]) -> None:
+    """Whatever cohorts a researcher asks for, the accepted ones isolate nobody.
+
+    Checked by brute force: no two accepted cohorts differ by 1..min_subset-1
+    patients, and no three give such a set's count by inclusion-exclusion
+    (``|A| + |C| - |U|`` when ``U`` is ``A`` union ``C``; ``|U| - |A|`` for nested ones).
+    """
+    memory = CohortMemory(None)
+    accepted: list[frozenset[int]] = []
+    for c in cohorts:
+        r = Released(_bits(c), len(c), "{}")
+        try:
+            memory.check("pop", r, MIN_SUBSET)
+        except ThresholdViolation:
+            continue
+        memory.remember("pop", r, "d", "-", "sum")
+        accepted.append(c)
+    small = range(1, MIN_SUBSET)
+    for a in accepted:
+        for b in accepted:
+            assert len(a - b) not in small
+            for u in accepted:
+                if a != b and u == a | b and u not in (a, b):
+                    assert len(a & b) not in small
+    memory.close()
