@@ -26,10 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from healthfed.compute.deadline import check_deadline
 from healthfed.compute.evaluation.node import validate_evaluate
 from healthfed.compute.fedavg import design_from_params, log_loss_sum, logits, sigmoid
+from healthfed.compute.glm.node import glm_profiles, missing_indicators
 from healthfed.compute.registry import Computation, register
 from healthfed.errors import PolicyDenied
+from healthfed.privacy.contributions import ContributionProfile, concat_profiles, profile_rows
 from healthfed.privacy.model_release import ModelStatistics, array_from_reply
 
 __all__ = ["MODEL_INFORMATION", "PERMUTATION_IMPORTANCE", "feature_groups"]
@@ -89,19 +92,31 @@ def run_permutation(
     R = params["n_repeats"]
     ll = np.zeros((len(groups), R))
     sq = np.zeros((len(groups), R))
+    n_top = int(policy.dominance_n)
+    prof_ll: list[ContributionProfile] = [None] * (len(groups) * R)  # type: ignore[list-item]
+    prof_sq = list(prof_ll)
     rng = np.random.default_rng(params["seed"])
     for r in range(R):
         perm = rng.permutation(n)
         for g, (_, cols) in enumerate(groups):
+            check_deadline()  # the node's wall-time limit
             Xp = X.copy()
             Xp[:, cols] = X[perm][:, cols]
             zp = logits(kind, w, Xp)
             ll[g, r] = log_loss_sum(zp, y)
             sq[g, r] = float(np.sum((sigmoid(zp) - y) ** 2))
+            prof_ll[g * R + r] = profile_rows(np.logaddexp(0.0, zp) - y * zp, n_top)
+            prof_sq[g * R + r] = profile_rows((sigmoid(zp) - y) ** 2, n_top)
     return ModelStatistics(
         arrays={"logloss": ll, "sqerr": sq},
         n_rows=n,
         scalars={"base_logloss": base_ll, "base_sqerr": base_sq},
+        profiles={
+            "logloss": concat_profiles(*prof_ll),
+            "sqerr": concat_profiles(*prof_sq),
+            "base_logloss": profile_rows(np.logaddexp(0.0, z) - y * z, n_top, (1,)),
+            "base_sqerr": profile_rows((sigmoid(z) - y) ** 2, n_top, (1,)),
+        },
     )
 
 
@@ -152,11 +167,33 @@ def run_information(
     if n < policy.min_subset or n_params > policy.max_param_ratio * n:
         return ModelStatistics(arrays={}, n_rows=n, n_params=n_params)
     arrays = {"sum_x": X.sum(axis=0)}
+    Xi = np.column_stack([np.ones(n), X])
+    mu = sigmoid(logits("logistic", params["weights"], X)) if n_params else np.full(n, 0.5)
+    w = mu * (1.0 - mu)
+    missing = missing_indicators(params["preprocess"])
+    full = glm_profiles(Xi, w, {"sum_x": np.ones(n)}, int(policy.dominance_n), missing)
+    ones = full["sum_x"]
+    profiles = {
+        "sum_x": ContributionProfile(ones.support[1:], ones.abs_sum[1:], ones.top[1:], ones.n_top),
+        "sum_x~complements": full["sum_x~complements"],
+    }
     if params["model"] == "logistic":
-        mu = sigmoid(logits("logistic", params["weights"], X))
-        Xi = np.column_stack([np.ones(n), X])
-        arrays["information"] = (Xi * (mu * (1.0 - mu))[:, None]).T @ Xi
-    return ModelStatistics(arrays=arrays, n_rows=n, n_params=n_params)
+        arrays["information"] = (Xi * w[:, None]).T @ Xi
+        profiles["information"] = _symmetric(full["hessian"], p + 1)
+        profiles["information~complements"] = full["hessian~complements"]
+    return ModelStatistics(arrays=arrays, n_rows=n, n_params=n_params, profiles=profiles)
+
+
+def _symmetric(packed: ContributionProfile, q: int) -> ContributionProfile:
+    """A packed upper-triangle profile spread over the full symmetric matrix."""
+    pos = np.zeros((q, q), dtype=int)
+    iu = np.triu_indices(q)
+    pos[iu] = np.arange(len(iu[0]))
+    pos = np.triu(pos) + np.triu(pos, 1).T
+    ex = None if packed.exempt is None else packed.exempt[pos]
+    return ContributionProfile(
+        packed.support[pos], packed.abs_sum[pos], packed.top[pos], packed.n_top, None, ex
+    )
 
 
 def combine_information(site_replies: dict[str, dict[str, Any]], params: dict[str, Any]) -> dict:

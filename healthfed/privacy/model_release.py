@@ -9,7 +9,22 @@ site's policy is checked, as DataSHIELD does for GLMs:
 * the number of parameters is at most ``max_param_ratio`` times the number
   of rows (otherwise a saturated model reproduces the rows);
 * every count released alongside (``counts``) is 0 or at least
-  ``min_cell_count``.
+  ``min_cell_count``;
+* **the release invariant**: every released array and scalar carries a
+  :class:`~healthfed.privacy.contributions.ContributionProfile` computed from its
+  per-row contributions, and every entry is a sum over 0 or at least
+  ``min_cell_count`` rows (support) that no ``dominance_n`` rows dominate (more than
+  ``dominance_k`` % of the sum of absolute contributions). A zero over a population
+  of ``1 .. min_cell_count-1`` rows is withheld too. Derived numbers (e.g. the
+  complement cells an intercept makes computable) come as extra profiles named
+  ``"<array>~<what>"`` and are checked the same way. Arrays that are a release's
+  layout, not sums over patients (bin edges, grid times, declared levels), are named
+  in ``layout`` by the node's own code. **Fail closed**: an array or
+  scalar without a profile is refused.
+
+This is the one place the rule is enforced for every model computation (GLM steps,
+FedAvg updates, evaluation sums, Cox risk sets, moments), whatever coefficients,
+weights or model the request chose.
 
 A failed check raises ``ThresholdViolation`` naming the rule; the node then
 refuses the request with that reason and releases nothing.
@@ -24,6 +39,7 @@ import numpy as np
 
 from healthfed.errors import PrivacyError, ThresholdViolation
 from healthfed.policy import SitePolicy
+from healthfed.privacy.contributions import ContributionProfile
 
 
 @dataclass
@@ -42,6 +58,12 @@ class ModelStatistics:
         Other summed numbers (e.g. log-likelihood).
     counts
         Counts released with the sums; each must be 0 or >= min_cell_count.
+    profiles
+        A contribution profile per array and scalar name (and extra ones for derived
+        numbers, ``"<name>~<what>"``); see the module docstring.
+    layout
+        Names of arrays or scalars that are not sums over patients (bin edges, grid
+        times, declared levels, flags); released without a profile.
     """
 
     arrays: dict[str, np.ndarray]
@@ -49,6 +71,8 @@ class ModelStatistics:
     n_params: int = 0
     scalars: dict[str, float] = field(default_factory=dict)
     counts: dict[str, list[int]] = field(default_factory=dict)
+    profiles: dict[str, ContributionProfile] = field(default_factory=dict)
+    layout: tuple[str, ...] = ()
 
 
 def disclose_model_statistics(release: ModelStatistics, policy: SitePolicy) -> dict:
@@ -72,6 +96,7 @@ def disclose_model_statistics(release: ModelStatistics, policy: SitePolicy) -> d
                 raise ThresholdViolation(
                     f"count {name!r} has a cell below the policy minimum {policy.min_cell_count}"
                 )
+    check_invariant(release, policy)
     arrays = {}
     for name, arr in release.arrays.items():
         a = np.asarray(arr, dtype=float)
@@ -90,6 +115,73 @@ def disclose_model_statistics(release: ModelStatistics, policy: SitePolicy) -> d
         "scalars": scalars,
         "counts": {k: [int(v) for v in vs] for k, vs in release.counts.items()},
     }
+
+
+def check_invariant(release: ModelStatistics, policy: SitePolicy) -> None:
+    """The release invariant (support and dominance per entry); fail closed."""
+    for name, arr in release.arrays.items():
+        if name in release.layout:
+            continue
+        _check_entries(name, np.asarray(arr, dtype=float), release.profiles.get(name), policy)
+    for name, value in release.scalars.items():
+        if name in release.layout:
+            continue
+        _check_entries(name, np.asarray([value], dtype=float), release.profiles.get(name), policy)
+    for name, prof in release.profiles.items():
+        if "~" in name:
+            _check_entries(name, None, prof, policy)
+
+
+def _check_entries(
+    name: str, values: np.ndarray | None, prof: ContributionProfile | None, policy: SitePolicy
+) -> None:
+    if prof is None:
+        raise PrivacyError(
+            f"statistic {name!r} carries no contribution profile; nothing released (fail closed)"
+        )
+    flat = prof.ravel()
+    if values is not None:
+        values = values.ravel()
+    if values is not None and values.size != flat.size:
+        raise PrivacyError(f"statistic {name!r}: its contribution profile does not match it")
+    if flat.n_top < int(policy.dominance_n):
+        raise PrivacyError(f"statistic {name!r}: profile computed for too small a dominance n")
+    if flat.exempt is not None:
+        keep = ~np.asarray(flat.exempt, dtype=bool)
+        pop = None if flat.population is None else np.asarray(flat.population)[keep]
+        flat = ContributionProfile(
+            np.asarray(flat.support)[keep],
+            np.asarray(flat.abs_sum)[keep],
+            np.asarray(flat.top)[keep],
+            flat.n_top,
+            pop,
+        )
+        values = None if values is None else values[keep]
+    m = int(policy.min_cell_count)
+    support = np.asarray(flat.support)
+    if np.any((support > 0) & (support < m)):
+        raise ThresholdViolation(
+            f"support rule: an entry of {name!r} is a sum over 1 to {m - 1} patients "
+            f"(min_cell_count {m}); refused"
+        )
+    if values is not None and np.any((support == 0) & (values != 0)):
+        raise PrivacyError(f"statistic {name!r}: non-zero entry without contributors; refused")
+    if flat.population is not None:
+        pop = np.asarray(flat.population)
+        if np.any((support == 0) & (pop > 0) & (pop < m)):
+            raise ThresholdViolation(
+                f"zero-cell rule: an entry of {name!r} is a zero over a group of 1 to {m - 1} "
+                "patients; refused"
+            )
+    k = float(policy.dominance_k) / 100.0
+    if k >= 1.0:  # a site that sets 100 % has switched the rule off (top-n bounds may exceed it)
+        return
+    if np.any(np.asarray(flat.top) > k * np.asarray(flat.abs_sum) * (1 + 1e-12)):
+        raise ThresholdViolation(
+            f"dominance rule ({policy.dominance_n}, {policy.dominance_k:g}): in an entry of "
+            f"{name!r} the {policy.dominance_n} largest contributions make up more than "
+            f"{policy.dominance_k:g} % of the total; refused"
+        )
 
 
 def array_from_reply(reply: dict, name: str) -> np.ndarray:

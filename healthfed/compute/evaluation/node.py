@@ -30,6 +30,7 @@ from healthfed.compute.fedavg import (
     validate_model_params,
 )
 from healthfed.errors import PolicyDenied
+from healthfed.privacy.contributions import ContributionProfile, concat_profiles, profile_rows
 from healthfed.privacy.model_release import ModelStatistics
 
 __all__ = ["run_evaluate", "validate_evaluate"]
@@ -96,8 +97,10 @@ def run_evaluate(con: Any, descriptor: Any, params: dict[str, Any], policy: Any)
     z = logits(params["model"], params["weights"], X)
     grad, hess = recalibration_derivatives(z, y, params["candidates"])
     arrays: dict[str, np.ndarray] = {"grad": grad, "hess": hess}
+    n_top = int(policy.dominance_n)
+    profiles = recalibration_profiles(z, y, params["candidates"], n_top)
     if params["stage"] == "newton":
-        return ModelStatistics(arrays=arrays, n_rows=n, n_params=2)
+        return ModelStatistics(arrays=arrays, n_rows=n, n_params=2, profiles=profiles)
     p = sigmoid(z)
     edges, cut = grid_edges(params["bins"], params["threshold"])
     idx = bin_index(p, edges)
@@ -108,11 +111,18 @@ def run_evaluate(con: Any, descriptor: Any, params: dict[str, Any], policy: Any)
     # every non-empty group must also satisfy the min_subset rule for means.
     k = max(int(policy.min_cell_count), int(policy.min_subset))
     groups, kept = merge_bins(pos, neg, k, cut=cut)
+    groups, kept = merge_dominated(groups, kept, cut, idx, p, y, policy)
     arrays["edges"] = groups.astype(float)
     psum_pos = np.bincount(idx[y == 1], weights=p[y == 1], minlength=nb)
     psum_neg = np.bincount(idx[y == 0], weights=p[y == 0], minlength=nb)
     arrays["psum_pos"] = merged_counts(psum_pos, groups)
     arrays["psum_neg"] = merged_counts(psum_neg, groups)
+    gid = np.searchsorted(groups, idx, side="right") - 1
+    for name, cls in (("psum_pos", 1), ("psum_neg", 0)):
+        parts = [profile_rows(p[(gid == g) & (y == cls)], n_top) for g in range(len(groups) - 1)]
+        profiles[name] = concat_profiles(*parts) if parts else profile_rows(np.zeros((0, 0)), n_top)
+    profiles["brier_sum"] = profile_rows((p - y) ** 2, n_top, (1,))
+    profiles["sum_p"] = profile_rows(p, n_top, (1,))
     return ModelStatistics(
         arrays=arrays,
         n_rows=n,
@@ -126,4 +136,76 @@ def run_evaluate(con: Any, descriptor: Any, params: dict[str, Any], policy: Any)
             "hist_pos": [int(v) for v in merged_counts(pos, groups)],
             "hist_neg": [int(v) for v in merged_counts(neg, groups)],
         },
+        profiles=profiles,
+        layout=("edges", "threshold_kept"),
     )
+
+
+def merge_dominated(
+    groups: np.ndarray,
+    kept: bool,
+    cut: int,
+    idx: np.ndarray,
+    p: np.ndarray,
+    y: np.ndarray,
+    policy: Any,
+) -> tuple[np.ndarray, bool]:
+    """Merge score groups further until no few patients dominate a group's score sum.
+
+    The released group score sums (``psum_pos``/``psum_neg``) fall under the (n, k)
+    dominance rule; a dominated group is merged with the neighbour that leaves the
+    merged group undominated (the smaller one if both do), dropping the threshold edge
+    if that is the one removed. A crafted model whose one high score sits among
+    near-zero ones merges into one dominated group, which the filter then refuses.
+    """
+    n_top, k = int(policy.dominance_n), float(policy.dominance_k) / 100.0
+    groups = np.asarray(groups)
+
+    def dominated(lo: int, hi: int) -> bool:
+        rows = (idx >= lo) & (idx < hi)
+        for cls in (0, 1):
+            v = p[rows & (y == cls)]
+            if v.size and np.sort(v)[::-1][:n_top].sum() > k * v.sum():
+                return True
+        return False
+
+    g = 0
+    while len(groups) > 2 and g < len(groups) - 1:
+        if not dominated(int(groups[g]), int(groups[g + 1])):
+            g += 1
+            continue
+        options = []
+        if g > 0:  # merge with the left neighbour: drop edge g
+            options.append((dominated(int(groups[g - 1]), int(groups[g + 1])), g))
+        if g + 2 < len(groups):  # with the right one: drop edge g + 1
+            options.append((dominated(int(groups[g]), int(groups[g + 2])), g + 1))
+        drop = min(options, key=lambda o: (o[0], int(groups[o[1] + 1]) - int(groups[o[1] - 1])))[1]
+        if int(groups[drop]) == cut:
+            kept = False
+        groups = np.delete(groups, drop)
+        g = max(drop - 1, 0)
+    return groups, kept
+
+
+def recalibration_profiles(
+    z: np.ndarray, y: np.ndarray, cand: np.ndarray, n_top: int
+) -> dict[str, ContributionProfile]:
+    """Profiles of :func:`recalibration_derivatives`' sums from the rows' terms."""
+    grads, hesses = [], []
+    for a, b, c in cand:
+        p = sigmoid(a + b * z)
+        r = y - p
+        w = p * (1.0 - p)
+        pc = sigmoid(c + z)
+        grads.append(profile_rows(np.column_stack([r, r * z, y - pc]), n_top))
+        hesses.append(profile_rows(np.column_stack([w, w * z, w * z * z, pc * (1 - pc)]), n_top))
+    K = len(cand)
+    g, h = concat_profiles(*grads), concat_profiles(*hesses)
+    return {
+        "grad": ContributionProfile(
+            g.support.reshape(K, 3), g.abs_sum.reshape(K, 3), g.top.reshape(K, 3), n_top
+        ),
+        "hess": ContributionProfile(
+            h.support.reshape(K, 4), h.abs_sum.reshape(K, 4), h.top.reshape(K, 4), n_top
+        ),
+    }

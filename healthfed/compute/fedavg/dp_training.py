@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from healthfed.compute.deadline import check_deadline
 from healthfed.compute.fedavg.models import clip_rows, local_sgd, per_example_grads, unflatten
 from healthfed.compute.fedavg.params import LOCAL_TRAIN, _float_param
 from healthfed.errors import BudgetExceeded, InvalidArgument, PolicyDenied
@@ -106,6 +107,7 @@ def dp_local_update(
         cur = [w.copy() for w in start]
         rho_step = rho_update / max(int(epochs), 1)
         for _ in range(max(int(epochs), 1)):
+            check_deadline()  # the node's wall-time limit
             G = clip_rows(per_example_grads(kind, cur, X, y), clip)
             g = noisy_vector(G.sum(axis=0), clip, rho_step, delta)
             parts.append(g)

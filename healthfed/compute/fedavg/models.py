@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from healthfed.compute.deadline import check_deadline
 from healthfed.errors import PolicyDenied
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "clip_rows",
     "init_weights",
     "local_sgd",
+    "local_sgd_attributed",
     "log_loss_sum",
     "logits",
     "loss_and_grad",
@@ -118,6 +120,7 @@ def local_sgd(
     for _ in range(epochs):
         order = rng.permutation(n)
         for lo in range(0, n, batch_size):
+            check_deadline()  # the node's wall-time limit (no-op outside a request)
             idx = order[lo : lo + batch_size]
             _, grads = loss_and_grad(kind, cur, X[idx], y[idx])
             for i, g in enumerate(grads):
@@ -125,6 +128,68 @@ def local_sgd(
                     g = g + mu * (cur[i] - start[i])
                 cur[i] -= lr * g
     return cur
+
+
+def local_sgd_attributed(
+    kind: str,
+    weights: Sequence[np.ndarray],
+    X: np.ndarray,
+    y: np.ndarray,
+    epochs: int = 1,
+    lr: float = 0.1,
+    batch_size: int = 32,
+    mu: float = 0.0,
+    seed: int = 0,
+) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """:func:`local_sgd` plus each row's share of the weight update, accumulated over steps.
+
+    The update is a sum over rows: with ``d = 1 - lr * mu`` one step maps
+    ``w - w0`` to ``d (w - w0) - lr/|B| sum_{i in B} g_i(w)``, so row ``i``'s share is
+    ``sum_t d^(T-1-t) (-lr/|B_t|) g_i(w_t)`` over the steps ``t`` it was in. Per-row
+    gradients factor through a few per-row numbers (``g_i = x_i * r_i`` for the
+    logistic model; ``x_i (x) dH_i``, ``dH_i``, ``H_i r_i``, ``r_i`` for the MLP), and
+    ``x_i`` does not change between steps, so the shares are kept as those factors:
+    ``O(n * hidden)`` memory, not ``O(n * weights)``. Returned keys: ``"D"`` (the
+    factor multiplying ``x_i`` for the first weight array and giving the second),
+    and for the MLP ``"E"`` (third array) and ``"F"`` (fourth).
+    """
+    start = [np.array(w, dtype=float) for w in weights]
+    cur = [w.copy() for w in start]
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    steps = epochs * math.ceil(n / batch_size) if n else 0
+    decay = 1.0 - lr * mu
+    hidden = start[1].size if kind == "mlp" else 1
+    D = np.zeros((n, hidden))
+    E = np.zeros((n, hidden))
+    F = np.zeros(n)
+    t = 0
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for lo in range(0, n, batch_size):
+            check_deadline()  # the node's wall-time limit (no-op outside a request)
+            idx = order[lo : lo + batch_size]
+            scale = -lr / len(idx) * decay ** (steps - 1 - t)
+            xb, yb = X[idx], y[idx]
+            if kind == "logistic":
+                r = sigmoid(xb @ cur[0] + cur[1][0]) - yb
+                D[idx, 0] += scale * r
+            else:
+                H = np.tanh(xb @ cur[0] + cur[1])
+                r = sigmoid(H @ cur[2] + cur[3][0]) - yb
+                D[idx] += scale * (r[:, None] * cur[2][None, :]) * (1.0 - H * H)
+                E[idx] += scale * H * r[:, None]
+                F[idx] += scale * r
+            _, grads = loss_and_grad(kind, cur, xb, yb)
+            for i, g in enumerate(grads):
+                if mu:
+                    g = g + mu * (cur[i] - start[i])
+                cur[i] -= lr * g
+            t += 1
+    out: dict[str, np.ndarray] = {"D": D} if kind == "mlp" else {"D": D[:, 0]}
+    if kind == "mlp":
+        out.update(E=E, F=F)
+    return cur, out
 
 
 def per_example_grads(

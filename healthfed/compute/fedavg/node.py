@@ -19,7 +19,12 @@ import numpy as np
 
 from healthfed.compute.fedavg.combine import combine_feature_moments, combine_local_train
 from healthfed.compute.fedavg.dp_training import dp_local_update, validate_dp_training
-from healthfed.compute.fedavg.models import local_sgd, log_loss_sum, logits, n_weights
+from healthfed.compute.fedavg.models import (
+    local_sgd_attributed,
+    log_loss_sum,
+    logits,
+    n_weights,
+)
 from healthfed.compute.fedavg.params import (
     FEATURE_MOMENTS,
     LOCAL_TRAIN,
@@ -31,6 +36,12 @@ from healthfed.compute.preprocess import design_matrix
 from healthfed.compute.registry import Computation, register
 from healthfed.data.sql import holdout_sql, quote_ident, validate_holdout
 from healthfed.errors import DataError, PolicyDenied
+from healthfed.privacy.contributions import (
+    ContributionProfile,
+    cross_profile_blocks,
+    indicator_columns,
+    profile_rows,
+)
 from healthfed.privacy.model_release import ModelStatistics, disclose_model_statistics
 
 __all__ = [
@@ -124,8 +135,9 @@ def run_local_train(
             batch_size=params["batch_size"],
             seed=params["seed"],
         )
-    loss0 = log_loss_sum(logits(kind, w0, X), y)
-    w1 = local_sgd(
+    z0 = logits(kind, w0, X)
+    loss0 = log_loss_sum(z0, y)
+    w1, shares = local_sgd_attributed(
         kind,
         w0,
         X,
@@ -137,7 +149,55 @@ def run_local_train(
         seed=params["seed"],
     )
     arrays = {f"delta_{i}": a - b for i, (a, b) in enumerate(zip(w1, w0, strict=True))}
-    return ModelStatistics(arrays=arrays, n_rows=n, n_params=n_params, scalars={"loss_sum": loss0})
+    n_top = int(policy.dominance_n)
+    profiles = update_profiles(kind, X, shares, n_top)
+    profiles["loss_sum"] = profile_rows(np.logaddexp(0.0, z0) - y * z0, n_top, (1,))
+    return ModelStatistics(
+        arrays=arrays,
+        n_rows=n,
+        n_params=n_params,
+        scalars={"loss_sum": loss0},
+        profiles=profiles,
+    )
+
+
+def update_profiles(
+    kind: str, X: np.ndarray, shares: dict[str, np.ndarray], n_top: int
+) -> dict[str, ContributionProfile]:
+    """Contribution profiles of a ``local_train`` update from the rows' shares.
+
+    The first weight array's entries are ``sum_i x_ij D_ik``; the bias (second array)
+    is ``sum_i D_ik``, so for a 0/1 feature ``sum_i (1 - x_ij) D_ik`` is derivable and
+    profiled as ``delta_0~complements``.
+    """
+    D = shares["D"].reshape(len(X), -1)
+    ind = indicator_columns(X)
+    d = X.shape[1]
+
+    def block(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        xc = X[lo:hi]
+        z = np.column_stack([xc, 1.0 - xc[:, ind]]) if len(ind) else xc
+        return z, D[lo:hi]
+
+    full = cross_profile_blocks(block, len(X), n_top)
+    h = D.shape[1]
+    own = _rows(full, slice(0, d), (d, h) if kind == "mlp" else (d,))
+    rest = _rows(full, slice(d, None), (-1,))
+    out = {"delta_0": own, "delta_0~complements": rest}
+    out["delta_1"] = profile_rows(D, n_top, (h,))
+    if kind == "mlp":
+        out["delta_2"] = profile_rows(shares["E"], n_top, (h,))
+        out["delta_3"] = profile_rows(shares["F"], n_top, (1,))
+    return out
+
+
+def _rows(prof: ContributionProfile, rows: slice, shape: tuple[int, ...]) -> ContributionProfile:
+    return ContributionProfile(
+        prof.support[rows].reshape(shape),
+        prof.abs_sum[rows].reshape(shape),
+        prof.top[rows].reshape(shape),
+        prof.n_top,
+    )
 
 
 def validate_feature_moments(params: dict[str, Any], descriptor: Any, policy: Any) -> dict:
@@ -170,18 +230,23 @@ def run_feature_moments(
     )
     not_null = " AND ".join(f"{c} IS NOT NULL" for c in needed)
     where = holdout_sql(descriptor, params["holdout"])
-    sums = ", ".join(f"SUM(CAST({quote_ident(c)} AS DOUBLE))" for c in cols)
-    sqs = ", ".join(
-        f"SUM(CAST({quote_ident(c)} AS DOUBLE) * CAST({quote_ident(c)} AS DOUBLE))" for c in cols
+    select = ", ".join(f"CAST({quote_ident(c)} AS DOUBLE) AS v{i}" for i, c in enumerate(cols))
+    values = con.execute(f"SELECT {select} FROM data WHERE {not_null} AND ({where})").fetchnumpy()
+    V = np.column_stack([np.asarray(values[f"v{i}"], dtype=float) for i in range(len(cols))])
+    n = V.shape[0]
+    n_top = int(policy.dominance_n)
+    ind = indicator_columns(V)
+    profiles = {
+        "sum": profile_rows(V, n_top),
+        "sumsq": profile_rows(V * V, n_top),
+        # n_rows - sum counts the zeros of a 0/1 column
+        "sum~complements": profile_rows(1.0 - V[:, ind], n_top),
+    }
+    return ModelStatistics(
+        arrays={"sum": V.sum(axis=0), "sumsq": (V * V).sum(axis=0)},
+        n_rows=n,
+        profiles=profiles,
     )
-    row = con.execute(
-        f"SELECT COUNT(*), {sums}, {sqs} FROM data WHERE {not_null} AND ({where})"
-    ).fetchone()
-    n = int(row[0])
-    k = len(cols)
-    s = np.array([v or 0.0 for v in row[1 : 1 + k]], dtype=float)
-    ss = np.array([v or 0.0 for v in row[1 + k :]], dtype=float)
-    return ModelStatistics(arrays={"sum": s, "sumsq": ss}, n_rows=n)
 
 
 register(

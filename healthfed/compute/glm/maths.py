@@ -19,7 +19,9 @@ from healthfed.errors import FederationError, PolicyDenied
 __all__ = [
     "FAMILIES",
     "glm_derivatives",
+    "glm_row_terms",
     "glm_start",
+    "glm_start_weights",
     "pack_upper",
     "sigmoid",
     "unpack_upper",
@@ -139,6 +141,44 @@ def glm_derivatives(
     if family == "binomial":
         deviance = -2.0 * loglik
     return score, H, deviance, loglik
+
+
+def glm_row_terms(
+    family: str, eta: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per row at the linear predictor ``eta``: residual, IRLS weight, log-likelihood, deviance.
+
+    What :func:`glm_derivatives` sums (its score is ``X' resid``, its information
+    ``X' diag(w) X``); the node's release filter needs them row by row to profile who
+    contributed to each released number.
+    """
+    if family == "binomial":
+        mu = sigmoid(eta)
+        ll = y * eta - np.logaddexp(0.0, eta)
+        return y - mu, mu * (1.0 - mu), ll, -2.0 * ll
+    if family == "poisson":
+        from scipy.special import gammaln, xlogy  # scipy only when a Poisson fit needs it
+
+        mu = np.exp(eta)
+        ll = y * eta - mu - gammaln(y + 1.0)
+        return y - mu, mu, ll, 2.0 * (xlogy(y, y) - y * eta - (y - mu))
+    resid = y - eta
+    return resid, np.ones_like(eta), np.zeros_like(eta), resid * resid
+
+
+def glm_start_weights(family: str, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IRLS weights ``w`` and working response ``z`` at R's starting values."""
+    if family == "binomial":
+        mu = (y + 0.5) / 2.0
+        eta = np.log(mu / (1.0 - mu))
+        w = mu * (1.0 - mu)
+    elif family == "poisson":
+        mu = y + 0.1
+        eta = np.log(mu)
+        w = mu
+    else:
+        return np.ones_like(y, dtype=float), np.asarray(y, dtype=float)
+    return w, eta + (y - mu) / w
 
 
 def glm_start(family: str, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

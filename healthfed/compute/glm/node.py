@@ -8,6 +8,48 @@ equations of the first IRLS iteration from R's ``glm`` starting values, so the
 hub's first coefficients come without a guess. The Hessian travels as its upper
 triangle. The design matrix is built once per (data, spec, outcome, row filter)
 and cached in the node process, so a round is one matrix product.
+
+Every released number carries its contribution profile
+(:mod:`healthfed.privacy.contributions`): the score, the information's entries and
+the deviance are sums over rows, profiled from the rows' residuals, weights and
+log-likelihood terms, with the complements ``1 - x`` of 0/1 columns (the intercept
+makes ``sum (1-x) c`` derivable). The model-release filter refuses any entry over
+fewer than ``min_cell_count`` rows or dominated by a few (so the first round's
+``X'X`` over dummies no longer gives 2 x 2 cells under ``min_cell_count``).
+
+One exemption, a stated residual risk: the cross-products of a missing-value indicator
+(``<x>_missing``) with another non-intercept column are not checked. Values of vitals and
+labs missing completely at random at 1-4 % make those cells (e.g. "SpO2 and CRP both
+missing") 1..4 patients at every realistic site, so checking them would refuse every
+fit with ``missing="indicator"``; they reveal a missingness pattern of a few patients,
+not a recorded value. The indicator's own count (and its complement) is checked.
+
+Trusted iterates: a bounded linear predictor
+-------------------------------------------
+The researcher chooses ``beta``. Coefficients that push every row's linear predictor
+to +-50 except at one value make every IRLS weight (numerically) zero but one patient's,
+and the Hessian becomes that patient's record. The node therefore evaluates only
+inside a bounded region, checked on its own rows: ``|eta_i| <= ETA_BOUND`` for the
+binomial family (probabilities within ``[6e-6, 1 - 6e-6]``, so no weight is below
+``6e-6`` or more than ``4e4`` times smaller than another) and a spread
+``max eta - min eta <= ETA_BOUND`` for the Poisson family (weights ``exp(eta)``).
+The Gaussian family's weights do not depend on ``beta``. Outside the region the node
+refuses naming the rule. Together with the per-entry support and dominance rules no
+single request can isolate a patient: every row keeps a weight within a bounded
+factor of every other, and a few heavy rows over many tiny ones fail dominance.
+
+Why not a node-side fit session that verifies each step? A site sees only its own
+sums; the hub's Newton step depends on the other sites' sums, which a site cannot
+check without authenticated peer releases (any ``beta`` is the Newton step of some
+invented "other sites"). That needs signed site releases and is left open.
+
+Limits (residual risk): the region bounds what one request can do, not what several
+can. Two requests at coefficients ``beta_a`` and ``beta_b`` give two known weightings
+of the same rows; their difference is a sum over the rows whose weights differ, and
+with chosen coefficients (e.g. a shift on one dummy) exact algebra over several
+releases recovers counts of cells the single releases do not show (three-way counts,
+for instance). Counter-measures across requests (perturbation by cell key, a node-wide
+memory of evaluated points) belong to the cross-request protection, not to this step.
 """
 
 from __future__ import annotations
@@ -17,16 +59,32 @@ from typing import Any
 import numpy as np
 
 from healthfed.compute.glm.combine import combine_glm_step
-from healthfed.compute.glm.maths import FAMILIES, glm_derivatives, glm_start, pack_upper
+from healthfed.compute.glm.maths import (
+    FAMILIES,
+    glm_derivatives,
+    glm_row_terms,
+    glm_start,
+    glm_start_weights,
+    pack_upper,
+)
 from healthfed.compute.preprocess import cached_design, feature_names, validate_spec
 from healthfed.compute.registry import Computation, register
 from healthfed.data.sql import holdout_sql, validate_holdout
-from healthfed.errors import PolicyDenied
+from healthfed.errors import PolicyDenied, ThresholdViolation
+from healthfed.privacy.contributions import (
+    ContributionProfile,
+    cross_profile_blocks,
+    gram_profile_blocks,
+    indicator_columns,
+    profile_rows,
+)
 from healthfed.privacy.model_release import ModelStatistics
 
-__all__ = ["GLM_STEP", "run_glm_step", "validate_glm_step"]
+__all__ = ["ETA_BOUND", "GLM_STEP", "glm_profiles", "run_glm_step", "validate_glm_step"]
 
 GLM_STEP = "glm_step"
+#: Bound on the linear predictor a node evaluates a GLM at (see the module docstring).
+ETA_BOUND = 12.0
 
 
 def validate_glm_step(params: dict[str, Any], descriptor: Any, policy: Any) -> dict[str, Any]:
@@ -94,17 +152,107 @@ def run_glm_step(con: Any, descriptor: Any, params: dict[str, Any], policy: Any)
     if n < policy.min_subset or p > policy.max_param_ratio * n:
         # Nothing computed: the node's disclosure filter refuses with the rule's reason.
         return ModelStatistics(arrays={}, n_rows=n, n_params=p)
+    family, n_top = params["family"], int(policy.dominance_n)
+    missing = missing_indicators(params["preprocess"])
     if params["beta"] is None:
-        xtwx, xtwz = glm_start(params["family"], X, y)
+        xtwx, xtwz = glm_start(family, X, y)
+        w, z = glm_start_weights(family, y)
+        profiles = glm_profiles(X, w, {"xwz": w * z}, n_top, missing)
         return ModelStatistics(
-            arrays={"hessian": pack_upper(xtwx), "xwz": xtwz}, n_rows=n, n_params=p
+            arrays={"hessian": pack_upper(xtwx), "xwz": xtwz},
+            n_rows=n,
+            n_params=p,
+            profiles=profiles,
         )
-    score, hessian, deviance, loglik = glm_derivatives(params["family"], X, y, params["beta"])
+    eta = X @ params["beta"]
+    check_trusted_region(family, eta)
+    score, hessian, deviance, loglik = glm_derivatives(family, X, y, params["beta"])
+    resid, w, ll, dev = glm_row_terms(family, eta, y)
+    profiles = glm_profiles(X, w, {"score": resid}, n_top, missing)
+    profiles["loglik"] = profile_rows(ll, n_top, (1,))
+    profiles["deviance"] = profile_rows(dev, n_top, (1,))
     return ModelStatistics(
         arrays={"score": score, "hessian": pack_upper(hessian)},
         n_rows=n,
         n_params=p,
         scalars={"deviance": deviance, "loglik": loglik},
+        profiles=profiles,
+    )
+
+
+def check_trusted_region(family: str, eta: np.ndarray) -> None:
+    """Refuse coefficients outside the bounded linear-predictor region (module docstring)."""
+    if eta.size == 0 or family == "gaussian":
+        return
+    spread = float(np.max(np.abs(eta))) if family == "binomial" else float(np.ptp(eta))
+    if not np.isfinite(spread) or spread > ETA_BOUND:
+        what = "|linear predictor|" if family == "binomial" else "linear predictor's spread"
+        raise ThresholdViolation(
+            f"bounded-region rule: at these coefficients the {what} reaches {spread:.3g} at "
+            f"this site, beyond the bound {ETA_BOUND:g} a node evaluates a {family} GLM at; "
+            "refused"
+        )
+
+
+def missing_indicators(spec: dict[str, Any]) -> np.ndarray:
+    """Design positions (intercept = 0) of the spec's missing-value indicator columns."""
+    out, j = [], 1
+    for c in spec["columns"]:
+        j += len(c["levels"]) - 1 if c["type"] == "categorical" else 1
+        if c.get("indicator"):
+            out.append(j)
+            j += 1
+    return np.asarray(out, dtype=int)
+
+
+def glm_profiles(
+    X: np.ndarray,
+    w: np.ndarray,
+    vectors: dict[str, np.ndarray],
+    n_top: int,
+    missing: np.ndarray | None = None,
+) -> dict[str, ContributionProfile]:
+    """Profiles of ``X' diag(w) X`` (packed upper) and of each ``X' v``, with derived cells.
+
+    ``X`` has the intercept first, so for a 0/1 column ``x`` the sums over ``1 - x``
+    are derivable by subtraction: they are profiled under ``"<name>~complements"``.
+    ``missing``: positions of missing-value indicators; the Hessian entries pairing one
+    with another (non-intercept) column are exempt (see the module docstring).
+    """
+    n, p = X.shape
+    ind = indicator_columns(X)
+    q = p + len(ind)
+
+    def design(lo: int, hi: int) -> np.ndarray:
+        xc = X[lo:hi]
+        return np.column_stack([xc, 1.0 - xc[:, ind]]) if len(ind) else xc
+
+    full = gram_profile_blocks(design, w, n, n_top)
+    iu = np.triu_indices(q)
+    own = (iu[0] < p) & (iu[1] < p)
+    if missing is not None and len(missing):
+        base = np.concatenate([np.arange(p), ind])
+        bi, bj = base[iu[0]], base[iu[1]]
+        flagged = np.isin(bi, missing) | np.isin(bj, missing)
+        exempt = flagged & (bi != bj) & (bi != 0) & (bj != 0)
+        full = ContributionProfile(full.support, full.abs_sum, full.top, full.n_top, None, exempt)
+    out = {"hessian": _select(full, own), "hessian~complements": _select(full, ~own)}
+    for name, v in vectors.items():
+
+        def cross(lo: int, hi: int, v: np.ndarray = v) -> tuple[np.ndarray, np.ndarray]:
+            return design(lo, hi), v[lo:hi, None]
+
+        vp = cross_profile_blocks(cross, n, n_top).ravel()
+        mask = np.arange(q) < p
+        out[name] = _select(vp, mask)
+        out[f"{name}~complements"] = _select(vp, ~mask)
+    return out
+
+
+def _select(prof: ContributionProfile, mask: np.ndarray) -> ContributionProfile:
+    ex = None if prof.exempt is None else prof.exempt[mask]
+    return ContributionProfile(
+        prof.support[mask], prof.abs_sum[mask], prof.top[mask], prof.n_top, None, ex
     )
 
 

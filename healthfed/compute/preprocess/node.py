@@ -26,6 +26,11 @@ from healthfed.compute.preprocess.spec import MAX_COLUMNS, MISSING_MODES
 from healthfed.compute.registry import Computation, register
 from healthfed.data.sql import holdout_sql, validate_holdout
 from healthfed.errors import DataError, PolicyDenied, ThresholdViolation
+from healthfed.privacy.contributions import (
+    ContributionProfile,
+    concat_profiles,
+    profile_rows,
+)
 from healthfed.privacy.model_release import ModelStatistics
 
 __all__ = ["PREPROCESS_MOMENTS", "run_moments", "validate_moments"]
@@ -154,6 +159,8 @@ def run_moments(con: Any, descriptor: Any, params: dict[str, Any], policy: Any) 
     k = len(cols)
     sums, m2, n_missing, types = np.zeros(k), np.zeros(k), [], np.zeros(k)
     arrays: dict[str, np.ndarray] = {}
+    n_top = int(policy.dominance_n)
+    prof: dict[str, list[ContributionProfile]] = {"sum": [], "m2": [], "sum~complements": []}
     for i, c in enumerate(cols):
         missing = raw.missing(c)
         miss = int(np.count_nonzero(missing))
@@ -167,23 +174,35 @@ def run_moments(con: Any, descriptor: Any, params: dict[str, Any], policy: Any) 
         types[i] = TYPE_CODES[kinds[c]]
         if kinds[c] == "categorical":
             arrays[f"levels.{c}"] = _levels_array(list(descriptor.column(c).levels))
+            prof["sum"].append(profile_rows(np.zeros((0, 1)), n_top))
+            prof["m2"].append(profile_rows(np.zeros((0, 1)), n_top))
             continue
         if 0 < n_obs < policy.min_subset:
             raise ThresholdViolation(
                 f"column {c!r} is observed in fewer than {policy.min_subset} rows at this site; "
                 "its mean is not released"
             )
+        x = raw.cols[c] if not miss else raw.cols[c][~missing]
+        d = x - (float(np.sum(x)) / n_obs if n_obs else 0.0)
         if n_obs:
-            x = raw.cols[c] if not miss else raw.cols[c][~missing]
             sums[i] = float(np.sum(x))
             if n_obs > 1:
-                d = x - sums[i] / n_obs
                 m2[i] = float(d @ d)
+        prof["sum"].append(profile_rows(x, n_top))
+        prof["m2"].append(profile_rows(d * d if n_obs > 1 else np.zeros((0, 1)), n_top))
+        if kinds[c] == "binary":  # n_obs - sum counts the zeros
+            prof["sum~complements"].append(profile_rows(1.0 - x, n_top))
         if kinds[c] == "binary":
             arrays[f"levels.{c}"] = _levels_array(list(descriptor.column(c).levels or ("0", "1")))
     arrays.update({"sum": sums, "m2": m2, "types": types})
+    profiles = {name: concat_profiles(*ps) for name, ps in prof.items() if ps}
     return ModelStatistics(
-        arrays=arrays, n_rows=n, n_params=int(params["n_params"]), counts={"n_missing": n_missing}
+        arrays=arrays,
+        n_rows=n,
+        n_params=int(params["n_params"]),
+        counts={"n_missing": n_missing},
+        profiles=profiles,
+        layout=("types", *(a for a in arrays if a.startswith("levels."))),
     )
 
 
