@@ -43,6 +43,7 @@ from healthfed.compute.results import DPResult, SumResult
 from healthfed.data.sql import quote_ident, validate_where, where_sql
 from healthfed.errors import BudgetExceeded, DataError, PolicyDenied, ThresholdViolation
 from healthfed.policy import SitePolicy
+from healthfed.privacy.contributions import profile_rows
 from healthfed.privacy.differencing import check_dominance
 from healthfed.privacy.dp import (
     DP_FORMAT,
@@ -335,7 +336,12 @@ def run_sum(con: Any, desc: Any, params: dict, policy: SitePolicy) -> ModelStati
             f"sum: fewer than min_subset = {policy.min_subset} patients contribute; refused"
         )
     check_dominance(x, policy, what=f"sum of {params['variable']!r}")
-    return ModelStatistics(arrays={"sum": np.array([float(x.sum())])}, n_rows=n, counts={"n": [n]})
+    return ModelStatistics(
+        arrays={"sum": np.array([float(x.sum())])},
+        n_rows=n,
+        counts={"n": [n]},
+        profiles={"sum": profile_rows(x, int(policy.dominance_n), (1,))},
+    )
 
 
 # --------------------------------------------------------------------------------------

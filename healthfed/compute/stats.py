@@ -7,6 +7,9 @@ small, fixed number of queries per request, not one per variable or group
 What is released is a :class:`~healthfed.privacy.disclosure.Release` (count tables
 with margins linked to one "N per group" table, numeric summaries tied to count
 cells); the node passes it through :func:`~healthfed.privacy.disclosure.disclose`.
+Every count table carries its cells' keys (the sum of the patients' secret record
+keys, computed in the same scan), so the filter can perturb the counts with the
+cell key method (:mod:`healthfed.privacy.cellkey`) unless the site releases exact counts.
 Hub side, ``combine`` pools the disclosed dicts into result objects
 (:mod:`healthfed.compute.results`).
 """
@@ -28,10 +31,17 @@ from healthfed.compute.results import (
     Table1Result,
     combine_summary,
 )
-from healthfed.compute.stats_sql import key_expr, observed_levels, run_summary
+from healthfed.compute.stats_sql import (
+    key_expr,
+    key_sum,
+    observed_levels,
+    record_key_sql,
+    run_summary,
+)
 from healthfed.data.descriptor import ColumnSpec, DatasetDescriptor
 from healthfed.errors import DataError, PolicyDenied
 from healthfed.policy import SitePolicy
+from healthfed.privacy.cellkey import KEY_MOD
 from healthfed.privacy.disclosure import CountTable, Release
 
 __all__ = ["DEFAULT_QUANTILES"]
@@ -222,18 +232,28 @@ def run_crosstab(
     params: dict[str, Any],
     policy: SitePolicy,
 ) -> Release:
-    """Counts of ``row`` x ``col`` (with a ``(missing)`` level each) in one query."""
+    """Counts of ``row`` x ``col`` (with a ``(missing)`` level each) in one query.
+
+    Each cell's key (its records' keys summed, :mod:`healthfed.privacy.cellkey`)
+    comes from the same scan, for the filter's cell key perturbation.
+    """
     rs, cs = desc.column(params["row"]), desc.column(params["col"])
+    rk = record_key_sql(desc)
     res = con.execute(
-        f"SELECT {key_expr(rs)} AS r, {key_expr(cs)} AS c, count(*) FROM data GROUP BY r, c"
+        f"SELECT {key_expr(rs)} AS r, {key_expr(cs)} AS c, count(*), {key_sum(rk)} "
+        f"FROM data GROUP BY r, c"
     ).fetchall()
-    rl = observed_levels(rs, {r for r, _, _ in res}, policy, "crosstab: 'row'") + [MISSING]
-    cl = observed_levels(cs, {c for _, c, _ in res}, policy, "crosstab: 'col'") + [MISSING]
+    rl = observed_levels(rs, {r for r, _, _, _ in res}, policy, "crosstab: 'row'") + [MISSING]
+    cl = observed_levels(cs, {c for _, c, _, _ in res}, policy, "crosstab: 'col'") + [MISSING]
     counts = np.zeros((len(rl), len(cl)), dtype=np.int64)
-    for r, c, n in res:
-        counts[rl.index(MISSING if r is None else r), cl.index(MISSING if c is None else c)] += n
+    keys = np.zeros_like(counts)
+    for r, c, n, k in res:
+        i, j = rl.index(MISSING if r is None else r), cl.index(MISSING if c is None else c)
+        counts[i, j] += n
+        keys[i, j] = (int(keys[i, j]) + int(k)) % KEY_MOD
     meta = {"row": rs.name, "col": cs.name}
-    return Release("crosstab", {"crosstab": CountTable(tuple(rl), tuple(cl), counts)}, meta=meta)
+    table = CountTable(tuple(rl), tuple(cl), counts, keys=keys)
+    return Release("crosstab", {"crosstab": table}, meta=meta)
 
 
 def run_count(
@@ -248,18 +268,23 @@ def run_count(
     level's count alone) lets the suppression rules protect the complement too.
     """
     var, level = params.get("variable"), params.get("level")
+    rk = record_key_sql(desc)
     if var is None:
-        (n,) = con.execute("SELECT count(*) FROM data").fetchone()  # type: ignore[misc]
-        table = CountTable(("patients",), (ALL,), np.array([[int(n)]]))
+        n, k = con.execute(f"SELECT count(*), {key_sum(rk)} FROM data").fetchone()  # type: ignore[misc]
+        table = CountTable(("patients",), (ALL,), np.array([[int(n)]]), keys=np.array([[int(k)]]))
         return Release("count", {"count": table}, meta={"variable": None, "level": None})
     spec = desc.column(var)
-    n_level, n_all = con.execute(
-        f"SELECT count(*) FILTER (WHERE {key_expr(spec)} = ?), count(*) FROM data", [level]
+    in_level = f"CASE WHEN {key_expr(spec)} = ? THEN {rk} END"
+    n_level, n_all, k_level, k_all = con.execute(
+        f"SELECT count(*) FILTER (WHERE {key_expr(spec)} = ?), count(*), "
+        f"{key_sum(in_level)}, {key_sum(rk)} FROM data",
+        [level, level],
     ).fetchone()  # type: ignore[misc]
     table = CountTable(
         (str(level), "(other or missing)"),
         (ALL,),
         np.array([[int(n_level)], [int(n_all - n_level)]]),
+        keys=np.array([[int(k_level)], [(int(k_all) - int(k_level)) % KEY_MOD]]),
     )
     return Release("count", {"count": table}, meta={"variable": var, "level": str(level)})
 

@@ -30,9 +30,10 @@ from healthfed.data.descriptor import ColumnSpec, DatasetDescriptor
 from healthfed.data.sql import quote_ident
 from healthfed.errors import DataError, PolicyDenied
 from healthfed.policy import SitePolicy
+from healthfed.privacy.cellkey import KEY_MOD, active_record_keys
 from healthfed.privacy.disclosure import CellMoments, CountTable, NumericSummary, Release
 
-__all__ = ["key_expr", "observed_levels", "run_summary"]
+__all__ = ["key_expr", "key_sum", "observed_levels", "record_key_sql", "run_summary"]
 
 
 def key_expr(spec: ColumnSpec) -> str:
@@ -40,6 +41,16 @@ def key_expr(spec: ColumnSpec) -> str:
     if spec.type == "binary":
         return f"CAST(CAST({quote_ident(spec.name)} AS INTEGER) AS VARCHAR)"
     return f"CAST({quote_ident(spec.name)} AS VARCHAR)"
+
+
+def record_key_sql(desc: DatasetDescriptor) -> str:
+    """The patient's secret record key (cell key method) as a DuckDB BIGINT expression."""
+    return active_record_keys().sql(quote_ident(desc.id_column))
+
+
+def key_sum(expr: str = "rk") -> str:
+    """SQL aggregate: a cell's key, the sum of its records' keys modulo ``2^32``."""
+    return f"CAST(COALESCE(sum({expr}), 0) % {KEY_MOD} AS BIGINT)"
 
 
 def observed_levels(
@@ -94,7 +105,7 @@ class _Request:
         """One row per patient: the group key, numeric values as DOUBLE, categorical keys."""
         by = self.by
         gexpr = key_expr(self.desc.column(by)) if by else "CAST(NULL AS VARCHAR)"
-        cols = [f"{gexpr} AS g"]
+        cols = [f"{gexpr} AS g", f"{record_key_sql(self.desc)} AS rk"]
         cols += [f"CAST({quote_ident(v)} AS DOUBLE) AS n{i}" for i, v in enumerate(self.numeric)]
         cols += [f"{key_expr(self.specs[v])} AS c{i}" for i, v in enumerate(self.categorical)]
         return f"SELECT {', '.join(cols)} FROM data"
@@ -115,7 +126,8 @@ class _Request:
             )
             parts.append(
                 f"SELECT 'h' AS t, {i} AS vi, g, CAST(NULL AS VARCHAR) AS k, {binexpr} AS b, "
-                f"count(*) AS n FROM base WHERE n{i} IS NOT NULL GROUP BY g, b"
+                f"count(*) AS n, CAST(0 AS BIGINT) AS kk FROM base WHERE n{i} IS NOT NULL "
+                f"GROUP BY g, b"
             )
         return parts, grids
 
@@ -134,21 +146,26 @@ class _Scan:
     hist: dict[str, np.ndarray]  # variable -> (C, bins)
     levels: dict[int, dict[tuple[int, str | None], int]]  # categorical -> (group, key) -> n
     grids: dict[str, tuple[float, float, int]]
+    # cell keys (sums of record keys mod 2^32) of the same cells
+    n_keys: np.ndarray  # (C,)
+    count_keys: np.ndarray  # (V, C)
+    level_keys: dict[int, dict[tuple[int, str | None], int]]
 
 
 def _scan(con: duckdb.DuckDBPyConnection, req: _Request, policy: SitePolicy) -> _Scan:
     """Run the two queries and sort their rows into per-group arrays."""
     bins = policy.histogram_bins
     base = req.base_sql()
-    aggs = ["count(*)"]
+    aggs = ["count(*)", key_sum()]
     for i in range(len(req.numeric)):
         aggs += [f"count(n{i})", f"avg(n{i})", f"var_pop(n{i})", f"min(n{i})", f"max(n{i})"]
+        aggs += [key_sum(f"CASE WHEN n{i} IS NOT NULL THEN rk END")]
     rows1 = con.execute(
         f"WITH base AS ({base}) SELECT g, {', '.join(aggs)} FROM base GROUP BY g"
     ).fetchall()
     parts = [
-        f"SELECT 'c' AS t, {i} AS vi, g, c{i} AS k, CAST(NULL AS BIGINT) AS b, count(*) AS n "
-        f"FROM base GROUP BY g, c{i}"
+        f"SELECT 'c' AS t, {i} AS vi, g, c{i} AS k, CAST(NULL AS BIGINT) AS b, count(*) AS n, "
+        f"{key_sum()} AS kk FROM base GROUP BY g, c{i}"
         for i in range(len(req.categorical))
     ]
     hist_parts, grids = req.histogram_parts(bins)
@@ -183,21 +200,26 @@ def _scan(con: duckdb.DuckDBPyConnection, req: _Request, policy: SitePolicy) -> 
         hist={v: np.zeros((C, bins), dtype=np.int64) for v in grids},
         levels={i: {} for i in range(len(req.categorical))},
         grids=grids,
+        n_keys=np.zeros(C, dtype=np.int64),
+        count_keys=np.zeros((V, C), dtype=np.int64),
+        level_keys={i: {} for i in range(len(req.categorical))},
     )
     for r in rows1:
         j = gidx(r[0])
-        scan.n_rows[j] = int(r[1])
+        scan.n_rows[j], scan.n_keys[j] = int(r[1]), int(r[2])
         for i in range(V):
-            n, mean, var, lo, hi = r[2 + 5 * i : 7 + 5 * i]
+            n, mean, var, lo, hi, kk = r[3 + 6 * i : 9 + 6 * i]
+            scan.count_keys[i, j] = int(kk)
             scan.count[i, j] = int(n)
             if n:
                 scan.mean[i, j] = float(mean)
                 scan.m2[i, j] = float(var) * int(n)
                 scan.mins[i, j], scan.maxs[i, j] = float(lo), float(hi)
-    for t, vi, g, k, b, n in rows2:
+    for t, vi, g, k, b, n, kk in rows2:
         j = gidx(g)
         if t == "c":
             scan.levels[vi][(j, k)] = int(n)
+            scan.level_keys[vi][(j, k)] = int(kk)
         else:
             scan.hist[req.numeric[vi]][j, int(b)] += int(n)
     return scan
@@ -208,8 +230,13 @@ def _numeric_summary(scan: _Scan, i: int, v: str) -> tuple[CountTable, NumericSu
     key = f"var:{v}"
     groups, C = tuple(scan.groups), len(scan.groups)
     cnt_n = scan.count[i]
+    keys = np.vstack([scan.count_keys[i], (scan.n_keys - scan.count_keys[i]) % KEY_MOD])
     table = CountTable(
-        ("n", "missing"), groups, np.vstack([cnt_n, scan.n_rows - cnt_n]), margin_of="N"
+        ("n", "missing"),
+        groups,
+        np.vstack([cnt_n, scan.n_rows - cnt_n]),
+        margin_of="N",
+        keys=keys,
     )
     h = scan.hist.get(v)
     cells = tuple(
@@ -247,9 +274,12 @@ def _categorical_table(
     rows = [*levels, MISSING]
     ri = {lv: r for r, lv in enumerate(levels)}
     counts = np.zeros((len(rows), len(scan.groups)), dtype=np.int64)
+    keys = np.zeros_like(counts)
     for (j, k), n in obs.items():
-        counts[len(levels) if k is None else ri[k], j] += n
-    return CountTable(tuple(rows), tuple(scan.groups), counts, margin_of="N")
+        r = len(levels) if k is None else ri[k]
+        counts[r, j] += n
+        keys[r, j] = (int(keys[r, j]) + scan.level_keys[i][(j, k)]) % KEY_MOD
+    return CountTable(tuple(rows), tuple(scan.groups), counts, margin_of="N", keys=keys)
 
 
 def run_summary(
@@ -271,7 +301,7 @@ def run_summary(
     )
     scan = _scan(con, req, policy)
     tables: dict[str, CountTable] = {
-        "N": CountTable(("N",), tuple(scan.groups), scan.n_rows[None, :])
+        "N": CountTable(("N",), tuple(scan.groups), scan.n_rows[None, :], keys=scan.n_keys[None, :])
     }
     summaries: dict[str, NumericSummary] = {}
     for i, v in enumerate(req.numeric):

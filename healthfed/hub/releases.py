@@ -232,6 +232,7 @@ class ReleaseDesk(PermitDesk):
                     "released_at": format_time(as_utc(r.released_at)),
                     "released_bytes": r.released_bytes,
                     "suppressed_cells": r.suppressed_cells,
+                    **_perturbation(r.result),
                     "result_sha256": r.result_sha256,
                 }
                 for r in rows
@@ -243,7 +244,8 @@ class ReleaseDesk(PermitDesk):
 
         It lists every permit granted (holder, purpose, datasets, dates, status) and every
         released result (permit, computation, dataset, sites, date, size, suppressed cells,
-        SHA-256 of the released result) — never person-level data.
+        cells perturbed by the cell key method with each site's published perturbation
+        parameters, SHA-256 of the released result) — never person-level data.
         """
         out = Path(out_dir) if out_dir is not None else self.directory / "transparency"
         out.mkdir(parents=True, exist_ok=True)
@@ -266,6 +268,15 @@ class ReleaseDesk(PermitDesk):
         self._audit("transparency_export", "access body", decision="exported",
                     permits=len(register["permits"]), releases=len(register["released_results"]))  # fmt: skip
         return json_path, html_path
+
+
+def _perturbation(result: Any) -> dict[str, Any]:
+    """How many cells the sites perturbed, and each site's published cell key parameters."""
+    res = result if isinstance(result, dict) else {}
+    return {
+        "perturbed_cells": int(res.get("perturbed_cells") or 0),
+        "perturbation": res.get("perturbation") or {},
+    }
 
 
 def _jsonable(value: Any) -> Any:
@@ -291,6 +302,16 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _ptable_text(per_site: dict[str, Any]) -> str:
+    """``site: D=.., V=.., js=.., m=..`` for the register's table."""
+    return "; ".join(
+        f"{site}: D={p.get('max_deviation')}, V={p.get('variance')}, js={p.get('js')}, "
+        f"m={p.get('magnitude_share')}"
+        for site, p in sorted(per_site.items())
+        if isinstance(p, dict)
+    )
+
+
 def _register_html(reg: dict[str, Any]) -> str:
     permits = _table(
         ["Permit", "Holder", "Purpose", "Datasets", "Granted", "Valid from", "Expires", "Status"],
@@ -302,10 +323,11 @@ def _register_html(reg: dict[str, Any]) -> str:
     )  # fmt: skip
     releases = _table(
         ["Release", "Permit", "Computation", "Dataset", "Sites", "Released", "Bytes",
-         "Suppressed cells", "SHA-256"],
+         "Suppressed cells", "Perturbed cells", "Cell key parameters", "SHA-256"],
         (
             [r["release_id"], r["permit_id"], r["computation"], r["dataset"], ", ".join(r["sites"]),
-             r["released_at"], r["released_bytes"], r["suppressed_cells"], r["result_sha256"]]
+             r["released_at"], r["released_bytes"], r["suppressed_cells"], r["perturbed_cells"],
+             _ptable_text(r["perturbation"]), r["result_sha256"]]
             for r in reg["released_results"]
         ),
     )  # fmt: skip

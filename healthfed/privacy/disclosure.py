@@ -47,6 +47,12 @@ Rules applied (DataSHIELD's ``nfilter.tab`` / ``nfilter.subset`` idea, stricter)
    overall-minus-released complement -- has 0-or->=``min_subset`` patients per
    merged bin), so bins cannot be differenced either.
 6. Min/max only if ``policy.allow_min_max``.
+0. Before all of these, with ``policy.count_perturbation = "cell_key"`` (the
+   default), every count of a table that carries cell keys is replaced by its
+   cell-key-perturbed value and its numeric cells' mean and M2 get their
+   cell-key noise (:mod:`healthfed.privacy.cellkey`). Perturbed counts are 0 or
+   ``>= min_cell_count``, so rules 1-3 then find nothing to suppress in them; the
+   reply says how many cells were perturbed (``perturbed_cells``).
 
 The typed parts are in :mod:`healthfed.privacy.release`; rules 1-3 in
 :mod:`healthfed.privacy.suppression` (on the constraint system of
@@ -67,10 +73,11 @@ import numpy as np
 from healthfed.errors import PrivacyError
 from healthfed.policy import SitePolicy
 from healthfed.privacy.cell_constraints import CellSystem, build_system
+from healthfed.privacy.cellkey import cell_keys, ptable_for, ptable_parameters
 from healthfed.privacy.model_release import ModelStatistics, disclose_model_statistics
 from healthfed.privacy.numeric_disclosure import disclose_numeric, merge_histogram_bins
 from healthfed.privacy.release import CellMoments, CountTable, NumericSummary, Release
-from healthfed.privacy.suppression import suppress_counts
+from healthfed.privacy.suppression import suppress_counts, withheld_reasons
 
 RELEASE_FORMAT = "healthfed.release/1"
 
@@ -128,7 +135,9 @@ def disclose(release: Release | ModelStatistics, policy: SitePolicy) -> dict[str
     -------
     dict
         JSON-able: ``{"format", "computation", "meta", "tables", "numeric",
-        "suppressed", "suppressed_cells"}``. Suppressed values are ``None``.
+        "suppressed", "suppressed_cells", "withheld", "perturbed_cells"}``
+        (``withheld``: how many values were withheld, by rule). Suppressed values
+        are ``None``; perturbed counts are released as perturbed.
 
     Raises
     ------
@@ -140,12 +149,17 @@ def disclose(release: Release | ModelStatistics, policy: SitePolicy) -> dict[str
         return disclose_model_statistics(release, policy)
     _check_release(release)
     sys = build_system(release.tables)
+    perturbation = cell_keys(sys, release.tables, ptable_for(policy))
+    sys.values = perturbation.values  # rule 0: perturb before suppression
     supp = suppress_counts(sys, policy) if sys.values else np.zeros(0, dtype=bool)
     suppressed: list[str] = [sys.labels[v] for v in np.flatnonzero(supp)]
+    withheld = withheld_reasons(sys, supp, policy) if sys.values else {}
     tables_out = {key: _table_out(t, key, sys, supp) for key, t in release.tables.items()}
     numeric_out: dict[str, Any] = {}
     for key, ns in release.numeric.items():
-        numeric_out[key] = disclose_numeric(key, ns, release.tables, sys, supp, policy, suppressed)
+        numeric_out[key] = disclose_numeric(
+            key, ns, release.tables, sys, supp, policy, suppressed, perturbation
+        )
     result = {
         "format": RELEASE_FORMAT,
         "computation": str(release.computation),
@@ -154,7 +168,12 @@ def disclose(release: Release | ModelStatistics, policy: SitePolicy) -> dict[str
         "numeric": numeric_out,
         "suppressed": suppressed,
         "suppressed_cells": len(suppressed),
+        # why: counts by rule, plus statistics withheld with their cells (rules 4-5)
+        "withheld": {**withheld, "statistics": len(suppressed) - sum(withheld.values())},
+        "perturbed_cells": perturbation.perturbed,
     }
+    if perturbation.perturbed:  # the published parameters of the noise
+        result["perturbation"] = ptable_parameters(policy)
     _final_check(tables_out, policy)
     return result
 

@@ -11,6 +11,11 @@
    overall-minus-released complement -- has 0-or->=``min_subset`` patients per
    merged bin), so bins cannot be differenced either.
 6. Min/max only if ``policy.allow_min_max``.
+
+Under cell key perturbation (:mod:`healthfed.privacy.cellkey`) a released
+cell's ``n`` is its count cell's perturbed value (the same number the count
+table releases), and its mean and M2 carry the cell key's magnitude noise.
+The rules above are decided on the true counts.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 from healthfed.errors import PrivacyError
 from healthfed.policy import SitePolicy
 from healthfed.privacy.cell_constraints import CellSystem
+from healthfed.privacy.cellkey import CellKeys, magnitude_noise
 from healthfed.privacy.release import CellMoments, CountTable, NumericSummary
 
 __all__ = ["disclose_numeric", "merge_histogram_bins"]
@@ -150,6 +156,26 @@ def _histogram_bounds(
     return {j: merge_histogram_bins(hists[j][None, :], None, m) for j in released}
 
 
+def _perturbed(c: CellMoments, var: int, pert: CellKeys | None, policy: SitePolicy) -> CellMoments:
+    """``c`` as released: perturbed n, and mean/M2 with the cell key's magnitude noise.
+
+    The noise scales with the cell's largest value (largest squared deviation for
+    M2), so removing any one patient from a cell moves the answer by an amount
+    unrelated to that patient's value.
+    """
+    key = None if pert is None else pert.keys[var]
+    if key is None or pert is None:
+        return c
+    share = float(policy.cell_key_magnitude_share)
+    mean, m2 = float(c.mean), float(c.m2)
+    if share > 0 and c.n > 0 and c.minimum is not None and c.maximum is not None:
+        lo, hi = float(c.minimum), float(c.maximum)
+        mean += magnitude_noise(key, "sum", max(abs(lo), abs(hi)), share) / int(c.n)
+        dev = max(hi - float(c.mean), float(c.mean) - lo)
+        m2 = max(m2 + magnitude_noise(key, "m2", dev * dev, share), 0.0)
+    return CellMoments(int(pert.values[var]), mean, m2, c.minimum, c.maximum, c.hist)
+
+
 def _cell_out(
     c: CellMoments, bounds: list[int] | None, grid: Any, policy: SitePolicy
 ) -> dict[str, Any]:
@@ -176,8 +202,13 @@ def disclose_numeric(
     supp: np.ndarray,
     policy: SitePolicy,
     suppressed: list[str],
+    perturbation: CellKeys | None = None,
 ) -> dict[str, Any]:
-    """The released form of one numeric summary; appends withheld statistics to ``suppressed``."""
+    """The released form of one numeric summary; appends withheld statistics to ``suppressed``.
+
+    ``perturbation`` holds the cell keys and perturbed counts of the release
+    (:func:`healthfed.privacy.cellkey.cell_keys`); released cells then carry them.
+    """
     t = tables.get(ns.table)
     if t is None or ns.row not in t.rows:
         raise PrivacyError(f"numeric summary {key!r} is not tied to a released count row")
@@ -207,10 +238,19 @@ def disclose_numeric(
         if ns.grid is None
         else [float(ns.grid[0]), float(ns.grid[1]), int(ns.grid[2])],
         "cells": [
-            _cell_out(c, bounds.get(j), ns.grid, policy) if rel[j] else None
+            _cell_out(
+                _perturbed(c, cell_var[j], perturbation, policy), bounds.get(j), ns.grid, policy
+            )
+            if rel[j]
+            else None
             for j, c in enumerate(ns.cells)
         ],
-        "overall": _cell_out(overall, bounds.get(C), ns.grid, policy)
+        "overall": _cell_out(
+            _perturbed(overall, sys.row_total[ns.table][i], perturbation, policy),
+            bounds.get(C),
+            ns.grid,
+            policy,
+        )
         if overall is not None and overall_rel
         else None,
     }

@@ -30,15 +30,28 @@ class CountTable:
     margin_of
         Key of a 1 x C table in the same release whose cells are this table's
         column totals (shared, hence jointly suppressed and audited).
+    keys
+        Cell keys, same shape as ``counts``: the sum of each cell's record keys
+        modulo ``2^32`` (:mod:`healthfed.privacy.cellkey`). A table with keys is
+        perturbed by the cell key method when the site's policy says so; one
+        without is released exact (with suppression).
     """
 
     rows: tuple[str, ...]
     cols: tuple[str, ...]
     counts: np.ndarray
     margin_of: str | None = None
+    keys: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         counts = np.asarray(self.counts)
+        if self.keys is not None:
+            keys = np.asarray(self.keys, dtype=np.int64)
+            if keys.shape != counts.shape or (
+                keys.size and (keys.min() < 0 or keys.max() >= 2**32)
+            ):
+                raise PrivacyError("count table keys must match its counts and lie in [0, 2^32)")
+            object.__setattr__(self, "keys", keys)
         if counts.ndim != 2 or counts.shape != (len(self.rows), len(self.cols)):
             raise PrivacyError(
                 f"count table shape {counts.shape} does not match {len(self.rows)} rows x "

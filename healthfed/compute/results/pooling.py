@@ -23,6 +23,8 @@ __all__ = [
     "SUPP",
     "TOTAL",
     "disclosed_cells",
+    "perturbation_of",
+    "perturbed_cells",
     "pool_counts",
     "pool_moments",
     "reply_sites",
@@ -57,6 +59,16 @@ def disclosed_cells(t: dict[str, Any]) -> Cells:
         d[(TOTAL, c)] = t["col_totals"][j]
     d[(TOTAL, OVERALL)] = t["total"]
     return d
+
+
+def perturbed_cells(replies: dict[str, dict[str, Any]], sites: list[str]) -> int:
+    """How many released cells the sites perturbed (cell key method), summed."""
+    return int(sum(int(replies[s].get("perturbed_cells", 0)) for s in sites))
+
+
+def perturbation_of(replies: dict[str, dict[str, Any]], sites: list[str]) -> dict[str, Any]:
+    """Each perturbing site's published cell key parameters (for the transparency register)."""
+    return {s: replies[s]["perturbation"] for s in sites if replies[s].get("perturbation")}
 
 
 def pool_counts(views: list[Cells]) -> Cells:

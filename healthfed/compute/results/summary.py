@@ -1,8 +1,12 @@
 """Hub-side results of ``table1`` and ``describe``: pooled and per-site summaries.
 
 Pooled as :mod:`healthfed.compute.results.pooling` says (a pooled cell is ``None``
-as soon as one contributing site withheld it). Every result has ``sites`` (contributing sites), ``suppressed_cells`` (the sites'
-total), ``to_frame()``, ``to_dict()`` (JSON-able, suppressed values ``None``) and
+as soon as one contributing site withheld it); a site that withheld its patient
+count (too few patients) is left out of the pooled values instead of turning every
+one into ``None``, and ``left_out`` (and the text footer) says so. Every result has
+``sites`` (contributing sites), ``suppressed_cells`` (the sites' total) and
+``withheld`` (the same, by rule: primary, zero cell, complementary, statistics),
+``to_frame()``, ``to_dict()`` (JSON-able, suppressed values ``None``) and
 ``to_text()``. The federation sets ``missing_sites``, ``refusals``, ``engine``
 and ``elapsed_s`` after combining.
 """
@@ -25,6 +29,8 @@ from healthfed.compute.results.pooling import (
     TOTAL,
     Cells,
     disclosed_cells,
+    perturbation_of,
+    perturbed_cells,
     pool_counts,
     pool_moments,
     reply_sites,
@@ -94,6 +100,10 @@ class SummaryResult:
     refusals: dict[str, str] = field(default_factory=dict)
     engine: str | None = None
     elapsed_s: float = 0.0
+    perturbed_cells: int = 0
+    perturbation: dict[str, Any] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
+    withheld: dict[str, int] = field(default_factory=dict)
 
     @property
     def columns(self) -> list[str]:
@@ -162,6 +172,10 @@ class SummaryResult:
             "quantiles": self.quantiles,
             "n_total": self.n_total,
             "suppressed_cells": self.suppressed_cells,
+            "left_out": dict(self.left_out),
+            "withheld": dict(self.withheld),
+            "perturbed_cells": self.perturbed_cells,
+            "perturbation": dict(self.perturbation),
             "pooled": rows(POOLED),
             "per_site": {s: rows(s) for s in self.sites},
         }
@@ -179,6 +193,22 @@ class SummaryResult:
             f"Cells suppressed by the sites' policies: {self.suppressed_cells} "
             f"('{SUPP}' = withheld, never 0)",
         ]
+        why = {k: v for k, v in self.withheld.items() if v}
+        if why:
+            lines.append(
+                "Withheld, by rule: "
+                + ", ".join(f"{v} {WITHHELD_WHY.get(k, k)}" for k, v in why.items())
+            )
+        if self.left_out:
+            lines.append(
+                "Left out of the pooled values (pooled over the other sites): "
+                + "; ".join(f"{s} ({why})" for s, why in self.left_out.items())
+            )
+        if self.perturbed_cells:
+            lines.append(
+                f"Cells perturbed by the sites (cell key method, unbiased, bounded noise): "
+                f"{self.perturbed_cells}"
+            )
         if self.missing_sites:
             lines.append(f"No answer: {', '.join(self.missing_sites)}")
         if self.quantiles:
@@ -296,12 +326,18 @@ def combine_summary(
     probs = [float(p) for p in params.get("quantiles", [0.25, 0.5, 0.75]) or []]
     views = {s: {k: disclosed_cells(t) for k, t in replies[s]["tables"].items()} for s in sites}
     groups = _groups(replies, sites)
-    pooled_views = {k: pool_counts([views[s].get(k, {}) for s in sites]) for k in views[sites[0]]}
+    left_out = _declining(views, sites)
+    pooled_sites = [s for s in sites if s not in left_out] or sites
+    if pooled_sites == sites:
+        left_out = {}
+    pooled_views = {
+        k: pool_counts([views[s].get(k, {}) for s in pooled_sites]) for k in views[sites[0]]
+    }
     cols = [OVERALL, *groups]
     rec: list[dict[str, Any]] = []
     for site in [POOLED, *sites]:
         site_views = pooled_views if site == POOLED else views[site]
-        contributing = sites if site == POOLED else [site]
+        contributing = pooled_sites if site == POOLED else [site]
         N = site_views["N"]
         for c in cols:
             row = {"site": site, "variable": "N", "row": "patients", "group": c}
@@ -327,7 +363,43 @@ def combine_summary(
         quantiles=probs,
         suppressed_cells=int(sum(int(replies[s].get("suppressed_cells", 0)) for s in sites)),
         records=rec,
+        perturbed_cells=perturbed_cells(replies, sites),
+        perturbation=perturbation_of(replies, sites),
+        left_out=left_out,
+        withheld=_withheld(replies, sites),
     )
+
+
+#: What each ``withheld`` reason of a site's reply means, for the text footer.
+WITHHELD_WHY = {
+    "primary": "counts of 1 to min_cell_count - 1 patients",
+    "zero_cell": "zeros on a line of so few patients",
+    "complementary": "counts withheld so the others cannot be derived",
+    "statistics": "statistics of too few patients",
+}
+
+
+def _withheld(replies: dict[str, dict[str, Any]], sites: list[str]) -> dict[str, int]:
+    """The sites' ``withheld`` counts (values withheld, by rule), summed."""
+    out: dict[str, int] = {}
+    for s in sites:
+        for k, v in (replies[s].get("withheld") or {}).items():
+            out[k] = out.get(k, 0) + int(v)
+    return out
+
+
+def _declining(views: dict[str, dict[str, Cells]], sites: list[str]) -> dict[str, str]:
+    """Sites that withheld their patient count: left out of the pooled values, with why.
+
+    Such a site (fewer than ``min_cell_count`` patients, say) withholds every cell, and
+    pooling it would make every pooled value ``None``. Leaving it out is safe: the
+    pooled values are then sums of the other sites' released values only.
+    """
+    return {
+        s: "withheld its patient count: too few patients for its policy"
+        for s in sites
+        if views[s]["N"].get(("N", OVERALL), 0) is None
+    }
 
 
 def _groups(replies: dict[str, dict[str, Any]], sites: list[str]) -> list[str]:

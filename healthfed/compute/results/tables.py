@@ -19,6 +19,8 @@ from healthfed.compute.results.pooling import (
     SUPP,
     TOTAL,
     disclosed_cells,
+    perturbation_of,
+    perturbed_cells,
     pool_counts,
     reply_sites,
 )
@@ -45,6 +47,8 @@ class CrosstabResult:
     refusals: dict[str, str] = field(default_factory=dict)
     engine: str | None = None
     elapsed_s: float = 0.0
+    perturbed_cells: int = 0
+    perturbation: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def combine(cls, replies: dict[str, dict[str, Any]], params: dict[str, Any]) -> CrosstabResult:
@@ -75,6 +79,8 @@ class CrosstabResult:
             sites=sites,
             counts=counts,
             suppressed_cells=int(sum(int(replies[s].get("suppressed_cells", 0)) for s in sites)),
+            perturbed_cells=perturbed_cells(replies, sites),
+            perturbation=perturbation_of(replies, sites),
         )
 
     def to_frame(self, per_site: bool = False, site: str = POOLED) -> pd.DataFrame:
@@ -109,6 +115,8 @@ class CrosstabResult:
             "sites": self.sites,
             "missing_sites": list(self.missing_sites),
             "suppressed_cells": self.suppressed_cells,
+            "perturbed_cells": self.perturbed_cells,
+            "perturbation": dict(self.perturbation),
             "pooled": table(POOLED),
             "per_site": {s: table(s) for s in self.sites},
         }
@@ -116,8 +124,8 @@ class CrosstabResult:
     def to_text(self) -> str:
         df = self.to_frame().astype(object).where(lambda d: d.notna(), SUPP)
         return (
-            df.to_string()
-            + f"\n\nSites contributed: {', '.join(self.sites)}; cells suppressed: {self.suppressed_cells}"
+            df.to_string() + f"\n\nSites contributed: {', '.join(self.sites)}; cells suppressed: "
+            f"{self.suppressed_cells}; cells perturbed: {self.perturbed_cells}"
         )
 
 
@@ -135,6 +143,8 @@ class CountResult:
     refusals: dict[str, str] = field(default_factory=dict)
     engine: str | None = None
     elapsed_s: float = 0.0
+    perturbed_cells: int = 0
+    perturbation: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def combine(cls, replies: dict[str, dict[str, Any]], params: dict[str, Any]) -> CountResult:
@@ -150,6 +160,8 @@ class CountResult:
             per_site=per_site,
             sites=sites,
             suppressed_cells=int(sum(int(replies[s].get("suppressed_cells", 0)) for s in sites)),
+            perturbed_cells=perturbed_cells(replies, sites),
+            perturbation=perturbation_of(replies, sites),
         )
 
     def to_frame(self, per_site: bool = True) -> pd.DataFrame:
@@ -169,6 +181,8 @@ class CountResult:
             "sites": self.sites,
             "missing_sites": list(self.missing_sites),
             "suppressed_cells": self.suppressed_cells,
+            "perturbed_cells": self.perturbed_cells,
+            "perturbation": dict(self.perturbation),
         }
 
     def to_text(self) -> str:
