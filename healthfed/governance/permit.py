@@ -31,8 +31,10 @@ permit), ``computation``, ``variables``.
 
 Variables a request uses are found conservatively (fail closed): every string
 value or object key anywhere in its parameters that is a column name of the
-dataset counts as used (:func:`referenced_variables`); the node applies this to
-the parameters as sent and as the computation normalised them.
+dataset counts as used (:func:`referenced_variables`), and so do the source
+columns of every variable the node derives (``age_band`` is a use of ``age``);
+the node applies this to the parameters as sent and as the computation
+normalised them.
 
 The requester's identity is what the request asserts (the federation sets it);
 requests are not signed by the researcher (see the README's Governance section).
@@ -230,15 +232,26 @@ def verify_signature(signed: Any, trusted: Mapping[str, Ed25519PublicKey]) -> di
 
 
 # --- scope -----------------------------------------------------------------------------------
-def referenced_variables(params: Any, columns: Iterable[str]) -> set[str]:
-    """Column names used by ``params``: every string value or key that is a column name."""
+def referenced_variables(
+    params: Any,
+    columns: Iterable[str],
+    derived: Mapping[str, Iterable[str]] | None = None,
+) -> set[str]:
+    """Column names used by ``params``: every string value or key that is a column name.
+
+    ``derived`` maps a variable the node derives (e.g. ``age_band``) to the columns it
+    reads (``age``): a derived name counts as a use of its sources, whether or not the
+    dataset has them, so a derived grouping never reads a column the permit leaves out.
+    """
     cols = set(columns)
+    sources = {name: tuple(src) for name, src in (derived or {}).items()}
     found: set[str] = set()
 
     def walk(value: Any) -> None:
         if isinstance(value, str):
             if value in cols:
                 found.add(value)
+            found.update(sources.get(value, ()))
         elif isinstance(value, Mapping):
             for k, v in value.items():
                 walk(k)

@@ -355,7 +355,8 @@ def build_report(
         artefact folder or a loaded :class:`~healthfed.trust.artefact.ModelArtefact`.
     sensitive
         Attributes to disaggregate by: categorical/binary columns and ``"age_band"``
-        (derived at the nodes from ``age``, cut points 18/40/60/75).
+        (derived at the nodes from ``age``, cut points 18/40/60/75; it counts as a use
+        of ``age``, so a governed node refuses it unless the permit grants ``age``).
     threshold
         Probability at or above which a patient is classified positive.
     holdout

@@ -20,7 +20,8 @@ sensitive attribute ``a`` and each of its groups ``g``:
   reliability curves per group come out of released histograms only.
 
 Attribute ``"all"`` is the site as one group; ``"age_band"`` is derived node side
-from ``age`` with the fixed public cut points :data:`AGE_BANDS`; any other
+from ``age`` with the fixed public cut points :data:`AGE_BANDS` (a permit must grant
+``age`` for it: :data:`DERIVED_VARIABLES` maps every derived name to its sources); any other
 attribute must be a categorical or binary column (declared levels, plus
 ``"(missing)"``). A group too small at a site comes back as ``None`` cells and
 is shown as suppressed by the hub.
@@ -56,6 +57,7 @@ from healthfed.compute.subgroups.node import (
     AGE_BAND_LABELS,
     AGE_BANDS,
     CELLS,
+    DERIVED_VARIABLES,
     SUBGROUP_METRICS,
     attribute_groups,
 )
@@ -67,6 +69,7 @@ __all__ = [
     "AGE_BAND_LABELS",
     "CELLS",
     "DATASET_FINGERPRINT",
+    "DERIVED_VARIABLES",
     "FAIRNESS_METRICS",
     "SUBGROUP_METRICS",
     "FederatedMetricFrame",

@@ -23,6 +23,7 @@ __all__ = [
     "AGE_BANDS",
     "AGE_BAND_LABELS",
     "CELLS",
+    "DERIVED_VARIABLES",
     "SUBGROUP_METRICS",
     "attribute_groups",
     "run_subgroups",
@@ -33,6 +34,10 @@ SUBGROUP_METRICS = "subgroup_metrics"
 #: Fixed, public cut points of ``age_band`` (years): [0,18), [18,40), [40,60), [60,75), [75, inf).
 AGE_BANDS: tuple[float, ...] = (18.0, 40.0, 60.0, 75.0)
 AGE_BAND_LABELS: tuple[str, ...] = ("0-17", "18-39", "40-59", "60-74", "75+")
+#: Every variable a node derives from its columns, with the columns it reads. A permit's
+#: variable check counts a derived name as a use of its sources (``age_band`` reads ``age``),
+#: so a derived grouping never reaches a column the permit does not grant.
+DERIVED_VARIABLES: dict[str, tuple[str, ...]] = {"age_band": ("age",)}
 #: The confusion cells at the threshold, in the order of the ``conf.<attribute>`` table.
 CELLS = ("tp", "fn", "fp", "tn")
 MISSING_GROUP = "(missing)"
@@ -45,10 +50,11 @@ def attribute_groups(descriptor: Any, attribute: str) -> list[tuple[str, str]]:
     if attribute == "all":
         return [("all", "TRUE")]
     if attribute == "age_band":
-        col = descriptor.column("age")
+        (source,) = DERIVED_VARIABLES["age_band"]
+        col = descriptor.column(source)
         if not col.is_numeric:
             raise DataError("attribute 'age_band' needs a numeric column 'age'")
-        a = f"CAST({quote_ident('age')} AS DOUBLE)"
+        a = f"CAST({quote_ident(source)} AS DOUBLE)"
         cuts = (float("-inf"), *AGE_BANDS, float("inf"))
         out = []
         for label, lo, hi in zip(AGE_BAND_LABELS, cuts[:-1], cuts[1:], strict=True):

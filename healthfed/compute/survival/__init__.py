@@ -27,7 +27,8 @@ log-likelihood drops).
   site's Breslow cumulative hazard), so no per-time ``p x p`` matrices are formed.
 * ``stratify_by_site=False``: one baseline hazard for all sites. Its risk
   sets span sites, so each site releases, per step of a *public* time grid
-  (a width such as 30 days, or explicit points agreed in advance; never the
+  (a width ``2**j * time_grid_unit``, a nested family, so the edges of any two
+  accepted grids are those of the finer one; never explicit points or the
   sites' own event times), the risk-set sums ``S0, S1, S2`` and the event
   count ``d``, plus the sum of ``x`` over its events. All times are first
   coarsened to the grid: ``T' = smallest grid point >= T`` (events and
@@ -52,20 +53,30 @@ log-likelihood drops).
 
 Kaplan-Meier curves
 -------------------
-Sites release, per step of their grid, the number at risk at the start of the
-step, events and censorings in it. A site merges adjacent fine grid steps
-(from the start) until a step's events and censorings are each 0 or >=
-``min_cell_count``; it stops at the first step with fewer than
-``max(min_subset, min_cell_count)`` at risk, and drops its last step if the
-number still at risk after it would be 1..``min_cell_count-1`` (it is
-derivable). No released count is in 1..``min_cell_count-1``. The step edges
-a site keeps do reveal that a dropped edge had a small count before it (like
-any primary suppression, "<5" is implied, never the value). The pooled curve
-uses the edges all sites kept (summing a site's steps between common edges is
-exact). On a grid of all observed times with thresholds 1 the curves equal the
-exact pooled KM; otherwise they are the KM of the times coarsened as above,
-truncated where a site stops. Confidence intervals: Greenwood's variance with
-the exponential ("log-log") transform, as lifelines' ``KaplanMeierFitter``.
+Time grids are public: they start at 0 and step by multiples of the site's
+``time_grid_unit`` ``u`` (:class:`~healthfed.policy.SitePolicy`, default 30),
+never at offsets a researcher chooses (:func:`.node.public_grid`). A site first
+merges the steps of its unit grid ``u, 2u, ...`` (from the start) until a step's
+events and censorings are each 0 or >= ``min_cell_count``; it stops at the first
+step with fewer than ``max(min_subset, min_cell_count)`` at risk, and drops its
+last step if the number still at risk after it would be 1..``min_cell_count-1``
+(it is derivable). A request on a coarser public grid (a width ``k u`` or points
+that are multiples of ``u``) gets those merged steps joined at the requested
+edges only (:func:`.maths.km_restrict_steps`): every release is a function of the
+one merged release, so asking on several grids (shifted by a day, say) cannot be
+differenced below it. No released count is in 1..``min_cell_count-1``. The step
+edges a site keeps do reveal that a dropped edge had a small count before it
+(like any primary suppression, "<5" is implied, never the value).
+
+The pooled curve is built from pooled counts on the common grid
+(:func:`.combine.pool_km_steps`): at every edge any site kept, the sites' numbers
+at risk and exits are added, each site's exits counted at its own next kept edge
+and its unreleased tail (``remaining``) censored at its last edge (listed in
+``truncated``). With thresholds 1 on an exact grid (a site with
+``time_grid_unit = 0``) the curves equal the exact pooled KM; otherwise they are
+the KM of the times coarsened as above. Confidence intervals: Greenwood's
+variance with the exponential ("log-log") transform, as lifelines'
+``KaplanMeierFitter``.
 
 Harrell's C-index
 -----------------

@@ -2,8 +2,8 @@
 
 ``combine_cox_*`` turn one Newton round's replies into the pooled
 log-likelihood, gradient and Hessian (the estimator takes the step);
-``combine_km`` builds per-site and pooled Kaplan-Meier curves on the step ends
-every site kept; ``combine_cindex`` reports Harrell's C-index per site, their
+``combine_km`` builds per-site Kaplan-Meier curves and the pooled one from
+pooled counts on the common public grid; ``combine_cindex`` reports Harrell's C-index per site, their
 mean and all within-site pairs pooled. Each works on replies alone, so
 ``Federation.run`` and the estimators give the same numbers.
 """
@@ -27,6 +27,7 @@ __all__ = [
     "combine_cox_risk_sets",
     "combine_cox_stratified",
     "combine_km",
+    "pool_km_steps",
     "pool_risk_sets",
 ]
 
@@ -99,12 +100,17 @@ class KaplanMeierResult:
         Sites whose counts entered the curves.
     refused, missing_sites
         Sites that declined (with reason) or did not answer (set by :func:`kaplan_meier`).
+    truncated
+        Sites whose curve stops before their last patient left (too few still at risk
+        to release more): ``{site: {"after": last released edge, "censored": patients
+        the pooled curve censors there}}``; also in ``frame.attrs["truncated"]``.
     """
 
     frame: pd.DataFrame
     sites: list[str]
     refused: dict[str, str] = field(default_factory=dict)
     missing_sites: list[str] = field(default_factory=list)
+    truncated: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def curve(self, group: str = "pooled") -> pd.DataFrame:
         """The rows of one curve, indexed by time."""
@@ -132,60 +138,72 @@ def _km_rows(
     return frame[(frame["events"] + frame["censored"]) > 0].reset_index(drop=True)
 
 
+def _site_steps(reply: dict[str, Any]) -> dict[str, Any]:
+    k = len(reply["counts"]["at_risk"])
+    return {
+        "time": array_from_reply(reply, "time").reshape(k),
+        "n": np.asarray(reply["counts"]["at_risk"], dtype=float),
+        "d": np.asarray(reply["counts"]["events"], dtype=float),
+        "c": np.asarray(reply["counts"]["censored"], dtype=float),
+        "remaining": int(reply["counts"]["remaining"][0]),
+    }
+
+
+def pool_km_steps(
+    sites: dict[str, dict[str, Any]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pooled ``(time, at_risk, events, censored)`` on the union of the sites' edges.
+
+    A site's exits in a merged step ``(e_{j-1}, e_j]`` count at its edge ``e_j`` (its
+    times moved up to its next kept edge); it is at risk with its step's number
+    until then; its ``remaining`` patients (not released after its last edge) are
+    censored at that edge. Every pooled count is a sum of released site counts (each
+    0 or >= ``min_cell_count``), so the pooled curve reveals nothing the replies do
+    not, and it has a step wherever any site released an event.
+    """
+    edges = np.unique(np.concatenate([i["time"] for i in sites.values()] or [np.empty(0)]))
+    n_p, d_p, c_p = (np.zeros(edges.size) for _ in range(3))
+    for i in sites.values():
+        if not i["time"].size:
+            continue
+        pos = np.searchsorted(i["time"], edges, side="left")  # the site step holding each edge
+        inside = pos < i["time"].size
+        n_p[inside] += i["n"][pos[inside]]
+        at_edge = np.searchsorted(edges, i["time"])
+        d_p[at_edge] += i["d"]
+        c_p[at_edge] += i["c"]
+        c_p[at_edge[-1]] += i["remaining"]
+    return edges, n_p, d_p, c_p
+
+
 def combine_km(site_replies: dict[str, dict], params: dict) -> KaplanMeierResult:
-    """Per-site curves, and the pooled curve on the step ends every site kept."""
+    """Per-site curves, and the pooled curve from pooled counts on the common public grid.
+
+    The pooled curve (:func:`pool_km_steps`) equals the pooled Kaplan-Meier of the
+    times coarsened to the grid wherever every site kept every step (always with
+    thresholds 1); otherwise a site's events count at its own next kept edge and its
+    unreleased tail is censored at its last edge, listed in ``truncated``.
+    """
     alpha = float(params.get("alpha", 0.05))
     frames = []
-    sites: dict[str, dict[str, Any]] = {}
-    for s in sorted(site_replies):
-        r = site_replies[s]
-        k = len(r["counts"]["at_risk"])
-        info: dict[str, Any] = {
-            "time": array_from_reply(r, "time").reshape(k),
-            "n": np.asarray(r["counts"]["at_risk"], dtype=float),
-            "d": np.asarray(r["counts"]["events"], dtype=float),
-            "c": np.asarray(r["counts"]["censored"], dtype=float),
-            "remaining": int(r["counts"]["remaining"][0]),
-        }
-        sites[s] = info
+    sites = {s: _site_steps(site_replies[s]) for s in sorted(site_replies)}
+    for s, info in sites.items():
         frames.append(_km_rows(s, info["time"], info["n"], info["d"], info["c"], alpha))
-    # Pooled: keep edges that every site kept (a finished site, remaining == 0, contributes
-    # nothing after its last step), up to where the first unfinished site stops.
-    ends = [
-        i["time"][-1] if i["time"].size else -np.inf for i in sites.values() if i["remaining"] > 0
-    ]
-    stop = (
-        min(ends)
-        if ends
-        else max((i["time"][-1] for i in sites.values() if i["time"].size), default=-np.inf)
-    )
-    common = None
-    for i in sites.values():
-        kept = set(i["time"][i["time"] <= stop].tolist())
-        last = i["time"][-1] if i["time"].size else -np.inf
-        if i["remaining"] == 0:
-            other = set().union(*(set(j["time"].tolist()) for j in sites.values()))
-            kept |= {t for t in other if last < t <= stop}
-        common = kept if common is None else common & kept
-    edges = np.array(sorted(common or []), dtype=float)
-    if edges.size:
-        n_p = np.zeros(edges.size)
-        d_p = np.zeros(edges.size)
-        c_p = np.zeros(edges.size)
-        for i in sites.values():
-            j = np.searchsorted(edges, i["time"], side="left")  # merged step of each site step
-            inside = j < edges.size
-            np.add.at(d_p, j[inside], i["d"][inside])
-            np.add.at(c_p, j[inside], i["c"][inside])
-            first = np.full(edges.size, -1)
-            for pos in range(i["time"].size - 1, -1, -1):
-                if inside[pos]:
-                    first[j[pos]] = pos
-            n_p += np.where(first >= 0, i["n"][np.maximum(first, 0)], 0.0)
-        keep = n_p > 0
+    truncated = {
+        s: {
+            "after": float(i["time"][-1]) if i["time"].size else 0.0,
+            "censored": int(i["remaining"]),
+        }
+        for s, i in sites.items()
+        if i["remaining"] > 0
+    }
+    edges, n_p, d_p, c_p = pool_km_steps(sites)
+    keep = n_p > 0
+    if keep.any():
         frames.insert(0, _km_rows("pooled", edges[keep], n_p[keep], d_p[keep], c_p[keep], alpha))
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return KaplanMeierResult(frame=frame, sites=sorted(site_replies))
+    frame.attrs["truncated"] = truncated
+    return KaplanMeierResult(frame=frame, sites=sorted(site_replies), truncated=truncated)
 
 
 @dataclass

@@ -58,9 +58,10 @@ def kaplan_meier(
         Dataset name at the nodes, the duration column (``>= 0``) and the 0/1 event column.
     time_grid
         Grid width in the duration's unit (points ``w, 2w, ...``) or increasing
-        grid points. Times are moved up to the next grid point; each site then
-        merges steps until its counts pass its policy (see
-        :mod:`healthfed.compute.survival`).
+        grid points, from the sites' public grids: multiples of their
+        ``time_grid_unit`` (default 30) starting at 0; a site refuses any other
+        grid. Times are moved up to the next grid point; each site then merges
+        steps until its counts pass its policy (see :mod:`healthfed.compute.survival`).
     subset
         ``{column: level}`` rows to keep at every site (e.g. a train/test fold).
     alpha

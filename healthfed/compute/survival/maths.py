@@ -32,6 +32,7 @@ __all__ = [
     "harrell_pairs",
     "km_from_counts",
     "km_merge_steps",
+    "km_restrict_steps",
     "linear_predictor",
     "newton_step",
     "risk_set_sums",
@@ -291,6 +292,36 @@ def km_merge_steps(
         "censored": censored,
         "remaining": remaining,
     }
+
+
+def km_restrict_steps(merged: dict[str, Any], keep: np.ndarray) -> dict[str, Any]:
+    """Node side: the merged steps of :func:`km_merge_steps` joined so only ``keep`` edges stay.
+
+    Every kept step is a union of whole merged steps, so each count is a sum of counts
+    that are 0 or ``>= min_cell_count`` (hence 0 or ``>= min_cell_count`` too), its number
+    at risk is a merged step's, and ``remaining`` is the number at risk at the start of
+    the next merged step (or the merged ``remaining``): everything is a function of the
+    merged release, so releases on different public grids add nothing to it.
+    """
+    keep = np.asarray(keep, dtype=bool)
+    ends = list(merged["ends"])
+    if keep.size != len(ends):
+        raise ValueError("keep must hold one flag per merged step")
+    out: dict[str, Any] = {"ends": [], "at_risk": [], "events": [], "censored": []}
+    start = 0
+    for j, flag in enumerate(keep.tolist()):
+        if not flag:
+            continue
+        out["ends"].append(ends[j])
+        out["at_risk"].append(int(merged["at_risk"][start]))
+        out["events"].append(int(sum(merged["events"][start : j + 1])))
+        out["censored"].append(int(sum(merged["censored"][start : j + 1])))
+        start = j + 1
+    if start < len(ends):
+        out["remaining"] = int(merged["at_risk"][start])
+    else:
+        out["remaining"] = int(merged["remaining"])
+    return out
 
 
 def km_from_counts(

@@ -15,6 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from healthfed.compute.survival.cox_release import (
+    breslow_profiles,
+    cindex_profiles,
+    risk_set_profiles,
+)
 from healthfed.compute.survival.maths import (
     MAX_GRID_POINTS,
     breslow_stratum_terms,
@@ -23,6 +28,7 @@ from healthfed.compute.survival.maths import (
     grid_time,
     harrell_pairs,
     km_merge_steps,
+    km_restrict_steps,
     linear_predictor,
     risk_set_sums,
 )
@@ -32,6 +38,8 @@ from healthfed.privacy.model_release import ModelStatistics
 
 __all__ = [
     "GRID_TOO_FINE",
+    "NOT_PUBLIC_GRID",
+    "public_grid",
     "run_cindex",
     "run_cox_risk_sets",
     "run_cox_stratified",
@@ -44,6 +52,8 @@ __all__ = [
 
 #: The refusal a site gives for a grid whose steps would reveal small counts (the hub coarsens).
 GRID_TOO_FINE = "time grid too fine"
+#: The refusal a site gives for a ``time_grid`` that is not one of its public grids.
+NOT_PUBLIC_GRID = "not a public time grid"
 #: Most numbers one risk-set release may hold (grid steps x (1 + p + p(p+1)/2)).
 MAX_RELEASE_FLOATS = 5_000_000
 #: Most covariates a survival request may name.
@@ -160,6 +170,56 @@ def _m_at_risk(policy: Any) -> int:
     return max(int(policy.min_subset), int(policy.min_cell_count))
 
 
+# --- public time grids ----------------------------------------------------------------
+def _multiple(value: float, unit: float) -> int | None:
+    """``value / unit`` when it is a whole number >= 1 (to rounding), else None."""
+    k = value / unit
+    r = round(k)
+    return int(r) if r >= 1 and abs(k - r) <= 1e-9 * max(1.0, k) else None
+
+
+def public_grid(grid: dict[str, Any], policy: Any, *, nested: bool) -> dict[str, Any]:
+    """Refuse a ``time_grid`` that is not one of this site's public grids; return it.
+
+    Public grids start at 0 and step by multiples of the site's ``time_grid_unit``
+    ``u`` (:class:`~healthfed.policy.SitePolicy`), so no request can place an edge
+    at an offset it chose (one day after another grid's edge, say). Kaplan-Meier
+    (``nested=False``) accepts a width ``k * u`` or points that are multiples of ``u``:
+    its release is always derived from the merged steps on ``u`` itself
+    (:func:`~healthfed.compute.survival.maths.km_restrict_steps`). Risk-set sums
+    (``nested=True``) accept widths ``2**j * u`` only, a nested family: the edges of
+    any accepted grid are edges of every finer one, so two releases never make a
+    step finer than the finer grid, which passed the small-count rule itself.
+    """
+    unit = float(policy.time_grid_unit)
+    if unit <= 0:
+        if int(policy.min_cell_count) > 1:
+            raise PolicyDenied(
+                f"parameter 'time_grid': {NOT_PUBLIC_GRID}: this site sets no public time grid "
+                "(time_grid_unit = 0) but protects small counts, so it releases no survival "
+                "counts"
+            )
+        return grid
+    hint = f"multiples of this site's public unit time_grid_unit = {unit:g}, starting at 0"
+    if "width" in grid:
+        k = _multiple(float(grid["width"]), unit)
+        if k is None or (nested and k & (k - 1)):
+            want = "a power-of-two multiple (1, 2, 4, ...) of" if nested else "a multiple of"
+            raise PolicyDenied(
+                f"parameter 'time_grid': {NOT_PUBLIC_GRID}: the width {grid['width']:g} is not "
+                f"{want} this site's public unit time_grid_unit = {unit:g}"
+            )
+        return grid
+    if nested:
+        raise PolicyDenied(
+            f"parameter 'time_grid': {NOT_PUBLIC_GRID}: this site accepts risk-set sums on "
+            f"public widths only ({{'width': 2**j * {unit:g}}}), not explicit points"
+        )
+    if any(_multiple(float(p), unit) is None for p in grid["points"]):
+        raise PolicyDenied(f"parameter 'time_grid': {NOT_PUBLIC_GRID}: points must be {hint}")
+    return grid
+
+
 # --- Cox, stratified by site ---------------------------------------------------------
 def validate_cox_stratified(params: dict[str, Any], descriptor: Any, policy: Any) -> dict:
     """Check a ``cox_site_newton`` request (``coef`` and ``center``: one number per feature)."""
@@ -177,13 +237,16 @@ def run_cox_stratified(con: Any, descriptor: Any, params: dict, policy: Any) -> 
     n_events = int(e.sum())
     if n < policy.min_subset or p > policy.max_param_ratio * n:
         return ModelStatistics(arrays={}, n_rows=n, n_params=p)  # the filter refuses, by rule
-    ll, g, h = breslow_stratum_terms(t, e, X - params["center"], params["coef"])
+    xc = X - params["center"]
+    profiles = breslow_profiles(t, e, X, xc, params["coef"], int(policy.dominance_n))
+    ll, g, h = breslow_stratum_terms(t, e, xc, params["coef"])
     return ModelStatistics(
         arrays={"gradient": g, "hessian": h, "x_sum": X.sum(axis=0)},
         n_rows=n,
         n_params=p,
         scalars={"loglik": ll},
         counts={"events": [n_events]},
+        profiles=profiles,
     )
 
 
@@ -193,7 +256,7 @@ def validate_cox_risk_sets(params: dict[str, Any], descriptor: Any, policy: Any)
     out = validate_cox_stratified(params, descriptor, policy)
     if "time_grid" not in params:
         raise PolicyDenied("parameter 'time_grid' is required ({'width': w} or {'points': [...]})")
-    out["time_grid"] = grid_spec(params["time_grid"])
+    out["time_grid"] = public_grid(grid_spec(params["time_grid"]), policy, nested=True)
     return out
 
 
@@ -237,6 +300,7 @@ def run_cox_risk_sets(con: Any, descriptor: Any, params: dict, policy: Any) -> M
         )
     _check_grid_cells(idx, e, policy)
     xc = X - params["center"]
+    profiles = risk_set_profiles(idx, e, X, xc, params["coef"], n_steps, int(policy.dominance_n))
     sums = risk_set_sums(idx, e, xc, params["coef"], n_steps)
     iu = np.triu_indices(p)
     return ModelStatistics(
@@ -250,6 +314,7 @@ def run_cox_risk_sets(con: Any, descriptor: Any, params: dict, policy: Any) -> M
         n_rows=n,
         n_params=p,
         counts={"events": [int(v) for v in sums["d"]]},
+        profiles=profiles,
     )
 
 
@@ -257,7 +322,10 @@ def run_cox_risk_sets(con: Any, descriptor: Any, params: dict, policy: Any) -> M
 def validate_km(params: dict[str, Any], descriptor: Any, policy: Any) -> dict:
     """Check a ``km_counts`` request: ``duration``, ``event``, ``time_grid``, ``subset``."""
     out = _validate_common({**params, "features": []}, descriptor, need_features=False)
-    out["time_grid"] = grid_spec(params.get("time_grid", 30.0))
+    default = float(policy.time_grid_unit) or 30.0
+    out["time_grid"] = public_grid(
+        grid_spec(params.get("time_grid", default)), policy, nested=False
+    )
     alpha = params.get("alpha", 0.05)
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
         raise PolicyDenied("parameter 'alpha' must be in (0, 1)")
@@ -265,22 +333,55 @@ def validate_km(params: dict[str, Any], descriptor: Any, policy: Any) -> dict:
     return out
 
 
-def run_km(con: Any, descriptor: Any, params: dict, policy: Any) -> ModelStatistics:
-    """Merged KM steps: ends, at risk, events, censored; every count 0 or >= min_cell_count."""
-    t, e, _ = _fetch(con, descriptor, params)
-    grid = params["time_grid"]
-    idx = bucket_index(t, grid)
-    if "points" in grid:
-        n_steps = len(grid["points"])
-    else:
-        n_steps = int(idx.max()) + 1 if idx.size else 0
+def _km_steps(idx: np.ndarray, e: np.ndarray, n_steps: int, policy: Any) -> dict[str, Any]:
     if n_steps > MAX_GRID_POINTS:
         raise PolicyDenied(
             f"parameter 'time_grid': {n_steps} grid steps; at most {MAX_GRID_POINTS} allowed"
         )
-    merged = km_merge_steps(idx, e, n_steps, policy.min_cell_count, _m_at_risk(policy))
+    return km_merge_steps(idx, e, n_steps, policy.min_cell_count, _m_at_risk(policy))
+
+
+def _km_on_public_grid(
+    t: np.ndarray, e: np.ndarray, grid: dict[str, Any], policy: Any
+) -> dict[str, Any]:
+    """Merge on the public unit grid, then keep only the requested grid's edges.
+
+    Whatever public grid a request names, the release is a function of one merged
+    release (the unit grid's), so no two requests can be differenced below it.
+    """
+    unit = float(policy.time_grid_unit)
+    base = {"width": unit}
+    idx = bucket_index(t, base)
+    merged = _km_steps(idx, e, int(idx.max()) + 1 if idx.size else 0, policy)
+    ends = np.asarray(merged["ends"], dtype=np.int64) + 1  # edge k * unit
+    if "width" in grid:
+        k = int(round(float(grid["width"]) / unit))
+        keep = ends % k == 0
+    else:
+        wanted = {int(round(float(p) / unit)) for p in grid["points"]}
+        keep = np.isin(ends, sorted(wanted))
+    out = km_restrict_steps(merged, keep)
+    out["ends"] = [int(j) for j in out["ends"]]
+    out["grid"] = base
+    return out
+
+
+def run_km(con: Any, descriptor: Any, params: dict, policy: Any) -> ModelStatistics:
+    """Merged KM steps: ends, at risk, events, censored; every count 0 or >= min_cell_count."""
+    t, e, _ = _fetch(con, descriptor, params)
+    grid = params["time_grid"]
+    if float(policy.time_grid_unit) > 0:
+        merged = _km_on_public_grid(t, e, grid, policy)
+        grid = merged["grid"]
+    else:  # no public grid: only a site releasing exact counts (see public_grid)
+        idx = bucket_index(t, grid)
+        n_steps = (
+            len(grid["points"]) if "points" in grid else (int(idx.max()) + 1 if idx.size else 0)
+        )
+        merged = _km_steps(idx, e, n_steps, policy)
     return ModelStatistics(
         arrays={"time": grid_time(np.asarray(merged["ends"], dtype=np.int64), grid)},
+        layout=("time",),  # public grid points, not a sum over patients
         n_rows=int(t.size),
         counts={
             "at_risk": merged["at_risk"],
@@ -302,10 +403,12 @@ def validate_cindex(params: dict[str, Any], descriptor: Any, policy: Any) -> dic
 def run_cindex(con: Any, descriptor: Any, params: dict, policy: Any) -> ModelStatistics:
     """Concordant/discordant/tied comparable pairs of the linear predictor on this site's rows."""
     t, e, X = _fetch(con, descriptor, params)
-    conc, disc, tied = harrell_pairs(t, e, linear_predictor(X, params["coef"]))
+    risk = linear_predictor(X, params["coef"])
+    conc, disc, tied = harrell_pairs(t, e, risk)
     return ModelStatistics(
         arrays={},
         n_rows=int(t.size),
         n_params=0,
         scalars={"concordant": conc, "discordant": disc, "tied_risk": tied},
+        profiles=cindex_profiles(t, e, risk, int(policy.dominance_n)),
     )
