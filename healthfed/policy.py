@@ -45,8 +45,11 @@ class SitePolicy:
         release, and the ε spent under one permit on one dataset (composed as in
         :mod:`healthfed.privacy.ledger`).
     dp_epsilon_per_dataset
-        Cap on the ε spent on one dataset over all permits; ``0`` (default) sets no
-        dataset-wide cap (the per-permit cap still holds).
+        Lifetime cap on the ε spent on one **patient population** (every dataset name
+        of the same patients, see :mod:`healthfed.privacy.population`) over all
+        permits and budget epochs. Default ``10``: two full per-permit budgets, the
+        upper end of the ε usually called meaningful; without it a second permit
+        would get a fresh budget on the same patients. ``0`` sets no lifetime cap.
     dp_delta
         The δ at which (ε, δ) is reported for Gaussian/zCDP releases and at which
         the ledger converts composed zCDP into ε; at most ``1e-5``.
@@ -61,6 +64,47 @@ class SitePolicy:
         When true the site contributes sums and model updates (``sum``,
         ``feature_moments``, ``glm_step``, ``local_train``) only inside Flower
         SecAgg+ rounds (``healthfed.federation.secure_client``), never in the clear.
+    time_grid_unit
+        The public time grid of survival releases (``km_counts``, ``cox_risk_sets``), in
+        the duration's unit (default 30, i.e. days -> months): grid points are multiples
+        of it starting at 0, never offsets a researcher chooses, so releases on shifted
+        grids cannot be differenced down to single deaths on named days. ``0`` sets no
+        public grid (any grid); only a site with ``min_cell_count = 1`` may use it.
+    count_perturbation
+        ``"cell_key"`` (default): the counts of the statistical computations
+        (``table1``, ``describe``, ``crosstab``, ``count``), and the means and sums of
+        squares released with them, are perturbed with the cell key method
+        (:mod:`healthfed.privacy.cellkey`), so the same cohort always gets the same
+        answer and differencing or averaging repeats gains nothing. ``"none"``:
+        exact counts (with suppression) -- released only where the site says so here.
+    cell_key_max_deviation, cell_key_variance
+        The perturbation table's parameters: largest absolute noise ``D`` (raised to
+        ``min_cell_count`` where that is larger -- e.g. under a permit's stricter output
+        rules -- so a small count can move to 0 or to ``min_cell_count`` without bias)
+        and noise variance ``V`` (that of every count above ``min_cell_count + D``). Perturbed counts are
+        never negative and never in ``1 .. min_cell_count - 1``. Both are published in
+        the transparency register.
+    cell_key_magnitude_share
+        ``m`` of the magnitude noise: a cell's sum moves by ``m * max|x| * e`` and its
+        sum of squares by ``m * max (x - mean)^2 * e'`` with ``|e|, |e'|`` in
+        ``[1/2, 1]`` (0: means and SDs exact, counts still perturbed).
+    max_request_list, max_request_numbers, max_request_depth, max_request_bytes
+        Limits on one request's parameters, checked at the node before the computation
+        sees them (:mod:`healthfed.node.limits`), the same for every computation: the
+        longest list of names or objects (columns, variables, groupings, spec entries;
+        default 500), the numbers in all (weights, coefficients, grids, candidates;
+        default 1,000,000), the nesting depth (default 16) and the size as JSON text
+        (default 32 MB). Without them one request (e.g. ``feature_moments`` over 5,000
+        copies of a column) took minutes and tens of GB at every site.
+    max_hidden_units, max_candidates, max_train_row_epochs
+        Work limits the generic checks cannot see: hidden units of a network
+        (``hidden``, ``model.hidden``; default 512), recalibration candidates one
+        evaluation scores (default 1,000), and the dataset's rows times ``epochs`` of
+        one ``local_train`` (default 10,000,000).
+    max_request_seconds
+        Wall time one request may take at the node (default 120 s, the hub's default
+        wait): DuckDB queries are interrupted and numpy loops stop at the deadline,
+        and the request is refused naming this field.
     timeout_s
         Not a disclosure rule: how long the hub waits for this node by default.
     """
@@ -74,14 +118,28 @@ class SitePolicy:
     histogram_bins: int = 200
     dp_epsilon_per_request: float = 1.0
     dp_epsilon_per_permit: float = 5.0
-    dp_epsilon_per_dataset: float = 0.0
+    dp_epsilon_per_dataset: float = 10.0
     dp_delta: float = 1e-6
     dp_required: bool = False
     dominance_n: int = 2
     dominance_k: float = 85.0
     secure_aggregation_required: bool = False
+    max_request_list: int = 500
+    max_request_numbers: int = 1_000_000
+    max_request_depth: int = 16
+    max_request_bytes: int = 32_000_000
+    max_hidden_units: int = 512
+    max_candidates: int = 1000
+    max_train_row_epochs: int = 10_000_000
+    max_request_seconds: float = 120.0
+    time_grid_unit: float = 30.0
+    count_perturbation: str = "cell_key"
+    cell_key_max_deviation: int = 5
+    cell_key_variance: float = 2.0
+    cell_key_magnitude_share: float = 0.5
 
     def __post_init__(self) -> None:
+        self._check_request_limits()
         for name in (
             "min_cell_count",
             "min_subset",
@@ -89,6 +147,7 @@ class SitePolicy:
             "min_sites",
             "histogram_bins",
             "dominance_n",
+            "cell_key_max_deviation",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -117,9 +176,27 @@ class SitePolicy:
                 f"policy field 'dominance_k' must be a percentage in (0, 100], got "
                 f"{self.dominance_k!r}"
             )
+        unit = self.time_grid_unit
+        if isinstance(unit, bool) or not isinstance(unit, int | float) or not 0 <= unit < 1e300:
+            raise PolicyError(
+                f"policy field 'time_grid_unit' must be a number >= 0 (0: no public grid), "
+                f"got {unit!r}"
+            )
+        self._check_cell_key()
         for name in ("dp_required", "secure_aggregation_required", "allow_min_max"):
             if not isinstance(getattr(self, name), bool):
                 raise PolicyError(f"policy field {name!r} must be true or false")
+
+    def _check_cell_key(self) -> None:
+        if self.count_perturbation not in ("cell_key", "none"):
+            raise PolicyError(
+                f"policy field 'count_perturbation' must be 'cell_key' or 'none', got "
+                f"{self.count_perturbation!r}"
+            )
+        if not float(self.cell_key_variance) > 0:
+            raise PolicyError("policy field 'cell_key_variance' must be > 0")
+        if not 0 <= float(self.cell_key_magnitude_share) <= 10:
+            raise PolicyError("policy field 'cell_key_magnitude_share' must be in [0, 10]")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<policy>") -> SitePolicy:
@@ -153,3 +230,31 @@ class SitePolicy:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def _check_request_limits(self) -> None:
+        """The per-request work limits: positive integers, a positive finite wall time."""
+        for name in (
+            "max_request_list",
+            "max_request_numbers",
+            "max_request_depth",
+            "max_request_bytes",
+            "max_hidden_units",
+            "max_candidates",
+            "max_train_row_epochs",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise PolicyError(
+                    f"policy field {name!r} must be a positive integer, got {value!r}"
+                )
+        if self.max_request_depth > 100:
+            raise PolicyError("policy field 'max_request_depth' must be at most 100")
+        seconds = self.max_request_seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise PolicyError(
+                f"policy field 'max_request_seconds' must be a number, got {seconds!r}"
+            )
+        if not 0 < float(seconds) < float("inf"):
+            raise PolicyError(
+                f"policy field 'max_request_seconds' must be > 0 and finite, got {seconds!r}"
+            )

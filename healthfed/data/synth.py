@@ -246,10 +246,11 @@ def _site_arrays(k: int, rows: int, seed: int) -> dict[str, Any]:
     if crp_mg_dl:
         cols["crp"] = np.round(cols["crp"] / 10.0, 2)
     cols.pop("_a")  # a working variable, not a column
-    cols["patient_id"] = _patient_ids(k, rows)
-    cols["sex"] = (cols.pop("male"), SEX_LEVELS)
-    cols["vaccination"] = (cols.pop("vacc"), VACCINATION_LEVELS)
-    return {name: cols[name] for name in COVID_COLUMNS}  # the file's column order
+    out: dict[str, Any] = dict(cols)
+    out["patient_id"] = _patient_ids(k, rows)
+    out["sex"] = (out.pop("male"), SEX_LEVELS)
+    out["vaccination"] = (out.pop("vacc"), VACCINATION_LEVELS)
+    return {name: out[name] for name in COVID_COLUMNS}  # the file's column order
 
 
 def _bern(rng: np.random.Generator, n: int, p: np.ndarray | float) -> np.ndarray:

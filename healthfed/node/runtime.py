@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from healthfed.compute import get_computation
+from healthfed.compute.subgroups import DERIVED_VARIABLES
 from healthfed.errors import (
     DataError,
     HealthfedError,
@@ -54,6 +55,7 @@ from healthfed.governance.permit import check_permit, referenced_variables
 from healthfed.node.airlock import ApprovalQueue, request_fingerprint
 from healthfed.node.config import read_node_file, write_node_file
 from healthfed.node.connection import RequestConnection
+from healthfed.node.limits import check_request_shape, check_workload, request_deadline
 from healthfed.node.optout import OptOutStore
 from healthfed.node.request import (
     apply_output_rules,
@@ -64,6 +66,7 @@ from healthfed.node.request import (
     suppressed_cells,
 )
 from healthfed.policy import SitePolicy
+from healthfed.privacy.cellkey import node_record_keys, using_record_keys
 from healthfed.privacy.guard import PrivacyGuard, disclose_any
 
 __all__ = ["Node", "load_node", "round_count", "write_node_file"]
@@ -99,7 +102,7 @@ class Node:
     catalogue: dict[str, Any] = field(default_factory=dict)
     clock: Callable[[], datetime] | None = None
     _warned: bool = field(default=False, repr=False, compare=False)
-    _checked_cohorts: dict[Any, int] = field(default_factory=dict, repr=False, compare=False)
+    _checked_cohorts: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Node:
@@ -258,6 +261,7 @@ class Node:
         filter -- or the airlock, for a computation the steward reviews by hand.
         """
         name, dataset_name, raw_params = parse_request(request)
+        check_request_shape(name, raw_params, self.policy)  # sizes: before any other work
         policy = self.policy
         scope = None
         if self.governance is not None:
@@ -266,6 +270,7 @@ class Node:
             policy = apply_output_rules(policy, scope.output_rules)
         computation = get_computation(name)
         dataset = self.dataset(dataset_name)
+        check_workload(name, raw_params, dataset, policy)  # e.g. rows x epochs
         computation.check_params(raw_params)  # an unknown parameter is refused, never ignored
         params = computation.validate(raw_params, dataset.descriptor, policy)
         if scope is not None:
@@ -293,7 +298,7 @@ class Node:
             requester=request.get("requester"),
             purpose=request.get("purpose"),
             accepted_purposes=self.governance.accepted_purposes,
-            variables=referenced_variables(params, columns),
+            variables=referenced_variables(params, columns, DERIVED_VARIABLES),
             now=now,
         )
 
@@ -321,11 +326,15 @@ class Node:
             policy,
             secure=bool(info.get("secure_aggregation")),
         ) as guarded:
-            with RequestConnection(dataset, self.optouts) as con:
+            with (
+                RequestConnection(dataset, self.optouts) as con,
+                request_deadline(policy, con.con),  # max_request_seconds
+            ):
                 if con.excluded is not None:
                     info["optouts_excluded"] = round_count(con.excluded, policy.min_cell_count)
                 self._check_cohort(guarded, con.con, dataset)
-                release = computation.run(con.con, dataset.descriptor, params, policy)
+                with using_record_keys(node_record_keys(self._state_dir())):  # cell key method
+                    release = computation.run(con.con, dataset.descriptor, params, policy)
             # The node, not the computation, applies the filter; each release type has one.
             result = disclose_any(release, policy)
             guarded.released(result)
@@ -333,12 +342,12 @@ class Node:
         return result
 
     def _check_cohort(self, guarded: Any, con: Any, dataset: Any) -> None:
-        """Differencing check, skipped when this exact cohort of unchanged data was checked.
+        """Differencing check; the patient set is not recounted for a repeat on unchanged data.
 
         Counting a cohort needs DuckDB; an iterative fit asks the same cohort every
         round. While the data is provably unchanged (the lazy connection still names
-        it without opening: same file, no opt-outs applied) a repeat has the size
-        already remembered, so the check would add nothing and is not repeated.
+        it without opening: same file, no opt-outs applied) a repeat has the patient
+        set counted before, which is checked against the memory again without DuckDB.
         """
         ticket = guarded.ticket
         if ticket is None or not ticket.protected:
@@ -346,7 +355,7 @@ class Node:
         identity = con.data_identity() if hasattr(con, "data_identity") else None
         key = (identity, ticket.dataset, ticket.permit, repr(ticket.cohort))
         if identity is not None and key in self._checked_cohorts:
-            ticket.cohort_size = self._checked_cohorts[key]
+            guarded.check_known(self._checked_cohorts[key])  # same patients: no recount
             return
         if identity is None:
             guarded.check_cohort(con)
@@ -358,8 +367,12 @@ class Node:
             guarded.check_cohort(scratch)
         finally:
             scratch.close()
-        if ticket.cohort_size is not None:
-            self._checked_cohorts[key] = ticket.cohort_size
+        if ticket.checked is not None:
+            self._checked_cohorts[key] = ticket.checked
+
+    def _state_dir(self) -> Path | None:
+        """The governed node's state folder (record-key secret, ledger), or None (sandbox)."""
+        return self.governance.state_dir if self.governance is not None else None
 
     @property
     def privacy_guard(self) -> PrivacyGuard:

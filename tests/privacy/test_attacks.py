@@ -137,8 +137,10 @@ def test_tiny_subgroups_via_crosstab_are_suppressed(tmp_path, df) -> None:
     assert r["status"] == "ok"
     t = r["result"]["tables"]["crosstab"]
     d_row = t["counts"][t["rows"].index("d")]
-    assert all(v is None or v == 0 for v in d_row)  # withheld, never 1..4
-    assert r["result"]["suppressed_cells"] >= 2
+    # Never its true 1..4: withheld (exact counts), or perturbed by the cell key method
+    # (the default) to 0 or >= 5 -- consistent with several true counts.
+    assert all(v is None or v == 0 or v >= 5 for v in d_row)
+    assert r["result"]["suppressed_cells"] + r["result"]["perturbed_cells"] >= 2
     for row in t["counts"]:
         assert all(v is None or v == 0 or v >= 5 for v in row)
 

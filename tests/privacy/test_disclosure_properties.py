@@ -29,7 +29,9 @@ from healthfed.data.descriptor import descriptor_from_dict  # noqa: E402
 from healthfed.policy import SitePolicy  # noqa: E402
 from healthfed.privacy.disclosure import CountTable, Release, disclose  # noqa: E402
 
-POLICY = SitePolicy(histogram_bins=20)
+# Exact counts: these properties are about suppression; the cell-key-perturbed path
+# (the default) has its own properties in test_cell_key.py.
+POLICY = SitePolicy(histogram_bins=20, count_perturbation="none")
 K, M = POLICY.min_cell_count, POLICY.min_subset
 DESC = descriptor_from_dict(
     {

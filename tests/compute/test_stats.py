@@ -17,7 +17,10 @@ from healthfed.node.runtime import Node
 from healthfed.policy import SitePolicy
 from healthfed.privacy.disclosure import disclose
 
-OPEN = SitePolicy(min_cell_count=1, min_subset=1, histogram_bins=50)
+# Exact counts (no cell key perturbation) so federated results can equal pooled pandas;
+# the perturbed path is tested in tests/privacy/test_cell_key.py.
+EXACT = SitePolicy(count_perturbation="none")
+OPEN = SitePolicy(min_cell_count=1, min_subset=1, histogram_bins=50, count_perturbation="none")
 PROBS = [0.1, 0.25, 0.5, 0.75, 0.9]
 
 
@@ -144,7 +147,7 @@ def test_count_with_and_without_condition(frames: list[pd.DataFrame]) -> None:
 def test_small_site_cells_make_the_pooled_cell_none_never_a_partial_sum() -> None:
     big, small = cohort(500, 1, missing=0), cohort(500, 2, missing=0)
     small.loc[:2, "ward"] = None  # 3 missing values at one site: a suppressed count
-    res = federate([big, small], "table1", {"variables": ["ward", "age"]}, SitePolicy())
+    res = federate([big, small], "table1", {"variables": ["ward", "age"]}, EXACT)
     assert res.value("ward", "(missing)", site="site2") is None
     assert res.value("ward", "(missing)") is None  # pooled: withheld, not 0 and not site1's 0
     assert res.value("ward", "(missing)", site="site1") == 0
@@ -237,6 +240,6 @@ def test_binary_column_descriptor_levels() -> None:
         base_dir=__import__("pathlib").Path("."),
     )
     df = pd.DataFrame({"id": range(30), "b": pd.array([0, 1] * 15, dtype="Int32")})
-    reply = site_reply(df, "table1", {"variables": ["b"]}, SitePolicy(), d)
+    reply = site_reply(df, "table1", {"variables": ["b"]}, EXACT, d)
     assert reply["tables"]["var:b"]["rows"] == ["0", "1", "(missing)"]
     assert reply["tables"]["var:b"]["counts"] == [[15], [15], [0]]

@@ -22,7 +22,10 @@ lifelines = pytest.importorskip("lifelines")
 
 FEATURES = ["age", "marker", "treated"]
 BETA = np.array([0.03, -0.6, 0.5])
-OPEN = SitePolicy(min_cell_count=1, min_subset=1)  # thresholds 1: exact comparisons
+# Thresholds 1: exact comparisons. Only such a site may set no public time grid
+# (time_grid_unit = 0), which the exact-grid tests need (a grid of every observed time).
+# exact releases: no minimum count, no dominance rule, no public grid
+OPEN = SitePolicy(min_cell_count=1, min_subset=1, time_grid_unit=0.0, dominance_k=100.0)
 
 
 def make_site(n: int, seed: int, base_rate: float, ties: bool = False) -> pd.DataFrame:
@@ -182,11 +185,14 @@ def test_unstratified_exact_grid_equals_lifelines(frames):
 
 
 def test_unstratified_default_policy_coarsens_and_equals_pooled_on_coarse_times(fed, frames):
-    model = FederatedCoxPH(stratify_by_site=False, time_grid=10.0).fit(
+    # 30 = the default public grid unit; the fit coarsens along the nested public widths
+    # 60, 120, ... (a width such as 10 is no longer accepted: see tests/privacy/
+    # test_scope_and_grids.py, non-nested grids can be differenced into small risk sets).
+    model = FederatedCoxPH(stratify_by_site=False, time_grid=30.0).fit(
         fed, "surv", "time", "dead", FEATURES
     )
     width = model.time_grid_["width"]
-    assert width > 10.0  # the default policy forced a coarser grid
+    assert width > 30.0  # the default policy forced a coarser grid
     assert any(h["round"] == "grid" for h in model.history_)
     df = pooled(frames)
     coarse = df.assign(time=S.coarsen_times(df["time"].to_numpy(), width))
@@ -207,8 +213,8 @@ def test_too_fine_grid_is_refused_by_name(fed):
         fed.round(
             S.COX_RISK_SETS,
             "surv",
-            {"duration": "time", "event": "dead", "features": FEATURES, "time_grid": 1.0},
-        )
+            {"duration": "time", "event": "dead", "features": FEATURES, "time_grid": 30.0},
+        )  # the finest public grid (the default unit); 1.0 is not a public grid any more
     assert set(err.value.refusals) == {"a", "b", "c"}
     assert all(S.GRID_TOO_FINE in r for r in err.value.refusals.values())
 
@@ -281,26 +287,44 @@ def test_km_thresholds_one_exact_grid_equals_lifelines(frames):
 
 
 def test_km_default_policy_releases_no_small_counts(fed, frames):
-    out = fed.round(S.KM_COUNTS, "surv", {"duration": "time", "event": "dead", "time_grid": 5.0})
+    # The default public grid unit is 30 (a width of 5 is no longer accepted: grids that
+    # a researcher shifts or refines could be differenced down to single deaths).
+    out = fed.round(S.KM_COUNTS, "surv", {"duration": "time", "event": "dead", "time_grid": 30.0})
     assert sorted(out.replies) == ["a", "b", "c"]
     for r in out.replies.values():
         for name, values in r["counts"].items():
             assert not any(0 < v < 5 for v in values), name
         assert min(r["counts"]["at_risk"]) >= 5
-    km = kaplan_meier(fed, "surv", "time", "dead", time_grid=5.0)
+    km = kaplan_meier(fed, "surv", "time", "dead", time_grid=30.0)
     for col in ("at_risk", "events", "censored"):
         assert not km[col].between(1, 4).any()
-    # The pooled rows are exact on their (merged) steps: at risk = #T > previous edge.
-    df = pooled(frames)
-    coarse = S.coarsen_times(df["time"].to_numpy(), 5.0)
+    # The pooled rows are pooled counts on the common grid: each site's times move up to
+    # its next kept edge, its unreleased tail is censored at its last edge (was: only the
+    # edges every site kept, which on real data left the pooled curve empty).
+    coarse, dead = [], []
+    for site, df in frames.items():
+        site_rows = km[km["group"] == site]
+        edges = np.sort(out.replies[site]["arrays"]["time"]["data"])
+        t = S.coarsen_times(df["time"].to_numpy(), 30.0)
+        pos = np.searchsorted(edges, t, side="left")
+        beyond = pos >= edges.size
+        coarse.append(edges[np.minimum(pos, edges.size - 1)])
+        dead.append(np.where(beyond, 0, df["dead"].to_numpy()))
+        assert site_rows["time"].isin(edges).all()
+    coarse_all, dead_all = np.concatenate(coarse), np.concatenate(dead)
     pool = km[km["group"] == "pooled"]
-    edges = np.r_[-np.inf, pool["time"].to_numpy()]
-    for k, row in enumerate(pool.itertuples()):
-        inside = (coarse > edges[k]) & (coarse <= edges[k + 1])
-        assert row.at_risk == int((coarse > edges[k]).sum())
-        assert row.events == int(df["dead"].to_numpy()[inside].sum())
+    assert len(pool) >= max(int((km["group"] == s).sum()) for s in frames)
+    for row in pool.itertuples():
+        assert row.at_risk == int((coarse_all >= row.time).sum())
+        assert row.events == int(dead_all[coarse_all == row.time].sum())
     s = pool["survival"].to_numpy()
     assert np.all(np.diff(s) <= 0) and np.all((pool["ci_lower"] <= s) & (s <= pool["ci_upper"]))
+    assert km.attrs["truncated"] == {
+        site: {"after": float(max(e)), "censored": r["counts"]["remaining"][0]}
+        for site, r in out.replies.items()
+        if r["counts"]["remaining"][0] > 0
+        for e in [r["arrays"]["time"]["data"]]
+    }
 
 
 def test_km_merge_rules():
