@@ -64,6 +64,13 @@ class SitePolicy:
         When true the site contributes sums and model updates (``sum``,
         ``feature_moments``, ``glm_step``, ``local_train``) only inside Flower
         SecAgg+ rounds (``healthfed.federation.secure_client``), never in the clear.
+    eta_bound
+        The bounded region in which a node evaluates model coefficients a researcher
+        chose (GLM and Cox): ``|linear predictor| <= eta_bound`` on the site's rows for the
+        binomial family, a spread ``<= eta_bound`` for Poisson and Cox (default 12). A
+        larger bound lets fits with very confident predictions run at the cost of
+        weaker protection against coefficients that weight all but a few patients to
+        almost zero (see ``healthfed.compute.glm.node``).
     time_grid_unit
         The public time grid of survival releases (``km_counts``, ``cox_risk_sets``), in
         the duration's unit (default 30, i.e. days -> months): grid points are multiples
@@ -132,6 +139,7 @@ class SitePolicy:
     max_candidates: int = 1000
     max_train_row_epochs: int = 10_000_000
     max_request_seconds: float = 120.0
+    eta_bound: float = 12.0
     time_grid_unit: float = 30.0
     count_perturbation: str = "cell_key"
     cell_key_max_deviation: int = 5
@@ -175,6 +183,11 @@ class SitePolicy:
             raise PolicyError(
                 f"policy field 'dominance_k' must be a percentage in (0, 100], got "
                 f"{self.dominance_k!r}"
+            )
+        bound = self.eta_bound
+        if isinstance(bound, bool) or not isinstance(bound, int | float) or not 0 < bound < 700:
+            raise PolicyError(
+                f"policy field 'eta_bound' must be a number in (0, 700), got {bound!r}"
             )
         unit = self.time_grid_unit
         if isinstance(unit, bool) or not isinstance(unit, int | float) or not 0 <= unit < 1e300:

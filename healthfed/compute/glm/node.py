@@ -29,10 +29,11 @@ Trusted iterates: a bounded linear predictor
 The researcher chooses ``beta``. Coefficients that push every row's linear predictor
 to +-50 except at one value make every IRLS weight (numerically) zero but one patient's,
 and the Hessian becomes that patient's record. The node therefore evaluates only
-inside a bounded region, checked on its own rows: ``|eta_i| <= ETA_BOUND`` for the
+inside a bounded region, checked on its own rows: ``|eta_i| <= eta_bound`` (a site
+policy field, default ``ETA_BOUND``) for the
 binomial family (probabilities within ``[6e-6, 1 - 6e-6]``, so no weight is below
 ``6e-6`` or more than ``4e4`` times smaller than another) and a spread
-``max eta - min eta <= ETA_BOUND`` for the Poisson family (weights ``exp(eta)``).
+``max eta - min eta <= eta_bound`` for the Poisson family (weights ``exp(eta)``).
 The Gaussian family's weights do not depend on ``beta``. Outside the region the node
 refuses naming the rule. Together with the per-entry support and dominance rules no
 single request can isolate a patient: every row keeps a weight within a bounded
@@ -165,7 +166,7 @@ def run_glm_step(con: Any, descriptor: Any, params: dict[str, Any], policy: Any)
             profiles=profiles,
         )
     eta = X @ params["beta"]
-    check_trusted_region(family, eta)
+    check_trusted_region(family, eta, float(policy.eta_bound))
     score, hessian, deviance, loglik = glm_derivatives(family, X, y, params["beta"])
     resid, w, ll, dev = glm_row_terms(family, eta, y)
     profiles = glm_profiles(X, w, {"score": resid}, n_top, missing)
@@ -180,16 +181,17 @@ def run_glm_step(con: Any, descriptor: Any, params: dict[str, Any], policy: Any)
     )
 
 
-def check_trusted_region(family: str, eta: np.ndarray) -> None:
+def check_trusted_region(family: str, eta: np.ndarray, bound: float = ETA_BOUND) -> None:
     """Refuse coefficients outside the bounded linear-predictor region (module docstring)."""
     if eta.size == 0 or family == "gaussian":
         return
     spread = float(np.max(np.abs(eta))) if family == "binomial" else float(np.ptp(eta))
-    if not np.isfinite(spread) or spread > ETA_BOUND:
+    if not np.isfinite(spread) or spread > bound:
         what = "|linear predictor|" if family == "binomial" else "linear predictor's spread"
         raise ThresholdViolation(
             f"bounded-region rule: at these coefficients the {what} reaches {spread:.3g} at "
-            f"this site, beyond the bound {ETA_BOUND:g} a node evaluates a {family} GLM at; "
+            f"this site, beyond the bound {bound:g} (policy field eta_bound) a node evaluates a "
+            f"{family} GLM at; "
             "refused"
         )
 

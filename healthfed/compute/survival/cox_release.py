@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from healthfed.compute.glm.node import check_trusted_region
+from healthfed.compute.glm.node import ETA_BOUND, check_trusted_region
 from healthfed.privacy.contributions import (
     ContributionProfile,
     RowProfiler,
@@ -39,11 +39,17 @@ def _design(X: np.ndarray, xc: np.ndarray) -> np.ndarray:
 
 
 def breslow_profiles(
-    t: np.ndarray, e: np.ndarray, X: np.ndarray, xc: np.ndarray, beta: np.ndarray, n_top: int
+    t: np.ndarray,
+    e: np.ndarray,
+    X: np.ndarray,
+    xc: np.ndarray,
+    beta: np.ndarray,
+    n_top: int,
+    eta_bound: float = ETA_BOUND,
 ) -> dict[str, ContributionProfile]:
     """Profiles of ``cox_site_newton``'s gradient, Hessian, ``x_sum`` and log-likelihood."""
     eta = xc @ beta
-    check_trusted_region("poisson", eta)
+    check_trusted_region("poisson", eta, eta_bound)
     n, p = xc.shape
     w = np.exp(eta - (float(eta.max()) if n else 0.0))
     uniq, inv = np.unique(t, return_inverse=True)
@@ -111,10 +117,11 @@ def risk_set_profiles(
     beta: np.ndarray,
     n_steps: int,
     n_top: int,
+    eta_bound: float = ETA_BOUND,
 ) -> dict[str, ContributionProfile]:
     """Profiles of ``cox_risk_sets``' ``s0``, ``s1``, ``s2`` (packed), event and x sums."""
     eta = xc @ beta
-    check_trusted_region("poisson", eta)
+    check_trusted_region("poisson", eta, eta_bound)
     n, p = xc.shape
     w = np.exp(eta)
     Z = _design(X, xc)

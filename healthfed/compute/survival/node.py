@@ -238,7 +238,9 @@ def run_cox_stratified(con: Any, descriptor: Any, params: dict, policy: Any) -> 
     if n < policy.min_subset or p > policy.max_param_ratio * n:
         return ModelStatistics(arrays={}, n_rows=n, n_params=p)  # the filter refuses, by rule
     xc = X - params["center"]
-    profiles = breslow_profiles(t, e, X, xc, params["coef"], int(policy.dominance_n))
+    profiles = breslow_profiles(
+        t, e, X, xc, params["coef"], int(policy.dominance_n), float(policy.eta_bound)
+    )
     ll, g, h = breslow_stratum_terms(t, e, xc, params["coef"])
     return ModelStatistics(
         arrays={"gradient": g, "hessian": h, "x_sum": X.sum(axis=0)},
@@ -300,7 +302,9 @@ def run_cox_risk_sets(con: Any, descriptor: Any, params: dict, policy: Any) -> M
         )
     _check_grid_cells(idx, e, policy)
     xc = X - params["center"]
-    profiles = risk_set_profiles(idx, e, X, xc, params["coef"], n_steps, int(policy.dominance_n))
+    profiles = risk_set_profiles(
+        idx, e, X, xc, params["coef"], n_steps, int(policy.dominance_n), float(policy.eta_bound)
+    )
     sums = risk_set_sums(idx, e, xc, params["coef"], n_steps)
     iu = np.triu_indices(p)
     return ModelStatistics(
