@@ -154,7 +154,7 @@ def node_budget(
     reason: Annotated[str | None, typer.Option(help="Why the budget is reset.")] = None,
     by: Annotated[str, typer.Option(help="Who resets it.")] = "data steward",
 ) -> None:
-    """Privacy budget (epsilon) spent and remaining, per dataset and permit."""
+    """Privacy budget (epsilon) spent and remaining, per patient population and permit."""
     from healthfed.node.runtime import Node
 
     node = Node.from_toml(node_file)

@@ -74,6 +74,8 @@ def decode(kind: str, content: RecordDict) -> dict[str, Any]:
         payload = json.loads(value)
     except json.JSONDecodeError as exc:
         raise FederationError(f"{kind!r} record is not valid JSON: {exc}") from None
+    except RecursionError:  # a hand-built, absurdly nested message: refuse, keep serving
+        raise FederationError(f"{kind!r} record is nested too deeply to read") from None
     if not isinstance(payload, dict):
         raise FederationError(f"{kind!r} record must be a JSON object")
     return payload

@@ -63,3 +63,16 @@ def test_refusals_are_kept_with_their_reason() -> None:
         with pytest.raises(TooFewSites, match="r: too few rows") as err:
             fed.round("x", "covid")
     assert err.value.refusals == {"r": "too few rows"}
+
+
+def test_a_deeply_nested_message_is_refused_not_crashed() -> None:
+    """A hand-built message nested past Python's recursion limit is a FederationError."""
+    from flwr.app import ConfigRecord, RecordDict
+
+    from healthfed.errors import FederationError
+    from healthfed.federation.messages import JSON_FIELD, REQUEST_RECORD, decode_request
+
+    deep = "[" * 100_000 + "]" * 100_000
+    content = RecordDict({REQUEST_RECORD: ConfigRecord({JSON_FIELD: deep})})
+    with pytest.raises(FederationError, match="nested too deeply"):
+        decode_request(content)
