@@ -9,7 +9,7 @@ differentially private update clips. Flower ships no model code, so this is ours
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -113,20 +113,43 @@ def local_sgd(
     The proximal term ``mu/2 ||w - w_global||^2`` keeps a site's local optimum
     near the global weights, which limits client drift when sites differ.
     """
+    return _sgd(kind, weights, X, y, epochs, lr, batch_size, mu, seed)
+
+
+StepObserver = Callable[[np.ndarray, list[np.ndarray], int], None]
+
+
+def _sgd(
+    kind: str,
+    weights: Sequence[np.ndarray],
+    X: np.ndarray,
+    y: np.ndarray,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    mu: float,
+    seed: int,
+    before_step: StepObserver | None = None,
+) -> list[np.ndarray]:
+    """The one SGD loop; ``before_step(batch rows, current weights, step)`` sees each step."""
     start = [np.array(w, dtype=float) for w in weights]
     cur = [w.copy() for w in start]
     rng = np.random.default_rng(seed)
     n = len(y)
+    t = 0
     for _ in range(epochs):
         order = rng.permutation(n)
         for lo in range(0, n, batch_size):
             check_deadline()  # the node's wall-time limit (no-op outside a request)
             idx = order[lo : lo + batch_size]
+            if before_step is not None:
+                before_step(idx, cur, t)
             _, grads = loss_and_grad(kind, cur, X[idx], y[idx])
             for i, g in enumerate(grads):
                 if mu:
                     g = g + mu * (cur[i] - start[i])
                 cur[i] -= lr * g
+            t += 1
     return cur
 
 
@@ -153,39 +176,28 @@ def local_sgd_attributed(
     factor multiplying ``x_i`` for the first weight array and giving the second),
     and for the MLP ``"E"`` (third array) and ``"F"`` (fourth).
     """
-    start = [np.array(w, dtype=float) for w in weights]
-    cur = [w.copy() for w in start]
-    rng = np.random.default_rng(seed)
     n = len(y)
     steps = epochs * math.ceil(n / batch_size) if n else 0
     decay = 1.0 - lr * mu
-    hidden = start[1].size if kind == "mlp" else 1
+    hidden = np.asarray(weights[1]).size if kind == "mlp" else 1
     D = np.zeros((n, hidden))
     E = np.zeros((n, hidden))
     F = np.zeros(n)
-    t = 0
-    for _ in range(epochs):
-        order = rng.permutation(n)
-        for lo in range(0, n, batch_size):
-            check_deadline()  # the node's wall-time limit (no-op outside a request)
-            idx = order[lo : lo + batch_size]
-            scale = -lr / len(idx) * decay ** (steps - 1 - t)
-            xb, yb = X[idx], y[idx]
-            if kind == "logistic":
-                r = sigmoid(xb @ cur[0] + cur[1][0]) - yb
-                D[idx, 0] += scale * r
-            else:
-                H = np.tanh(xb @ cur[0] + cur[1])
-                r = sigmoid(H @ cur[2] + cur[3][0]) - yb
-                D[idx] += scale * (r[:, None] * cur[2][None, :]) * (1.0 - H * H)
-                E[idx] += scale * H * r[:, None]
-                F[idx] += scale * r
-            _, grads = loss_and_grad(kind, cur, xb, yb)
-            for i, g in enumerate(grads):
-                if mu:
-                    g = g + mu * (cur[i] - start[i])
-                cur[i] -= lr * g
-            t += 1
+
+    def attribute(idx: np.ndarray, cur: list[np.ndarray], t: int) -> None:
+        scale = -lr / len(idx) * decay ** (steps - 1 - t)
+        xb, yb = X[idx], y[idx]
+        if kind == "logistic":
+            r = sigmoid(xb @ cur[0] + cur[1][0]) - yb
+            D[idx, 0] += scale * r
+        else:
+            H = np.tanh(xb @ cur[0] + cur[1])
+            r = sigmoid(H @ cur[2] + cur[3][0]) - yb
+            D[idx] += scale * (r[:, None] * cur[2][None, :]) * (1.0 - H * H)
+            E[idx] += scale * H * r[:, None]
+            F[idx] += scale * r
+
+    cur = _sgd(kind, weights, X, y, epochs, lr, batch_size, mu, seed, attribute)
     out: dict[str, np.ndarray] = {"D": D} if kind == "mlp" else {"D": D[:, 0]}
     if kind == "mlp":
         out.update(E=E, F=F)
