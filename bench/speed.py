@@ -280,7 +280,7 @@ def run(rows: int, sites: int, flower: bool, max_rounds: int, work: Path) -> dic
     # The release invariant is computed at every node (its cost is in the timings), but its
     # thresholds are relaxed so that the same exact fit runs: under the default policy
     # this synthetic data is refused (a score entry of 1..4 patients at one site, and the
-    # MLE's linear predictor reaches |eta| 13.4 > eta_bound 12 at another).
+    # MLE's linear predictor reached |eta| 13.4 > the earlier default eta_bound 12).
     bench_policy = SitePolicy(min_cell_count=1, dominance_k=100.0, eta_bound=50.0)
     nodes = [Node(name, {DATASET: ds}, bench_policy) for name, ds in datasets.items()]
     with Federation.inprocess(nodes) as fed:

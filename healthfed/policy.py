@@ -65,12 +65,13 @@ class SitePolicy:
         ``feature_moments``, ``glm_step``, ``local_train``) only inside Flower
         SecAgg+ rounds (``healthfed.federation.secure_client``), never in the clear.
     eta_bound
-        The bounded region in which a node evaluates model coefficients a researcher
-        chose (GLM and Cox): ``|linear predictor| <= eta_bound`` on the site's rows for the
-        binomial family, a spread ``<= eta_bound`` for Poisson and Cox (default 12). A
-        larger bound lets fits with very confident predictions run at the cost of
-        weaker protection against coefficients that weight all but a few patients to
-        almost zero (see ``healthfed.compute.glm.node``).
+        The bounded region in which a node evaluates a model a researcher chose (GLM
+        and Cox coefficients, FedAvg weights, evaluated models): every pre-activation
+        on the site's rows -- linear predictor, hidden-unit input, output logit --
+        within ``[-eta_bound, eta_bound]``; a spread ``<= eta_bound`` for Poisson and
+        Cox (default 30). A larger bound lets very confident models run at the cost of
+        weaker protection against models that act as an indicator of one value (see
+        ``healthfed.privacy.bounded_region``).
     time_grid_unit
         The public time grid of survival releases (``km_counts``, ``cox_risk_sets``), in
         the duration's unit (default 30, i.e. days -> months): grid points are multiples
@@ -139,7 +140,7 @@ class SitePolicy:
     max_candidates: int = 1000
     max_train_row_epochs: int = 10_000_000
     max_request_seconds: float = 120.0
-    eta_bound: float = 12.0
+    eta_bound: float = 30.0
     time_grid_unit: float = 30.0
     count_perturbation: str = "cell_key"
     cell_key_max_deviation: int = 5

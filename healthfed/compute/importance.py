@@ -28,7 +28,7 @@ import numpy as np
 
 from healthfed.compute.deadline import check_deadline
 from healthfed.compute.evaluation.node import validate_evaluate
-from healthfed.compute.fedavg import design_from_params, log_loss_sum, logits, sigmoid
+from healthfed.compute.fedavg import design_from_params, log_loss_sum, node_logits, sigmoid
 from healthfed.compute.glm.node import glm_profiles, missing_indicators
 from healthfed.compute.registry import Computation, register
 from healthfed.errors import PolicyDenied
@@ -86,7 +86,8 @@ def run_permutation(
     if n < policy.min_subset:
         return ModelStatistics(arrays={}, n_rows=n)
     kind, w = params["model"], params["weights"]
-    z = logits(kind, w, X)
+    bound = float(policy.eta_bound)
+    z = node_logits(kind, w, X, bound)
     base_ll = log_loss_sum(z, y)
     base_sq = float(np.sum((sigmoid(z) - y) ** 2))
     R = params["n_repeats"]
@@ -102,7 +103,7 @@ def run_permutation(
             check_deadline()  # the node's wall-time limit
             Xp = X.copy()
             Xp[:, cols] = X[perm][:, cols]
-            zp = logits(kind, w, Xp)
+            zp = node_logits(kind, w, Xp, bound)
             ll[g, r] = log_loss_sum(zp, y)
             sq[g, r] = float(np.sum((sigmoid(zp) - y) ** 2))
             prof_ll[g * R + r] = profile_rows(np.logaddexp(0.0, zp) - y * zp, n_top)
@@ -168,7 +169,12 @@ def run_information(
         return ModelStatistics(arrays={}, n_rows=n, n_params=n_params)
     arrays = {"sum_x": X.sum(axis=0)}
     Xi = np.column_stack([np.ones(n), X])
-    mu = sigmoid(logits("logistic", params["weights"], X)) if n_params else np.full(n, 0.5)
+    bound = float(policy.eta_bound)
+    mu = (
+        sigmoid(node_logits("logistic", params["weights"], X, bound))
+        if n_params
+        else np.full(n, 0.5)
+    )
     w = mu * (1.0 - mu)
     missing = missing_indicators(params["preprocess"])
     full = glm_profiles(Xi, w, {"sum_x": np.ones(n)}, int(policy.dominance_n), missing)

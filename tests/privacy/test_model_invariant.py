@@ -65,6 +65,16 @@ def fed(tmp_path_factory, frames):
     f.close()
 
 
+@pytest.fixture(scope="module")
+def wide_fed(tmp_path_factory, frames):
+    """Sites that widened the bounded region to its maximum: the second line of defence."""
+    tmp = tmp_path_factory.mktemp("invariant_wide")
+    policy = SitePolicy(eta_bound=690.0)
+    f = Federation.inprocess([make_node(tmp, s, df, policy) for s, df in frames.items()])
+    yield f
+    f.close()
+
+
 def raw_spec(columns: list[str]) -> dict[str, Any]:
     return standardisation_spec(columns, centers=[0.0] * len(columns), scales=[1.0] * len(columns))
 
@@ -145,13 +155,13 @@ def test_first_round_xtx_two_way_cell_is_refused(fed, frames) -> None:
 
 
 # --- class 1: an MLP whose hidden unit is an indicator of one value ---------------------
-def test_local_train_indicator_unit_gives_one_outcome(fed, frames) -> None:
+def test_local_train_indicator_unit_gives_one_outcome(fed, wide_fed, frames) -> None:
     a = frames["A"]
     X = a[["age"]].to_numpy(float)
     y = a["death"].to_numpy(float)
-    # h = tanh(60 (age - 109)): 0 for the target, exactly -1 for everyone else, so
-    # (1 - h^2) = 0 and only the target moves W1; its delta gives its residual.
-    w0 = [np.array([[60.0]]), np.array([-60.0 * TARGET_AGE]), np.array([1.0]), np.array([1.0])]
+    # h = tanh(5 (age - 109)): 0 for the target, exactly -1 for everyone else (aged <= 100),
+    # so (1 - h^2) = 0 and only the target moves W1; its delta gives its residual.
+    w0 = [np.array([[5.0]]), np.array([-5.0 * TARGET_AGE]), np.array([1.0]), np.array([1.0])]
     w1 = local_sgd("mlp", w0, X, y, epochs=1, lr=1.0, batch_size=len(y))
     r = -(w1[1] - w0[1])[0] * len(y)  # = (sigmoid(b2) - y_t) * w2
     assert round(sigmoid(np.array([1.0]))[0] - r) == 1  # the target's outcome
@@ -166,21 +176,25 @@ def test_local_train_indicator_unit_gives_one_outcome(fed, frames) -> None:
         "batch_size": 400,
     }
     status, why = site_a(fed, "local_train", params)
+    assert status == "refused" and "bounded-region rule" in why and "hidden unit" in why
+    status, why = site_a(wide_fed, "local_train", params)
     assert status == "refused" and "support rule" in why and "delta_0" in why
 
 
 # --- class 1: a crafted model evaluated ---------------------------------------------------
-def test_evaluate_crafted_model_gives_one_outcome(fed, frames) -> None:
+def test_evaluate_crafted_model_gives_one_outcome(fed, wide_fed, frames) -> None:
     a = frames["A"]
-    # MLP: z = w2 tanh(60 (age - 109)) + b2 with w2 = b2 = 5: z = 0 for everyone else, 5 for
+    # MLP: z = w2 tanh(5 (age - 109)) + b2 with w2 = b2 = 5: z = 0 for everyone else, 5 for
     # the target; the recalibration gradient d/db = sum r z is then the target's alone.
-    w = [[[60.0]], [-60.0 * TARGET_AGE], [5.0], [5.0]]
-    z = 5.0 * np.tanh(60 * (a["age"].to_numpy() - TARGET_AGE)) + 5.0
+    w = [[[5.0]], [-5.0 * TARGET_AGE], [5.0], [5.0]]
+    z = 5.0 * np.tanh(5 * (a["age"].to_numpy() - TARGET_AGE)) + 5.0
     g1 = float(np.sum((a["death"].to_numpy() - sigmoid(z)) * z))
     assert round(g1 / 5.0 + sigmoid(np.array([5.0]))[0]) == 1  # the target's outcome
     model = {"model": "mlp", "hidden": 1, "preprocess": raw_spec(["age"]), "weights": w}
     params = {"model": model, "target": "death", "stage": "newton", "candidates": [[0, 1, 0]]}
     status, why = site_a(fed, "evaluate_binary", params)
+    assert status == "refused" and "bounded-region rule" in why and "hidden unit" in why
+    status, why = site_a(wide_fed, "evaluate_binary", params)
     assert status == "refused" and "support rule" in why and "grad" in why
 
 

@@ -73,7 +73,7 @@ def test_first_round_cross_products(fed) -> None:
 
 
 def test_indicator_hidden_unit(fed) -> None:
-    w0 = [[[60.0]], [-60.0 * TARGET_AGE], [1.0], [1.0]]
+    w0 = [[[5.0]], [-5.0 * TARGET_AGE], [1.0], [1.0]]
     params = {
         "model": "mlp",
         "hidden": 1,
@@ -84,7 +84,7 @@ def test_indicator_hidden_unit(fed) -> None:
         "lr": 1.0,
         "batch_size": 400,
     }
-    assert "support rule" in refused_at(fed, "A", "local_train", params)
+    assert "bounded-region rule" in refused_at(fed, "A", "local_train", params)
 
 
 def test_crafted_model_evaluated(fed) -> None:
@@ -92,10 +92,10 @@ def test_crafted_model_evaluated(fed) -> None:
         "model": "mlp",
         "hidden": 1,
         "preprocess": raw_spec(["age"]),
-        "weights": [[[60.0]], [-60.0 * TARGET_AGE], [5.0], [5.0]],
+        "weights": [[[5.0]], [-5.0 * TARGET_AGE], [5.0], [5.0]],
     }
     params = {"model": model, "target": "death", "stage": "newton", "candidates": [[0, 1, 0]]}
-    assert "support rule" in refused_at(fed, "A", "evaluate_binary", params)
+    assert "bounded-region rule" in refused_at(fed, "A", "evaluate_binary", params)
 
 
 def test_one_patient_subgroup_zero_cells(fed) -> None:

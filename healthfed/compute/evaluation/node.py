@@ -25,11 +25,11 @@ from healthfed.compute.fedavg import (
     _float_param,
     _int_param,
     design_from_params,
-    logits,
+    node_logits,
     sigmoid,
     validate_model_params,
 )
-from healthfed.errors import PolicyDenied
+from healthfed.errors import PolicyDenied, ThresholdViolation
 from healthfed.privacy.contributions import ContributionProfile, concat_profiles, profile_rows
 from healthfed.privacy.model_release import ModelStatistics
 
@@ -37,6 +37,8 @@ __all__ = ["run_evaluate", "validate_evaluate"]
 
 #: Most fine bins a request may ask for.
 MAX_BINS = 100_000
+#: Steepest recalibration slope ``b`` a node evaluates (see :func:`check_candidates`).
+MAX_CALIBRATION_SLOPE = 4.0
 #: Most recalibration candidates (one per site plus the pooled one) a request may carry.
 MAX_CANDIDATES = 1000
 
@@ -94,7 +96,9 @@ def run_evaluate(con: Any, descriptor: Any, params: dict[str, Any], policy: Any)
     n = len(y)
     if n < policy.min_subset:
         return ModelStatistics(arrays={}, n_rows=n, n_params=2)  # the filter refuses it
-    z = logits(params["model"], params["weights"], X)
+    bound = float(policy.eta_bound)
+    z = node_logits(params["model"], params["weights"], X, bound)
+    check_candidates(params["candidates"], bound)
     grad, hess = recalibration_derivatives(z, y, params["candidates"])
     arrays: dict[str, np.ndarray] = {"grad": grad, "hess": hess}
     n_top = int(policy.dominance_n)
@@ -139,6 +143,24 @@ def run_evaluate(con: Any, descriptor: Any, params: dict[str, Any], policy: Any)
         profiles=profiles,
         layout=("edges", "threshold_kept"),
     )
+
+
+def check_candidates(cand: np.ndarray, bound: float) -> None:
+    """Keep the recalibration candidates ``a + b z`` and ``c + z`` near the bounded region.
+
+    The aggregator chooses the candidates; a slope ``b`` of 1e4 would turn the
+    (bounded, smooth) score back into an indicator of one score value. A slope up to
+    :data:`MAX_CALIBRATION_SLOPE` makes a recalibrated logit at most that many times
+    as steep as the model's own, and ``|a|, |c| <= eta_bound`` keeps its offset in the
+    region; Newton's iterates for a real model's calibration lie well inside both.
+    """
+    for a, b, c in cand:
+        if abs(b) > MAX_CALIBRATION_SLOPE or abs(a) > bound or abs(c) > bound:
+            raise ThresholdViolation(
+                f"bounded-region rule: a recalibration candidate (a={a:.3g}, b={b:.3g}, "
+                f"c={c:.3g}) lies outside |b| <= {MAX_CALIBRATION_SLOPE:g}, |a|, |c| <= "
+                f"{bound:g} (policy field eta_bound); refused"
+            )
 
 
 def merge_dominated(

@@ -36,6 +36,7 @@ from healthfed.compute.fedavg.models import (
     logits,
     loss_and_grad,
     n_weights,
+    node_logits,
     per_example_grads,
     sigmoid,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "logits",
     "loss_and_grad",
     "n_weights",
+    "node_logits",
     "per_example_grads",
     "round_dp",
     "run_feature_moments",

@@ -15,6 +15,7 @@ import numpy as np
 
 from healthfed.compute.deadline import check_deadline
 from healthfed.errors import PolicyDenied
+from healthfed.privacy.bounded_region import check_bounded
 
 __all__ = [
     "MODEL_KINDS",
@@ -26,6 +27,7 @@ __all__ = [
     "logits",
     "loss_and_grad",
     "n_weights",
+    "node_logits",
     "per_example_grads",
     "sigmoid",
     "unflatten",
@@ -67,6 +69,29 @@ def logits(kind: str, weights: Sequence[np.ndarray], X: np.ndarray) -> np.ndarra
         return X @ w + b[0]
     W1, b1, w2, b2 = weights
     return np.tanh(X @ W1 + b1) @ w2 + b2[0]
+
+
+def node_logits(
+    kind: str, weights: Sequence[np.ndarray], X: np.ndarray, bound: float
+) -> np.ndarray:
+    """:func:`logits` of a researcher-chosen model at a node, inside the bounded region.
+
+    Every pre-activation the model computes on the site's rows -- each hidden unit's
+    input and the output logit -- must stay within ``bound`` (the site policy's
+    ``eta_bound``), or the node refuses (:mod:`healthfed.privacy.bounded_region`):
+    a unit pushed to +-1000 is an indicator of one feature value and isolates the
+    patients who have it.
+    """
+    if kind == "logistic":
+        w, b = weights
+        z = X @ w + b[0]
+    else:
+        W1, b1, w2, b2 = weights
+        pre = X @ W1 + b1
+        check_bounded("input of a hidden unit", pre, bound)
+        z = np.tanh(pre) @ w2 + b2[0]
+    check_bounded("model's logit", z, bound)
+    return z
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:

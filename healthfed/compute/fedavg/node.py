@@ -22,8 +22,8 @@ from healthfed.compute.fedavg.dp_training import dp_local_update, validate_dp_tr
 from healthfed.compute.fedavg.models import (
     local_sgd_attributed,
     log_loss_sum,
-    logits,
     n_weights,
+    node_logits,
 )
 from healthfed.compute.fedavg.params import (
     FEATURE_MOMENTS,
@@ -122,6 +122,7 @@ def run_local_train(
                 ModelStatistics(arrays={}, n_rows=n, n_params=n_params), policy
             )
         return ModelStatistics(arrays={}, n_rows=n, n_params=n_params)
+    z0 = node_logits(kind, w0, X, float(policy.eta_bound))  # refuses outside the region
     if params.get("dp"):
         return dp_local_update(
             kind,
@@ -135,7 +136,6 @@ def run_local_train(
             batch_size=params["batch_size"],
             seed=params["seed"],
         )
-    z0 = logits(kind, w0, X)
     loss0 = log_loss_sum(z0, y)
     w1, shares = local_sgd_attributed(
         kind,

@@ -31,13 +31,15 @@ to +-50 except at one value make every IRLS weight (numerically) zero but one pa
 and the Hessian becomes that patient's record. The node therefore evaluates only
 inside a bounded region, checked on its own rows: ``|eta_i| <= eta_bound`` (a site
 policy field, default ``ETA_BOUND``) for the
-binomial family (probabilities within ``[6e-6, 1 - 6e-6]``, so no weight is below
-``6e-6`` or more than ``4e4`` times smaller than another) and a spread
+binomial family (probabilities within ``[1e-13, 1 - 1e-13]`` at the default 30) and a spread
 ``max eta - min eta <= eta_bound`` for the Poisson family (weights ``exp(eta)``).
 The Gaussian family's weights do not depend on ``beta``. Outside the region the node
 refuses naming the rule. Together with the per-entry support and dominance rules no
-single request can isolate a patient: every row keeps a weight within a bounded
-factor of every other, and a few heavy rows over many tiny ones fail dominance.
+single request can isolate a patient: the linear predictor is affine in the
+features and bounded over the site's rows, so neighbouring values get weights within
+a bounded factor of each other (the rule is shared with every model computation,
+:mod:`healthfed.privacy.bounded_region`), and a few heavy rows over many tiny ones
+fail dominance.
 
 Why not a node-side fit session that verifies each step? A site sees only its own
 sums; the hub's Newton step depends on the other sites' sums, which a site cannot
@@ -71,7 +73,8 @@ from healthfed.compute.glm.maths import (
 from healthfed.compute.preprocess import cached_design, feature_names, validate_spec
 from healthfed.compute.registry import Computation, register
 from healthfed.data.sql import holdout_sql, validate_holdout
-from healthfed.errors import PolicyDenied, ThresholdViolation
+from healthfed.errors import PolicyDenied
+from healthfed.privacy.bounded_region import ETA_BOUND, check_bounded, check_bounded_spread
 from healthfed.privacy.contributions import (
     ContributionProfile,
     cross_profile_blocks,
@@ -84,8 +87,6 @@ from healthfed.privacy.model_release import ModelStatistics
 __all__ = ["ETA_BOUND", "GLM_STEP", "glm_profiles", "run_glm_step", "validate_glm_step"]
 
 GLM_STEP = "glm_step"
-#: Bound on the linear predictor a node evaluates a GLM at (see the module docstring).
-ETA_BOUND = 12.0
 
 
 def validate_glm_step(params: dict[str, Any], descriptor: Any, policy: Any) -> dict[str, Any]:
@@ -183,17 +184,10 @@ def run_glm_step(con: Any, descriptor: Any, params: dict[str, Any], policy: Any)
 
 def check_trusted_region(family: str, eta: np.ndarray, bound: float = ETA_BOUND) -> None:
     """Refuse coefficients outside the bounded linear-predictor region (module docstring)."""
-    if eta.size == 0 or family == "gaussian":
-        return
-    spread = float(np.max(np.abs(eta))) if family == "binomial" else float(np.ptp(eta))
-    if not np.isfinite(spread) or spread > bound:
-        what = "|linear predictor|" if family == "binomial" else "linear predictor's spread"
-        raise ThresholdViolation(
-            f"bounded-region rule: at these coefficients the {what} reaches {spread:.3g} at "
-            f"this site, beyond the bound {bound:g} (policy field eta_bound) a node evaluates a "
-            f"{family} GLM at; "
-            "refused"
-        )
+    if family == "binomial":
+        check_bounded("binomial GLM's linear predictor", eta, bound)
+    elif family != "gaussian":
+        check_bounded_spread(f"{family} GLM's linear predictor", eta, bound)
 
 
 def missing_indicators(spec: dict[str, Any]) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from healthfed.compute.evaluation.node import validate_evaluate
-from healthfed.compute.fedavg import design_from_params, logits, sigmoid
+from healthfed.compute.fedavg import design_from_params, node_logits, sigmoid
 from healthfed.data.sql import quote_ident, sql_literal
 from healthfed.errors import DataError, PolicyDenied
 from healthfed.privacy.disclosure import CellMoments, CountTable, NumericSummary, Release
@@ -129,11 +129,13 @@ class _filtered_view:
         self.con.execute("ALTER VIEW __hf_all RENAME TO data")
 
 
-def _scores(con: Any, descriptor: Any, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def _scores(
+    con: Any, descriptor: Any, params: dict[str, Any], bound: float
+) -> tuple[np.ndarray, np.ndarray]:
     X, y = design_from_params(con, descriptor, params)
     if len(y) == 0:
         return np.empty(0), np.empty(0)
-    return sigmoid(logits(params["model"], params["weights"], X)), y
+    return sigmoid(node_logits(params["model"], params["weights"], X, bound)), y
 
 
 def _moments(v: np.ndarray, hist: np.ndarray | None = None) -> CellMoments:
@@ -151,6 +153,7 @@ def run_subgroups(con: Any, descriptor: Any, params: dict[str, Any], policy: Any
     """Score each group's rows; counts, moments and histograms as one Release."""
     t = params["threshold"]
     bins = params["bins"]
+    bound = float(policy.eta_bound)
     tables: dict[str, CountTable] = {}
     numeric: dict[str, NumericSummary] = {}
     meta: dict[str, Any] = {"attributes": {}, "threshold": repr(t), "bins": str(bins)}
@@ -160,10 +163,10 @@ def run_subgroups(con: Any, descriptor: Any, params: dict[str, Any], policy: Any
         per_group: list[tuple[np.ndarray, np.ndarray]] = []
         for _, pred in params["groups"][attr]:
             if pred == "TRUE":
-                per_group.append(_scores(con, descriptor, params))
+                per_group.append(_scores(con, descriptor, params, bound))
             else:
                 with _filtered_view(con, pred):
-                    per_group.append(_scores(con, descriptor, params))
+                    per_group.append(_scores(con, descriptor, params, bound))
         conf = np.zeros((4, len(labels)), dtype=np.int64)
         sq_cells, p_cells = [], []
         cell_scores: dict[str, list[np.ndarray]] = {c: [] for c in CELLS}

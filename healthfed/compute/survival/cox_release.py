@@ -13,7 +13,7 @@ Risk-set sums ``S0, S1, S2`` on a grid are sums over the rows still at risk at e
 step; their profiles come from per-bucket support, ``|c|`` sums and top-``n`` cumulated
 from the end (exact). As for the GLM, the linear predictor is bounded (a Cox weight
 ``exp(eta)`` of one patient cannot be made to dwarf everyone else's): its spread at
-the site must stay within :data:`healthfed.compute.glm.node.ETA_BOUND`.
+the site must stay within :data:`healthfed.privacy.bounded_region.ETA_BOUND`.
 """
 
 from __future__ import annotations
