@@ -61,7 +61,9 @@ for _module in ATTACK_MODULES:
     importlib.import_module(f"_attacks.{_module}")  # each module registers its attacks
 
 
-def run_engine(engine: str, root: Path, descs: dict, truth: dict, dos_columns: int) -> list:
+def run_engine(
+    engine: str, root: Path, descs: dict, truth: dict, dos_columns: int, only: str = ""
+) -> list:
     """Every attack on one engine: one federation (one Flower deployment) for all of them."""
     dos = importlib.import_module("_attacks.dos")
     dos.PARAMS["columns"] = [dos.PARAMS["columns"][0]] * dos_columns
@@ -79,6 +81,8 @@ def run_engine(engine: str, root: Path, descs: dict, truth: dict, dos_columns: i
     try:
         ctx = Context(engine, fed, world)
         for name, klass, fn in ATTACKS:
+            if only and only not in name:
+                continue
             results.append(run_attack(name, klass, fn, ctx))
             print(f"  [{engine}] {name}: {'LEAK' if results[-1].leak else 'no leak'}", flush=True)
     finally:
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--dos-columns", type=int, default=importlib.import_module("_attacks.dos").COLUMNS
     )
     parser.add_argument("--no-utility", action="store_true", help="attacks only")
+    parser.add_argument("--only", default="", help="run only attacks whose name contains this")
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -115,7 +120,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         root = args.work_dir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         descs, truth = build_data(root, SHARED)
-        results = [r for e in engines for r in run_engine(e, root, descs, truth, args.dos_columns)]
+        results = [
+            r
+            for e in engines
+            for r in run_engine(e, root, descs, truth, args.dos_columns, args.only)
+        ]
         utility: dict[str, Any] = {}
         if not args.no_utility:
             fractions, demo_nodes = table1_fraction(

@@ -72,6 +72,16 @@ class SitePolicy:
         Cox (default 30). A larger bound lets very confident models run at the cost of
         weaker protection against models that act as an indicator of one value (see
         ``healthfed.privacy.bounded_region``).
+    exact_nonlinear_models
+        When false (default) a node trains a nonlinear model (the MLP) only with
+        differential privacy (``local_train`` must carry a ``dp`` block) and does not
+        evaluate one (``evaluate_binary``, ``subgroup_metrics``, permutation
+        importance). Two tanh layers whose every pre-activation is within
+        ``eta_bound`` still compose into a step about a year wide at a chosen value, and
+        two requests at neighbouring steps isolate a patient whose value is a few years
+        from everyone else's (``bench/privacy_attacks.py``); only noise protects
+        against that. True accepts that residual risk for exact MLP updates and
+        evaluations.
     time_grid_unit
         The public time grid of survival releases (``km_counts``, ``cox_risk_sets``), in
         the duration's unit (default 30, i.e. days -> months): grid points are multiples
@@ -141,6 +151,7 @@ class SitePolicy:
     max_train_row_epochs: int = 10_000_000
     max_request_seconds: float = 120.0
     eta_bound: float = 30.0
+    exact_nonlinear_models: bool = False
     time_grid_unit: float = 30.0
     count_perturbation: str = "cell_key"
     cell_key_max_deviation: int = 5
@@ -197,7 +208,12 @@ class SitePolicy:
                 f"got {unit!r}"
             )
         self._check_cell_key()
-        for name in ("dp_required", "secure_aggregation_required", "allow_min_max"):
+        for name in (
+            "dp_required",
+            "secure_aggregation_required",
+            "allow_min_max",
+            "exact_nonlinear_models",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise PolicyError(f"policy field {name!r} must be true or false")
 

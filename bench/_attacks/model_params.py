@@ -5,6 +5,11 @@ The target is a patient of ``hospital_1`` whose age no other patient there share
 as ``(age - a0) / 0.001`` makes every crafted model's linear predictor 0 at the
 target's age and +-1000 (or more) everywhere else, so every other patient's weight,
 hidden unit or score saturates to exactly 0 or 1.
+
+The "by difference" attacks stay inside the bounded region (every pre-activation
+within ``eta_bound`` on the site's rows): two requests at units as steep as the bound
+allows, centred a year either side of the patient farthest in age from every other,
+whose replies differ (almost) only by that patient's terms.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import pandas as pd
 from _attacks.base import Context, attack, close_enough
 from healthfed.compute.glm.maths import unpack_upper
 from healthfed.compute.preprocess import standardisation_spec
+from healthfed.policy import SitePolicy
 
 __all__ = ["array", "target_patient"]
 
@@ -123,3 +129,125 @@ def evaluate_crafted(ctx: Context) -> tuple[bool, str]:
     y_hat = (1.0 - (brier[0] - brier[1])) / 2.0
     truth = float(p.death_28d)
     return close_enough(y_hat, truth, 0.05), f"death_28d estimate {y_hat:.3f} (true {truth:g})"
+
+
+def isolated_patient(ctx: Context) -> tuple[pd.Series, float, float, float]:
+    """The ``hospital_1`` patient farthest in age from every other (the worst case).
+
+    Returns the patient, the gap to the nearest other age, and the site's age range
+    (an attacker finds the range by probing the bounded-region rule's refusals).
+    """
+    d = ctx.world.truth["covid"][SITE].dropna(subset=["age", "death_28d"])
+    ages = np.sort(d["age"].unique())
+    counts = d["age"].value_counts()
+    gaps = np.minimum(np.diff(ages, prepend=-np.inf), np.diff(ages, append=np.inf))
+    lone = [(g, a) for g, a in zip(gaps, ages, strict=True) if counts[a] == 1]
+    gap, age = max(lone)
+    lo, hi = float(d["age"].min()), float(d["age"].max())
+    return d[d["age"] == age].iloc[0], float(gap), lo, hi
+
+
+def _steepest(lo: float, hi: float, centre: float) -> float:
+    """Largest slope ``k`` with ``|k (age - centre)| <= 0.99 eta_bound`` over ``[lo, hi]``."""
+    return 0.99 * float(SitePolicy().eta_bound) / max(hi - centre, centre - lo)
+
+
+@attack(
+    "evaluate_binary of two steepest bounded models: one outcome by difference",
+    "1 crafted parameters",
+)
+def evaluate_bounded_difference(ctx: Context) -> tuple[bool, str]:
+    p, gap, lo, hi = isolated_patient(ctx)
+    a0 = float(p.age)
+    half = min(gap / 2.0, 1.0)
+    k = _steepest(lo, hi, a0)
+    sums = []
+    for c in (a0 - half, a0 + half):  # the target scores high in the first model only
+        spec = standardisation_spec(["age"], centers=[c], scales=[1.0 / k])
+        model = {"model": "logistic", "preprocess": spec, "weights": [[1.0], [0.0]]}
+        reply = ctx.round("evaluate_binary", "covid", {"model": model, "target": "death_28d"})
+        pos = array(reply[SITE], "psum_pos")
+        if pos is None or np.isnan(pos).any():
+            return False, "score sums withheld"
+        sums.append((float(np.nansum(pos)), k * (a0 - c)))
+    (s_a, z_a), (s_b, z_b) = sums
+    weight = float(1 / (1 + np.exp(-z_a)) - 1 / (1 + np.exp(-z_b)))
+    y_hat = (s_a - s_b) / weight
+    truth = float(p.death_28d)
+    return close_enough(y_hat, truth, 0.25), (
+        f"death_28d estimate {y_hat:.3f} (true {truth:g}; age gap {gap:g} y, slope {k:.3g}/y)"
+    )
+
+
+@attack(
+    "local_train MLP, steepest bounded hidden unit at two centres: one outcome by difference",
+    "1 crafted parameters",
+)
+def mlp_bounded_difference(ctx: Context) -> tuple[bool, str]:
+    p, gap, lo, hi = isolated_patient(ctx)
+    a0 = float(p.age)
+    half = min(gap / 2.0, 1.0)
+    k = _steepest(lo, hi, a0)
+    out = []
+    for c in (a0 - half, a0 + half):
+        # one hidden unit h = tanh(k (age - c)); output weight 0 so z = 0, p = 1/2
+        params = {
+            "model": "mlp",
+            "hidden": 1,
+            "target": "death_28d",
+            "preprocess": standardisation_spec(["age"], centers=[c], scales=[1.0 / k]),
+            "weights": [[[1.0]], [0.0], [0.0], [0.0]],
+            "epochs": 1,
+            "batch_size": 1_000_000,
+            "lr": 1.0,
+            "mu": 0.0,
+            "seed": 0,
+        }
+        reply = ctx.round("local_train", "covid", params)[SITE]
+        d2, n = array(reply, "delta_2"), reply.get("n_rows")
+        if d2 is None or n is None or np.isnan(d2).any():
+            return False, "update withheld"
+        # delta_2 = -lr/n sum_i (1/2 - y_i) h_i
+        out.append((float(d2[0]) * float(n), float(np.tanh(k * (a0 - c)))))
+    (s_a, h_a), (s_b, h_b) = out
+    # s_a - s_b = sum_i (y_i - 1/2)(h_a,i - h_b,i); rows far from the target cancel
+    y_hat = 0.5 + (s_a - s_b) / (h_a - h_b)
+    truth = float(p.death_28d)
+    return close_enough(y_hat, truth, 0.25), (
+        f"death_28d estimate {y_hat:.3f} (true {truth:g}; age gap {gap:g} y, slope {k:.3g}/y)"
+    )
+
+
+@attack(
+    "evaluate_binary of a bounded MLP step at two centres: one outcome by difference",
+    "1 crafted parameters",
+)
+def evaluate_mlp_step_difference(ctx: Context) -> tuple[bool, str]:
+    # p = sigmoid(h tanh(k (age - c)) + h + 1): every pre-activation within the bound, yet
+    # the two layers compose into a step about a year wide at c, from p = sigmoid(1)
+    # below it to p = 1 above it.
+    p, gap, lo, hi = isolated_patient(ctx)
+    a0 = float(p.age)
+    half = min(gap / 2.0, 1.0)
+    k = _steepest(lo, hi, a0)
+    h = (0.99 * float(SitePolicy().eta_bound) - 1.0) / 2.0
+    brier = []
+    for c in (a0 - half, a0 + half):
+        spec = standardisation_spec(["age"], centers=[c], scales=[1.0 / k])
+        weights = [[[1.0]], [0.0], [h], [h + 1.0]]
+        model = {"model": "mlp", "hidden": 1, "preprocess": spec, "weights": weights}
+        # a flat recalibration candidate, so its derivatives are dominated by no one
+        params = {"model": model, "target": "death_28d", "candidates": [[29.0, 0.0, 29.0]]}
+        reply = ctx.round("evaluate_binary", "covid", params)
+        b = (reply[SITE].get("scalars") or {}).get("brier_sum")
+        if b is None:
+            return False, "no Brier sum released"
+        brier.append(float(b))
+    # brier_a - brier_b = (1 - y)^2 - (s - y)^2 for the target (s = sigmoid(1)), ~0 for
+    # everyone else, whose scores are the same in both models
+    s = float(1 / (1 + np.exp(-1.0)))
+    y_hat = ((1 - s * s) - (brier[0] - brier[1])) / (2 * (1 - s))
+    truth = float(p.death_28d)
+    return close_enough(y_hat, truth, 0.25), (
+        f"death_28d estimate {y_hat:.3f} (true {truth:g}; age gap {gap:g} y, slope {k:.3g}/y)"
+    )

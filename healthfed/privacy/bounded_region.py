@@ -21,6 +21,12 @@ which float64 sums do not carry. This is the limit stated in the README as a
 residual risk: many requests at smooth models are a (badly conditioned)
 deconvolution, not an exact read-out.
 
+Linear predictors only: two layers compose. ``sigmoid(h tanh(k (age - c)) + h)`` keeps
+every pre-activation within the bound, yet steps from 1/2 to 1 within a few years of
+``c``; two requests at neighbouring ``c`` isolate a patient whose age is a few years
+from everyone else's. So nonlinear models are trained only with differential privacy
+and not evaluated unless the site accepts that risk (:func:`require_linear_or_dp`).
+
 For the Poisson family and Cox, whose weights are ``exp(eta)``, only the spread
 ``max eta - min eta`` matters (an offset cancels in the partial likelihood), so
 the spread is bounded instead.
@@ -30,9 +36,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from healthfed.errors import ThresholdViolation
+from healthfed.errors import PolicyDenied, ThresholdViolation
 
-__all__ = ["ETA_BOUND", "check_bounded", "check_bounded_spread"]
+__all__ = ["ETA_BOUND", "check_bounded", "check_bounded_spread", "require_linear_or_dp"]
 
 #: Default bound on every pre-activation a node evaluates. Fitted models reach 13-22 on
 #: outlying patients (measured: the exact fit of the 4 x 250k speed cohort 13.4, FedAdam
@@ -73,3 +79,23 @@ def check_bounded_spread(what: str, values: np.ndarray, bound: float = ETA_BOUND
             f"rows, beyond the bound {bound:g} (policy field eta_bound) within which a node "
             "evaluates a researcher-chosen model; refused"
         )
+
+
+def require_linear_or_dp(computation: str, kind: str, dp: object, policy: object) -> None:
+    """Refuse a nonlinear model without differential privacy unless the site allows it.
+
+    ``kind`` is the model kind ("logistic" is linear in the features, "mlp" is not);
+    ``dp`` the request's validated DP block (``None`` when there is none, or when the
+    computation has no DP variant). The policy field is ``exact_nonlinear_models``.
+    """
+    if kind == "logistic" or dp is not None or getattr(policy, "exact_nonlinear_models", False):
+        return
+    what = (
+        "trains an MLP only with differential privacy (add a 'dp' block: dp= on the estimator)"
+        if computation == "local_train"
+        else f"does not evaluate an MLP ({computation})"
+    )
+    raise PolicyDenied(
+        f"this site {what}: two bounded tanh layers compose into a step that isolates a "
+        "patient by difference (policy field exact_nonlinear_models is false)"
+    )

@@ -170,7 +170,11 @@ def test_mlp_spec_and_site_with_too_few_events_refuses(tmp_path, frames):
     rare = make_site(80, 0.0, 21)
     rare["y"] = 0
     rare.loc[rare.index[:3], "y"] = 1  # 3 events < min_cell_count 5
-    with Federation.inprocess(make_nodes(tmp_path, {**frames, "rare": rare})) as fed:
+    with Federation.inprocess(make_nodes(tmp_path / "default", frames)) as fed:
+        with pytest.raises(ThresholdViolation, match="exact_nonlinear_models"):
+            E.evaluate_classifier(fed, "synth", mlp, "y")
+    exact = SitePolicy(exact_nonlinear_models=True)
+    with Federation.inprocess(make_nodes(tmp_path, {**frames, "rare": rare}, exact)) as fed:
         res = E.evaluate_classifier(fed, "synth", mlp, "y")
     assert "rare" in res.refused and "min_cell_count" in res.refused["rare"]
     assert res.sites == ["a", "b", "c"]

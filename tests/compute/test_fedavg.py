@@ -139,7 +139,8 @@ def test_logistic_reaches_pooled_auroc(fed, frames, strategy, kwargs):
 
 def test_mlp_improves_loss_and_small_site_is_refused(tmp_path, frames):
     small = {**frames, "tiny": make_site(100, 0.0, 9)}
-    with Federation.inprocess(make_nodes(tmp_path, small)) as fed:
+    exact = SitePolicy(exact_nonlinear_models=True)  # exact MLP updates: a stated risk
+    with Federation.inprocess(make_nodes(tmp_path, small, exact)) as fed:
         est = FederatedMLPClassifier(hidden=8, rounds=15, lr=0.2, random_state=1)
         est.fit(fed, "synth", "y", FEATURES, progress=True)
     assert est.n_params_ == 4 * 8 + 8 + 8 + 1  # 49 > 0.33 * 100

@@ -67,9 +67,10 @@ def fed(tmp_path_factory, frames):
 
 @pytest.fixture(scope="module")
 def wide_fed(tmp_path_factory, frames):
-    """Sites that widened the bounded region to its maximum: the second line of defence."""
+    """Sites that widened the bounded region to its maximum and accept exact MLPs: the
+    support and dominance rules are then the line of defence."""
     tmp = tmp_path_factory.mktemp("invariant_wide")
-    policy = SitePolicy(eta_bound=690.0)
+    policy = SitePolicy(eta_bound=690.0, exact_nonlinear_models=True)
     f = Federation.inprocess([make_node(tmp, s, df, policy) for s, df in frames.items()])
     yield f
     f.close()
@@ -176,7 +177,7 @@ def test_local_train_indicator_unit_gives_one_outcome(fed, wide_fed, frames) -> 
         "batch_size": 400,
     }
     status, why = site_a(fed, "local_train", params)
-    assert status == "refused" and "bounded-region rule" in why and "hidden unit" in why
+    assert status == "refused" and "only with differential privacy" in why
     status, why = site_a(wide_fed, "local_train", params)
     assert status == "refused" and "support rule" in why and "delta_0" in why
 
@@ -193,9 +194,71 @@ def test_evaluate_crafted_model_gives_one_outcome(fed, wide_fed, frames) -> None
     model = {"model": "mlp", "hidden": 1, "preprocess": raw_spec(["age"]), "weights": w}
     params = {"model": model, "target": "death", "stage": "newton", "candidates": [[0, 1, 0]]}
     status, why = site_a(fed, "evaluate_binary", params)
-    assert status == "refused" and "bounded-region rule" in why and "hidden unit" in why
+    assert status == "refused" and "does not evaluate an MLP" in why
     status, why = site_a(wide_fed, "evaluate_binary", params)
     assert status == "refused" and "support rule" in why and "grad" in why
+
+
+# --- class 1: bounded MLPs at two neighbouring centres, by difference -------------------
+def _bounded_mlp(a: pd.DataFrame, centre: float, out: tuple[float, float]) -> list[np.ndarray]:
+    """One tanh unit at ``centre``, as steep as the bounded region allows on site A."""
+    ages = a["age"].to_numpy(float)
+    k = 0.99 * SitePolicy().eta_bound / max(ages.max() - centre, centre - ages.min())
+    return [np.array([[k]]), np.array([-k * centre]), np.array([out[0]]), np.array([out[1]])]
+
+
+def test_bounded_mlp_update_difference_gives_one_outcome(fed, frames) -> None:
+    a = frames["A"]
+    X, y = a[["age"]].to_numpy(float), a["death"].to_numpy(float)
+    # Unprotected: delta_2 n = sum_i (y_i - 1/2) h_i; two centres a year either side of
+    # the target differ (almost) only at the target, every pre-activation within bound.
+    diffs, hs = [], []
+    for c in (TARGET_AGE - 1.0, TARGET_AGE + 1.0):
+        w0 = _bounded_mlp(a, c, (0.0, 0.0))
+        w1 = local_sgd("mlp", w0, X, y, epochs=1, lr=1.0, batch_size=len(y))
+        diffs.append(float((w1[2] - w0[2])[0]) * len(y))
+        hs.append(float(np.tanh(w0[0][0, 0] * TARGET_AGE + w0[1][0])))
+    y_hat = 0.5 + (diffs[0] - diffs[1]) / (hs[0] - hs[1])
+    assert abs(y_hat - 1.0) < 0.25  # the target died: recovered
+    params = {
+        "model": "mlp",
+        "hidden": 1,
+        "target": "death",
+        "preprocess": raw_spec(["age"]),
+        "weights": [w.tolist() for w in _bounded_mlp(a, TARGET_AGE - 1.0, (0.0, 0.0))],
+        "epochs": 1,
+        "lr": 1.0,
+        "batch_size": 400,
+    }
+    status, why = site_a(fed, "local_train", params)
+    assert status == "refused" and "only with differential privacy" in why
+
+
+def test_bounded_mlp_step_evaluation_difference_gives_one_outcome(fed, frames) -> None:
+    a = frames["A"]
+    y = a["death"].to_numpy(float)
+    h = (0.99 * SitePolicy().eta_bound - 1.0) / 2.0
+    # Unprotected: p = sigmoid(h tanh(k (age - c)) + h + 1) is sigmoid(1) below c and 1
+    # above it; the Brier sums at two centres differ only by the target's term.
+    brier = []
+    for c in (TARGET_AGE - 1.0, TARGET_AGE + 1.0):
+        w = _bounded_mlp(a, c, (h, h + 1.0))
+        z = np.tanh(a[["age"]].to_numpy(float) @ w[0] + w[1]) @ w[2] + w[3][0]
+        assert np.abs(z).max() <= SitePolicy().eta_bound
+        brier.append(float(np.sum((sigmoid(z) - y) ** 2)))
+    s = float(sigmoid(np.array([1.0]))[0])
+    y_hat = ((1 - s * s) - (brier[0] - brier[1])) / (2 * (1 - s))
+    assert abs(y_hat - 1.0) < 0.25
+    w = _bounded_mlp(a, TARGET_AGE - 1.0, (h, h + 1.0))
+    model = {
+        "model": "mlp",
+        "hidden": 1,
+        "preprocess": raw_spec(["age"]),
+        "weights": [x.tolist() for x in w],
+    }
+    params = {"model": model, "target": "death", "candidates": [[29.0, 0.0, 29.0]]}
+    status, why = site_a(fed, "evaluate_binary", params)
+    assert status == "refused" and "does not evaluate an MLP" in why
 
 
 # --- class 6: zero cells of a one-patient subgroup ----------------------------------------

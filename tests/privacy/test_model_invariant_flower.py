@@ -18,7 +18,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _privacy_helpers import COLUMNS, SUBGROUP_BY_WARD, site_outcome  # noqa: E402
-from test_model_invariant import TARGET_AGE, _frames, onehot_spec, raw_spec  # noqa: E402
+from test_model_invariant import (  # noqa: E402
+    TARGET_AGE,
+    _bounded_mlp,
+    _frames,
+    onehot_spec,
+    raw_spec,
+)
 
 from healthfed.data.dataset import render_descriptor_toml  # noqa: E402
 from healthfed.federation.federation import Federation  # noqa: E402
@@ -84,7 +90,7 @@ def test_indicator_hidden_unit(fed) -> None:
         "lr": 1.0,
         "batch_size": 400,
     }
-    assert "bounded-region rule" in refused_at(fed, "A", "local_train", params)
+    assert "only with differential privacy" in refused_at(fed, "A", "local_train", params)
 
 
 def test_crafted_model_evaluated(fed) -> None:
@@ -95,7 +101,7 @@ def test_crafted_model_evaluated(fed) -> None:
         "weights": [[[5.0]], [-5.0 * TARGET_AGE], [5.0], [5.0]],
     }
     params = {"model": model, "target": "death", "stage": "newton", "candidates": [[0, 1, 0]]}
-    assert "bounded-region rule" in refused_at(fed, "A", "evaluate_binary", params)
+    assert "does not evaluate an MLP" in refused_at(fed, "A", "evaluate_binary", params)
 
 
 def test_one_patient_subgroup_zero_cells(fed) -> None:
@@ -104,3 +110,30 @@ def test_one_patient_subgroup_zero_cells(fed) -> None:
     j = t["n.ward"]["cols"].index("d")
     assert t["n.ward"]["counts"][0][j] is None
     assert [row[j] for row in t["conf.ward"]["counts"]] == [None] * 4
+
+
+def test_bounded_mlp_update_and_evaluation_by_difference(fed) -> None:
+    # the same bounded tanh units as tests/privacy/test_model_invariant.py, where both
+    # attacks are shown to recover the target's outcome from the unprotected sums
+    a = _frames()["A"]
+    update = _bounded_mlp(a, TARGET_AGE - 1.0, (0.0, 0.0))
+    params = {
+        "model": "mlp",
+        "hidden": 1,
+        "target": "death",
+        "preprocess": raw_spec(["age"]),
+        "weights": [w.tolist() for w in update],
+        "epochs": 1,
+        "lr": 1.0,
+        "batch_size": 400,
+    }
+    assert "only with differential privacy" in refused_at(fed, "A", "local_train", params)
+    h = 0.99 * 15.0 - 0.5
+    model = {
+        "model": "mlp",
+        "hidden": 1,
+        "preprocess": raw_spec(["age"]),
+        "weights": [w.tolist() for w in _bounded_mlp(a, TARGET_AGE - 1.0, (h, h + 1.0))],
+    }
+    params = {"model": model, "target": "death", "candidates": [[29.0, 0.0, 29.0]]}
+    assert "does not evaluate an MLP" in refused_at(fed, "A", "evaluate_binary", params)

@@ -7,11 +7,12 @@ import math
 
 import numpy as np
 import pytest
-from _trust_helpers import HOLDOUT, TARGET, pooled_rows
+from _trust_helpers import HOLDOUT, TARGET, federation, pooled_rows
 
 from healthfed.compute.fedavg import FedAvgLogisticRegression, FederatedMLPClassifier
 from healthfed.compute.preprocess import standardisation_spec
-from healthfed.errors import DataError
+from healthfed.errors import DataError, HealthfedError
+from healthfed.policy import SitePolicy
 from healthfed.governance.audit import verify_audit_log
 from healthfed.trust import build_report, load_model, predict, record_decision, save_model
 from healthfed.trust.commands import decide_command, predict_command, report_command
@@ -160,11 +161,16 @@ def test_fedavg_and_mlp_reports(fed, node_files, tmp_path):
     assert art.cov_params() is not None  # inverse federated Fisher information
     pt = {"age": 70, "spo2": 90, "resp_rate": 24, "crp": 80, "diabetes": 0}
     assert predict(art, pt).interval is not None
+    with pytest.raises(HealthfedError, match="exact_nonlinear_models"):
+        FederatedMLPClassifier(hidden=4, rounds=5).fit(
+            fed, "covid", TARGET, numeric, holdout=HOLDOUT
+        )
+    exact = federation(node_files, SitePolicy(exact_nonlinear_models=True))
     mlp = FederatedMLPClassifier(hidden=4, rounds=5).fit(
-        fed, "covid", TARGET, numeric, holdout=HOLDOUT
+        exact, "covid", TARGET, numeric, holdout=HOLDOUT
     )
     rep2 = build_report(
-        fed,
+        exact,
         "covid",
         mlp,
         TARGET,
@@ -185,6 +191,7 @@ def test_fedavg_and_mlp_reports(fed, node_files, tmp_path):
         mlp.predict_proba(df[numeric])[:, 1],
         atol=1e-12,
     )
+    exact.close()
 
 
 def test_write_demo_report(fed, tmp_path):

@@ -30,6 +30,7 @@ from healthfed.compute.fedavg import (
     validate_model_params,
 )
 from healthfed.errors import PolicyDenied, ThresholdViolation
+from healthfed.privacy.bounded_region import require_linear_or_dp
 from healthfed.privacy.contributions import ContributionProfile, concat_profiles, profile_rows
 from healthfed.privacy.model_release import ModelStatistics
 
@@ -68,6 +69,7 @@ def validate_evaluate(params: dict[str, Any], descriptor: Any, policy: Any) -> d
         },
         descriptor,
     )
+    require_linear_or_dp("evaluation, subgroup metrics, importance", merged["model"], None, policy)
     stage = params.get("stage", "full")
     if stage not in ("full", "newton"):
         raise PolicyDenied("parameter 'stage' must be 'full' or 'newton'")

@@ -36,6 +36,7 @@ from healthfed.compute.preprocess import design_matrix
 from healthfed.compute.registry import Computation, register
 from healthfed.data.sql import holdout_sql, quote_ident, validate_holdout
 from healthfed.errors import DataError, PolicyDenied
+from healthfed.privacy.bounded_region import require_linear_or_dp
 from healthfed.privacy.contributions import (
     ContributionProfile,
     cross_profile_blocks,
@@ -97,6 +98,7 @@ def validate_local_train(params: dict[str, Any], descriptor: Any, policy: Any) -
     out["lr"] = _float_param(params, "lr", 0.1, 1e-8, 10.0)
     out["mu"] = _float_param(params, "mu", 0.0, 0.0, 1e4)
     out["dp"] = validate_dp_training(params.get("dp"), policy)
+    require_linear_or_dp(LOCAL_TRAIN, out["model"], out["dp"], policy)
     if out["dp"] is None:
         out.pop("dp")
     return out
