@@ -56,27 +56,22 @@ def check_bounded(what: str, values: np.ndarray, bound: float = ETA_BOUND) -> No
     the region.
     """
     values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        return
-    reach = float(np.max(np.abs(values)))
-    if not np.isfinite(reach) or reach > bound:
-        raise ThresholdViolation(
-            f"bounded-region rule: the {what} reaches {reach:.3g} on this site's rows, "
-            f"beyond the bound {bound:g} (policy field eta_bound) within which a node "
-            "evaluates a researcher-chosen model; refused"
-        )
+    if values.size:
+        _refuse_beyond(f"the {what}", float(np.max(np.abs(values))), bound)
 
 
 def check_bounded_spread(what: str, values: np.ndarray, bound: float = ETA_BOUND) -> None:
     """Refuse when the spread ``max - min`` of ``values`` exceeds ``bound`` (exp-weighted models)."""
     values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        return
-    spread = float(np.ptp(values))
-    if not np.isfinite(spread) or spread > bound:
+    if values.size:
+        _refuse_beyond(f"the {what}'s spread", float(np.ptp(values)), bound)
+
+
+def _refuse_beyond(what: str, reach: float, bound: float) -> None:
+    if not np.isfinite(reach) or reach > bound:
         raise ThresholdViolation(
-            f"bounded-region rule: the {what}'s spread reaches {spread:.3g} on this site's "
-            f"rows, beyond the bound {bound:g} (policy field eta_bound) within which a node "
+            f"bounded-region rule: {what} reaches {reach:.3g} on this site's rows, "
+            f"beyond the bound {bound:g} (policy field eta_bound) within which a node "
             "evaluates a researcher-chosen model; refused"
         )
 

@@ -64,11 +64,19 @@ def n_weights(weights: Sequence[np.ndarray]) -> int:
 
 def logits(kind: str, weights: Sequence[np.ndarray], X: np.ndarray) -> np.ndarray:
     """Linear predictor ``z`` so that ``P(y=1) = sigmoid(z)``."""
+    return _forward(kind, weights, X)[1]
+
+
+def _forward(
+    kind: str, weights: Sequence[np.ndarray], X: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """The hidden units' inputs (``None`` for the logistic model) and the logits."""
     if kind == "logistic":
         w, b = weights
-        return X @ w + b[0]
+        return None, X @ w + b[0]
     W1, b1, w2, b2 = weights
-    return np.tanh(X @ W1 + b1) @ w2 + b2[0]
+    pre = X @ W1 + b1
+    return pre, np.tanh(pre) @ w2 + b2[0]
 
 
 def node_logits(
@@ -82,14 +90,9 @@ def node_logits(
     a unit pushed to +-1000 is an indicator of one feature value and isolates the
     patients who have it.
     """
-    if kind == "logistic":
-        w, b = weights
-        z = X @ w + b[0]
-    else:
-        W1, b1, w2, b2 = weights
-        pre = X @ W1 + b1
+    pre, z = _forward(kind, weights, X)
+    if pre is not None:
         check_bounded("input of a hidden unit", pre, bound)
-        z = np.tanh(pre) @ w2 + b2[0]
     check_bounded("model's logit", z, bound)
     return z
 
