@@ -14,6 +14,7 @@ whose replies differ (almost) only by that patient's terms.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -152,31 +153,55 @@ def _steepest(lo: float, hi: float, centre: float) -> float:
     return 0.99 * float(SitePolicy().eta_bound) / max(hi - centre, centre - lo)
 
 
+@dataclass
+class _TwoCentres:
+    """What every "by difference" attack shares: its target, two centres, the slope."""
+
+    patient: pd.Series
+    gap: float
+    slope: float
+    centres: tuple[float, float]
+
+    @classmethod
+    def around_isolated(cls, ctx: Context) -> _TwoCentres:
+        """Centres a year (at most half the gap) either side of the most isolated patient."""
+        p, gap, lo, hi = isolated_patient(ctx)
+        a0, half = float(p.age), min(gap / 2.0, 1.0)
+        return cls(p, gap, _steepest(lo, hi, a0), (a0 - half, a0 + half))
+
+    def spec(self, centre: float) -> dict[str, Any]:
+        """Age standardised so that a unit weight is a unit of slope ``k`` about ``centre``."""
+        return standardisation_spec(["age"], centers=[centre], scales=[1.0 / self.slope])
+
+    def at_target(self, centre: float) -> float:
+        """``k (age - centre)`` at the target."""
+        return self.slope * (float(self.patient.age) - centre)
+
+    def verdict(self, y_hat: float) -> tuple[bool, str]:
+        truth = float(self.patient.death_28d)
+        return close_enough(y_hat, truth, 0.25), (
+            f"death_28d estimate {y_hat:.3f} (true {truth:g}; age gap {self.gap:g} y, "
+            f"slope {self.slope:.3g}/y)"
+        )
+
+
 @attack(
     "evaluate_binary of two steepest bounded models: one outcome by difference",
     "1 crafted parameters",
 )
 def evaluate_bounded_difference(ctx: Context) -> tuple[bool, str]:
-    p, gap, lo, hi = isolated_patient(ctx)
-    a0 = float(p.age)
-    half = min(gap / 2.0, 1.0)
-    k = _steepest(lo, hi, a0)
+    two = _TwoCentres.around_isolated(ctx)
     sums = []
-    for c in (a0 - half, a0 + half):  # the target scores high in the first model only
-        spec = standardisation_spec(["age"], centers=[c], scales=[1.0 / k])
-        model = {"model": "logistic", "preprocess": spec, "weights": [[1.0], [0.0]]}
+    for c in two.centres:  # the target scores high in the first model only
+        model = {"model": "logistic", "preprocess": two.spec(c), "weights": [[1.0], [0.0]]}
         reply = ctx.round("evaluate_binary", "covid", {"model": model, "target": "death_28d"})
         pos = array(reply[SITE], "psum_pos")
         if pos is None or np.isnan(pos).any():
             return False, "score sums withheld"
-        sums.append((float(np.nansum(pos)), k * (a0 - c)))
+        sums.append((float(np.nansum(pos)), two.at_target(c)))
     (s_a, z_a), (s_b, z_b) = sums
     weight = float(1 / (1 + np.exp(-z_a)) - 1 / (1 + np.exp(-z_b)))
-    y_hat = (s_a - s_b) / weight
-    truth = float(p.death_28d)
-    return close_enough(y_hat, truth, 0.25), (
-        f"death_28d estimate {y_hat:.3f} (true {truth:g}; age gap {gap:g} y, slope {k:.3g}/y)"
-    )
+    return two.verdict((s_a - s_b) / weight)
 
 
 @attack(
@@ -184,18 +209,15 @@ def evaluate_bounded_difference(ctx: Context) -> tuple[bool, str]:
     "1 crafted parameters",
 )
 def mlp_bounded_difference(ctx: Context) -> tuple[bool, str]:
-    p, gap, lo, hi = isolated_patient(ctx)
-    a0 = float(p.age)
-    half = min(gap / 2.0, 1.0)
-    k = _steepest(lo, hi, a0)
+    two = _TwoCentres.around_isolated(ctx)
     out = []
-    for c in (a0 - half, a0 + half):
+    for c in two.centres:
         # one hidden unit h = tanh(k (age - c)); output weight 0 so z = 0, p = 1/2
         params = {
             "model": "mlp",
             "hidden": 1,
             "target": "death_28d",
-            "preprocess": standardisation_spec(["age"], centers=[c], scales=[1.0 / k]),
+            "preprocess": two.spec(c),
             "weights": [[[1.0]], [0.0], [0.0], [0.0]],
             "epochs": 1,
             "batch_size": 1_000_000,
@@ -208,14 +230,10 @@ def mlp_bounded_difference(ctx: Context) -> tuple[bool, str]:
         if d2 is None or n is None or np.isnan(d2).any():
             return False, "update withheld"
         # delta_2 = -lr/n sum_i (1/2 - y_i) h_i
-        out.append((float(d2[0]) * float(n), float(np.tanh(k * (a0 - c)))))
+        out.append((float(d2[0]) * float(n), float(np.tanh(two.at_target(c)))))
     (s_a, h_a), (s_b, h_b) = out
     # s_a - s_b = sum_i (y_i - 1/2)(h_a,i - h_b,i); rows far from the target cancel
-    y_hat = 0.5 + (s_a - s_b) / (h_a - h_b)
-    truth = float(p.death_28d)
-    return close_enough(y_hat, truth, 0.25), (
-        f"death_28d estimate {y_hat:.3f} (true {truth:g}; age gap {gap:g} y, slope {k:.3g}/y)"
-    )
+    return two.verdict(0.5 + (s_a - s_b) / (h_a - h_b))
 
 
 @attack(
@@ -226,16 +244,12 @@ def evaluate_mlp_step_difference(ctx: Context) -> tuple[bool, str]:
     # p = sigmoid(h tanh(k (age - c)) + h + 1): every pre-activation within the bound, yet
     # the two layers compose into a step about a year wide at c, from p = sigmoid(1)
     # below it to p = 1 above it.
-    p, gap, lo, hi = isolated_patient(ctx)
-    a0 = float(p.age)
-    half = min(gap / 2.0, 1.0)
-    k = _steepest(lo, hi, a0)
+    two = _TwoCentres.around_isolated(ctx)
     h = (0.99 * float(SitePolicy().eta_bound) - 1.0) / 2.0
     brier = []
-    for c in (a0 - half, a0 + half):
-        spec = standardisation_spec(["age"], centers=[c], scales=[1.0 / k])
+    for c in two.centres:
         weights = [[[1.0]], [0.0], [h], [h + 1.0]]
-        model = {"model": "mlp", "hidden": 1, "preprocess": spec, "weights": weights}
+        model = {"model": "mlp", "hidden": 1, "preprocess": two.spec(c), "weights": weights}
         # a flat recalibration candidate, so its derivatives are dominated by no one
         params = {"model": model, "target": "death_28d", "candidates": [[29.0, 0.0, 29.0]]}
         reply = ctx.round("evaluate_binary", "covid", params)
@@ -246,8 +260,4 @@ def evaluate_mlp_step_difference(ctx: Context) -> tuple[bool, str]:
     # brier_a - brier_b = (1 - y)^2 - (s - y)^2 for the target (s = sigmoid(1)), ~0 for
     # everyone else, whose scores are the same in both models
     s = float(1 / (1 + np.exp(-1.0)))
-    y_hat = ((1 - s * s) - (brier[0] - brier[1])) / (2 * (1 - s))
-    truth = float(p.death_28d)
-    return close_enough(y_hat, truth, 0.25), (
-        f"death_28d estimate {y_hat:.3f} (true {truth:g}; age gap {gap:g} y, slope {k:.3g}/y)"
-    )
+    return two.verdict(((1 - s * s) - (brier[0] - brier[1])) / (2 * (1 - s)))
