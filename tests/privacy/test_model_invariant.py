@@ -207,6 +207,36 @@ def _bounded_mlp(a: pd.DataFrame, centre: float, out: tuple[float, float]) -> li
     return [np.array([[k]]), np.array([-k * centre]), np.array([out[0]]), np.array([out[1]])]
 
 
+#: Output weight and bias ``h, h + 1`` of the bounded step model, its logit within bound.
+STEP_HEIGHT = (0.99 * SitePolicy().eta_bound - 1.0) / 2.0
+
+
+def bounded_update_request(a: pd.DataFrame) -> dict[str, Any]:
+    """The ``local_train`` request of the bounded MLP update attack (first centre)."""
+    return {
+        "model": "mlp",
+        "hidden": 1,
+        "target": "death",
+        "preprocess": raw_spec(["age"]),
+        "weights": [w.tolist() for w in _bounded_mlp(a, TARGET_AGE - 1.0, (0.0, 0.0))],
+        "epochs": 1,
+        "lr": 1.0,
+        "batch_size": 400,
+    }
+
+
+def bounded_step_request(a: pd.DataFrame) -> dict[str, Any]:
+    """The ``evaluate_binary`` request of the bounded MLP step attack (first centre)."""
+    w = _bounded_mlp(a, TARGET_AGE - 1.0, (STEP_HEIGHT, STEP_HEIGHT + 1.0))
+    model = {
+        "model": "mlp",
+        "hidden": 1,
+        "preprocess": raw_spec(["age"]),
+        "weights": [x.tolist() for x in w],
+    }
+    return {"model": model, "target": "death", "candidates": [[29.0, 0.0, 29.0]]}
+
+
 def test_bounded_mlp_update_difference_gives_one_outcome(fed, frames) -> None:
     a = frames["A"]
     X, y = a[["age"]].to_numpy(float), a["death"].to_numpy(float)
@@ -220,24 +250,14 @@ def test_bounded_mlp_update_difference_gives_one_outcome(fed, frames) -> None:
         hs.append(float(np.tanh(w0[0][0, 0] * TARGET_AGE + w0[1][0])))
     y_hat = 0.5 + (diffs[0] - diffs[1]) / (hs[0] - hs[1])
     assert abs(y_hat - 1.0) < 0.25  # the target died: recovered
-    params = {
-        "model": "mlp",
-        "hidden": 1,
-        "target": "death",
-        "preprocess": raw_spec(["age"]),
-        "weights": [w.tolist() for w in _bounded_mlp(a, TARGET_AGE - 1.0, (0.0, 0.0))],
-        "epochs": 1,
-        "lr": 1.0,
-        "batch_size": 400,
-    }
-    status, why = site_a(fed, "local_train", params)
+    status, why = site_a(fed, "local_train", bounded_update_request(a))
     assert status == "refused" and "only with differential privacy" in why
 
 
 def test_bounded_mlp_step_evaluation_difference_gives_one_outcome(fed, frames) -> None:
     a = frames["A"]
     y = a["death"].to_numpy(float)
-    h = (0.99 * SitePolicy().eta_bound - 1.0) / 2.0
+    h = STEP_HEIGHT
     # Unprotected: p = sigmoid(h tanh(k (age - c)) + h + 1) is sigmoid(1) below c and 1
     # above it; the Brier sums at two centres differ only by the target's term.
     brier = []
@@ -249,15 +269,7 @@ def test_bounded_mlp_step_evaluation_difference_gives_one_outcome(fed, frames) -
     s = float(sigmoid(np.array([1.0]))[0])
     y_hat = ((1 - s * s) - (brier[0] - brier[1])) / (2 * (1 - s))
     assert abs(y_hat - 1.0) < 0.25
-    w = _bounded_mlp(a, TARGET_AGE - 1.0, (h, h + 1.0))
-    model = {
-        "model": "mlp",
-        "hidden": 1,
-        "preprocess": raw_spec(["age"]),
-        "weights": [x.tolist() for x in w],
-    }
-    params = {"model": model, "target": "death", "candidates": [[29.0, 0.0, 29.0]]}
-    status, why = site_a(fed, "evaluate_binary", params)
+    status, why = site_a(fed, "evaluate_binary", bounded_step_request(a))
     assert status == "refused" and "does not evaluate an MLP" in why
 
 

@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _privacy_helpers import COLUMNS, SUBGROUP_BY_WARD, site_outcome  # noqa: E402
 from test_model_invariant import (  # noqa: E402
     TARGET_AGE,
-    _bounded_mlp,
     _frames,
+    bounded_step_request,
+    bounded_update_request,
     onehot_spec,
     raw_spec,
 )
@@ -113,27 +114,10 @@ def test_one_patient_subgroup_zero_cells(fed) -> None:
 
 
 def test_bounded_mlp_update_and_evaluation_by_difference(fed) -> None:
-    # the same bounded tanh units as tests/privacy/test_model_invariant.py, where both
-    # attacks are shown to recover the target's outcome from the unprotected sums
+    # the same requests as tests/privacy/test_model_invariant.py, where both attacks are
+    # shown to recover the target's outcome from the unprotected sums
     a = _frames()["A"]
-    update = _bounded_mlp(a, TARGET_AGE - 1.0, (0.0, 0.0))
-    params = {
-        "model": "mlp",
-        "hidden": 1,
-        "target": "death",
-        "preprocess": raw_spec(["age"]),
-        "weights": [w.tolist() for w in update],
-        "epochs": 1,
-        "lr": 1.0,
-        "batch_size": 400,
-    }
-    assert "only with differential privacy" in refused_at(fed, "A", "local_train", params)
-    h = 0.99 * 15.0 - 0.5
-    model = {
-        "model": "mlp",
-        "hidden": 1,
-        "preprocess": raw_spec(["age"]),
-        "weights": [w.tolist() for w in _bounded_mlp(a, TARGET_AGE - 1.0, (h, h + 1.0))],
-    }
-    params = {"model": model, "target": "death", "candidates": [[29.0, 0.0, 29.0]]}
-    assert "does not evaluate an MLP" in refused_at(fed, "A", "evaluate_binary", params)
+    why = refused_at(fed, "A", "local_train", bounded_update_request(a))
+    assert "only with differential privacy" in why
+    why = refused_at(fed, "A", "evaluate_binary", bounded_step_request(a))
+    assert "does not evaluate an MLP" in why
