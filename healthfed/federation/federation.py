@@ -46,6 +46,7 @@ Transport = Callable[[dict[str, Any], float], dict[str, Any]]
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MIN_SITES = 2
+DEFAULT_NODE_TIMEOUT_S = 5.0  # a deployed node silent this long after the first reply is dropped
 
 
 class Federation:
@@ -63,6 +64,12 @@ class Federation:
         Fewest contributing sites for a pooled release (conventions: 2).
     timeout
         Seconds to wait for the nodes in each round.
+    node_timeout
+        Deployed rounds: once one node answered, the others get this many seconds
+        more; a node still silent then (killed mid-round, unreachable) is dropped
+        and the round goes on with the rest if at least :attr:`required_sites`
+        answered, else raises :class:`~healthfed.errors.TooFewSites` naming it.
+        ``None`` waits the full ``timeout`` (sites with very uneven workloads).
     requester
         Who is asking (must be among the permit's authorised persons).
     permit
@@ -83,6 +90,7 @@ class Federation:
         min_sites: int = DEFAULT_MIN_SITES,
         timeout: float = DEFAULT_TIMEOUT_S,
         on_close: Callable[[], None] | None = None,
+        node_timeout: float | None = DEFAULT_NODE_TIMEOUT_S,
         requester: str = "researcher",
         permit: Any = None,
         purpose: str | None = None,
@@ -93,6 +101,11 @@ class Federation:
         self.engine = engine
         self.min_sites = min_sites
         self.timeout = timeout
+        if node_timeout is not None and not node_timeout > 0:
+            raise FederationError(
+                f"node_timeout must be positive seconds or None, got {node_timeout!r}"
+            )
+        self.node_timeout = node_timeout
         self.requester = requester
         self.purpose = purpose
         self.permit: dict[str, Any] | None = None
@@ -147,10 +160,23 @@ class Federation:
 
     @classmethod
     def flower(
-        cls, node_files: Sequence[str | Path], work_dir: str | Path | None = None, **kwargs: Any
+        cls,
+        node_files: Sequence[str | Path],
+        work_dir: str | Path | None = None,
+        *,
+        node_kind: str = "healthfed",
+        worker_idle: float | None = None,
+        **kwargs: Any,
     ) -> Federation:
-        """A real SuperLink and one SuperNode per node file, on loopback with TLS."""
-        deployment = LocalFlowerDeployment(node_files, work_dir=work_dir)
+        """A real SuperLink and one SuperNode per node file, on loopback with TLS.
+
+        ``node_kind="healthfed"`` (default) runs healthfed's SuperNode (short adaptive
+        poll, one long-lived data worker per node, idle ``worker_idle`` seconds);
+        ``"stock"`` runs ``flower-supernode`` (for comparison).
+        """
+        deployment = LocalFlowerDeployment(
+            node_files, work_dir=work_dir, node_kind=node_kind, worker_idle=worker_idle
+        )
         deployment.start()
         return cls(
             deployment.session_run,
@@ -305,6 +331,8 @@ class Federation:
             "expected_sites": self.sites,
             "timeout": self.timeout,
         }
+        if self.node_timeout is not None:
+            request["node_timeout"] = self.node_timeout
         if self.permit is not None:
             request["permit"] = self.permit
         if self.purpose is not None:
@@ -318,7 +346,7 @@ class Federation:
         need = self.required_sites
         if len(outcome.contributed) < need:
             raise TooFewSites(
-                _too_few_message(label, outcome, need, self.timeout),
+                _too_few_message(label, outcome, need, self.timeout, self.node_timeout),
                 refusals=outcome.refused,
                 checks=outcome.checks,
             )
@@ -446,7 +474,9 @@ def _pending_message(label: str, outcome: RoundOutcome) -> str:
     )
 
 
-def _too_few_message(label: str, outcome: RoundOutcome, need: int, timeout: float) -> str:
+def _too_few_message(
+    label: str, outcome: RoundOutcome, need: int, timeout: float, node_timeout: float | None
+) -> str:
     detail = []
     if outcome.refused:
         detail.append(
@@ -461,7 +491,10 @@ def _too_few_message(label: str, outcome: RoundOutcome, need: int, timeout: floa
             "errors: " + "; ".join(f"{n}: {r}" for n, r in sorted(outcome.errors.items()))
         )
     if outcome.missing:
-        detail.append(f"no answer within {timeout:g}s: {', '.join(outcome.missing)}")
+        window = f"{timeout:g}s" + (
+            "" if node_timeout is None else f" (or {node_timeout:g}s after the first reply)"
+        )
+        detail.append(f"no answer within {window}: {', '.join(outcome.missing)}")
     return (
         f"{label}: {len(outcome.contributed)} site(s) contributed "
         f"({', '.join(outcome.contributed) or 'none'}), at least {need} needed"

@@ -41,8 +41,11 @@ LAYOUT_METRIC = "layout"
 
 # --- the request envelope ----------------------------------------------------------------
 # Fields the aggregator uses itself and never forwards to the nodes.
-AGGREGATOR_FIELDS = ("expected_sites", "timeout")
+AGGREGATOR_FIELDS = ("expected_sites", "timeout", "node_timeout")
 TIMEOUT_FIELD = "timeout"
+# Seconds the aggregator still waits for the other nodes once the first has answered
+# (a node killed mid-round is dropped after this, not after the round timeout).
+NODE_TIMEOUT_FIELD = "node_timeout"
 SECURE_FIELD = "secure"  # set: the round is SecAgg+
 DEFAULT_ROUND_TIMEOUT_S = 120.0  # a request without its own timeout
 

@@ -24,6 +24,7 @@ from healthfed.errors import FederationError
 from healthfed.federation.grids.delegating import PollingGrid
 from healthfed.federation.messages import (
     DEFAULT_ROUND_TIMEOUT_S,
+    NODE_TIMEOUT_FIELD,
     QUERY,
     REQUEST_KEY,
     RESULT_KEY,
@@ -47,6 +48,9 @@ def serve_request(grid: Grid, request: dict[str, Any], timeout: float) -> dict[s
     """One request over ``grid``: a plain round (:func:`collect`) or, when
     ``request["secure"]``, a SecAgg+ round
     (:func:`~healthfed.federation.secure_server.secure_collect`)."""
+    if isinstance(grid, PollingGrid):  # per request: how long stragglers get
+        node_timeout = request.get(NODE_TIMEOUT_FIELD)
+        grid.node_timeout = None if node_timeout is None else float(node_timeout)
     if request.get(SECURE_FIELD):
         return secure_collect(grid, request, timeout)
     return collect(grid, request, timeout)

@@ -3,6 +3,10 @@
 * :mod:`~.bundle` — the one app bundle (FAB) pushed, and the check refusing others;
 * :mod:`~.executor` — the node executor: the installed ClientApp, never pushed code
   (``python -m healthfed.federation.deploy node-exec``);
+* :mod:`~.supernode`, :mod:`~.pull_loop`, :mod:`~.worker` — healthfed's own SuperNode
+  (``python -m healthfed.federation.deploy supernode``): flwr's Fleet connection and
+  pull/push functions driven by a short adaptive poll instead of flwr's fixed 3 s
+  sleep, and one long-lived data worker per node;
 * :mod:`~.processes`, :mod:`~.commands`, :mod:`~.service` — starting, supervising
   and stopping Flower's processes, with one command line each;
 * :mod:`~.control` — the SuperLink's Control API client;
@@ -12,56 +16,48 @@
 * :mod:`~.remote` — the researcher's rounds on the SuperLink's machine
   (``Federation.flower_remote``);
 * :mod:`~.tls` — certificates.
+
+Names are imported on first use (PEP 562): the SuperNode process imports this
+package and must stay small while it idles (no pandas, DuckDB or SQLAlchemy).
 """
 
-from healthfed.federation.deploy.bundle import (
-    CLIENTAPP_REF,
-    SERVERAPP_REF,
-    app_fab,
-    app_fab_hash,
-    build_fab,
-    fab_refusal,
-)
-from healthfed.federation.deploy.commands import node_config_arg
-from healthfed.federation.deploy.control import SuperLinkControl
-from healthfed.federation.deploy.local import LocalFlowerDeployment
-from healthfed.federation.deploy.node import NodeServer, serve_node
-from healthfed.federation.deploy.processes import free_port
-from healthfed.federation.deploy.remote import SuperLinkSession, run_on_superlink
-from healthfed.federation.deploy.superlink import (
-    DEFAULT_SUPERLINK_PORT,
-    SuperLinkServer,
-    nginx_fleet_location,
-    serve_superlink,
-)
-from healthfed.federation.deploy.tls import (
-    TlsFiles,
-    certificate_names,
-    generate_loopback_tls,
-    generate_superlink_tls,
-)
+from __future__ import annotations
 
-__all__ = [
-    "CLIENTAPP_REF",
-    "DEFAULT_SUPERLINK_PORT",
-    "SERVERAPP_REF",
-    "LocalFlowerDeployment",
-    "NodeServer",
-    "SuperLinkControl",
-    "SuperLinkServer",
-    "SuperLinkSession",
-    "TlsFiles",
-    "app_fab",
-    "app_fab_hash",
-    "build_fab",
-    "certificate_names",
-    "fab_refusal",
-    "free_port",
-    "generate_loopback_tls",
-    "generate_superlink_tls",
-    "nginx_fleet_location",
-    "node_config_arg",
-    "run_on_superlink",
-    "serve_node",
-    "serve_superlink",
-]
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "CLIENTAPP_REF": "bundle",
+    "SERVERAPP_REF": "bundle",
+    "app_fab": "bundle",
+    "app_fab_hash": "bundle",
+    "build_fab": "bundle",
+    "fab_refusal": "bundle",
+    "node_config_arg": "commands",
+    "SuperLinkControl": "control",
+    "LocalFlowerDeployment": "local",
+    "NodeServer": "node",
+    "serve_node": "node",
+    "free_port": "processes",
+    "SuperLinkSession": "remote",
+    "run_on_superlink": "remote",
+    "DEFAULT_SUPERLINK_PORT": "superlink",
+    "SuperLinkServer": "superlink",
+    "nginx_fleet_location": "superlink",
+    "serve_superlink": "superlink",
+    "TlsFiles": "tls",
+    "certificate_names": "tls",
+    "generate_loopback_tls": "tls",
+    "generate_superlink_tls": "tls",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -1,39 +1,58 @@
-"""``python -m healthfed.federation.deploy node-exec ...`` (the node executor) and ``fab-hash``.
+"""``python -m healthfed.federation.deploy supernode|node-exec|fab-hash ...``.
 
-The local deployment and ``healthfed node serve`` start the executor with this
-command line (:func:`~healthfed.federation.deploy.commands.node_exec_argv`);
-``fab-hash`` prints the SHA-256 every installation must agree on.
+* ``supernode`` — healthfed's SuperNode (:mod:`~healthfed.federation.deploy.supernode`):
+  ``flower-supernode``'s flags plus healthfed's poll and worker options;
+* ``node-exec`` — the node executor (:mod:`~healthfed.federation.deploy.executor`),
+  started by the local deployment and ``healthfed node serve`` next to a stock
+  SuperNode (:func:`~healthfed.federation.deploy.commands.node_exec_argv`) and by
+  healthfed's SuperNode as its data worker;
+* ``fab-hash`` prints the SHA-256 every installation must agree on.
+
+Each branch imports only what it needs: the SuperNode process stays small.
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from healthfed.federation.deploy.bundle import CLIENTAPP_REF, app_fab_hash
-from healthfed.federation.deploy.executor import run_node_executor
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Parse the command line and run the executor until SIGTERM/SIGINT (or print the hash)."""
+    """Parse the command line and run the chosen part until SIGTERM/SIGINT."""
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == ["supernode"]:
+        from healthfed.federation.deploy.supernode import main as supernode_main
+
+        supernode_main(args_in[1:])
+        return
     parser = argparse.ArgumentParser(prog="python -m healthfed.federation.deploy")
     sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("supernode", help="healthfed's SuperNode (flower-supernode's flags and more)")
     node = sub.add_parser("node-exec", help="serve a --isolation process SuperNode")
     node.add_argument("--runtime-api-address", required=True)
     node.add_argument("--root-certificates", default=None)
     node.add_argument("--superexec-auth-secret-file", default=None)
-    node.add_argument("--poll-interval", type=float, default=0.1)
+    node.add_argument("--poll-interval", type=float, default=0.2)
+    node.add_argument("--idle-exit", type=float, default=None, help="exit after S idle seconds")
+    node.add_argument(
+        "--wake-stdin", action="store_true", help="a byte on stdin means a task is waiting"
+    )
     node.add_argument(
         "--clientapp", default=CLIENTAPP_REF, help="module:attribute, imported locally"
     )
     sub.add_parser("fab-hash", help="print the SHA-256 of the healthfed app bundle")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
     if args.cmd == "fab-hash":
         print(app_fab_hash())
         return
+    from healthfed.federation.deploy.executor import run_node_executor
+
     secret = None
     if args.superexec_auth_secret_file:
         secret = Path(args.superexec_auth_secret_file).read_bytes()
@@ -52,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         poll_interval=args.poll_interval,
         stop=stop,
         clientapp_ref=args.clientapp,
+        idle_exit=args.idle_exit,
+        wake_fd=sys.stdin.fileno() if args.wake_stdin else None,
     )
 
 

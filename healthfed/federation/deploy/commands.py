@@ -49,6 +49,9 @@ def _tls_server_args(host: str, port: int, tls: TlsFiles) -> list[str]:
     ]
 
 
+NODE_KINDS = ("healthfed", "stock")
+
+
 def supernode_argv(
     bin_dir: Path,
     superlink: str,
@@ -58,12 +61,33 @@ def supernode_argv(
     secret_file: Path,
     node_file: Path,
     max_retries: int | None = None,
+    *,
+    node_kind: str = "healthfed",
+    clientapp_ref: str | None = None,
+    worker_idle: float | None = None,
 ) -> list[str]:
-    """A hospital's ``flower-supernode`` command: outbound TLS to ``superlink``, its
-    Runtime API on loopback (``runtime_tls``), ClientApps run by our executor
-    (``--isolation process``), the node TOML in its node config."""
+    """A hospital's SuperNode command: outbound TLS to ``superlink``, its Runtime API
+    on loopback (``runtime_tls``), ClientApps run by our executor (``--isolation
+    process``), the node TOML in its node config.
+
+    ``node_kind="healthfed"`` (default) is healthfed's SuperNode
+    (:mod:`~healthfed.federation.deploy.supernode`: flwr's parts, a short adaptive
+    poll, its own data worker, so no separate executor is started);
+    ``"stock"`` is ``flower-supernode`` (3 s idle poll), served by a separately
+    started :func:`node_exec_argv`.
+    """
+    if node_kind == "healthfed":
+        head = [sys.executable, "-m", "healthfed.federation.deploy", "supernode"]
+        if clientapp_ref is not None:
+            head += ["--clientapp", clientapp_ref]
+        if worker_idle is not None:
+            head += ["--worker-idle", f"{worker_idle:g}"]
+    elif node_kind == "stock":
+        head = [str(bin_dir / "flower-supernode")]
+    else:
+        raise FederationError(f"node_kind must be one of {NODE_KINDS}, got {node_kind!r}")
     argv = [
-        str(bin_dir / "flower-supernode"),
+        *head,
         "--superlink",
         superlink,
         "--root-certificates",

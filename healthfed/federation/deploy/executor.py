@@ -24,6 +24,8 @@ tasks only to this executor. This module is imported in the executor process onl
 from __future__ import annotations
 
 import importlib
+import os
+import select
 import threading
 import time
 from pathlib import Path
@@ -50,6 +52,7 @@ from flwr.supernode.runtime.run_clientapp import (
 
 from healthfed.errors import FederationError
 from healthfed.federation.deploy.bundle import CLIENTAPP_REF, app_fab_hash, fab_refusal
+from healthfed.federation.flwr_pins import fast_object_pulls
 
 
 def run_node_executor(
@@ -60,6 +63,8 @@ def run_node_executor(
     poll_interval: float = 0.1,
     stop: threading.Event | None = None,
     clientapp_ref: str = CLIENTAPP_REF,
+    idle_exit: float | None = None,
+    wake_fd: int | None = None,
 ) -> None:
     """Serve a ``--isolation process`` SuperNode with the installed healthfed ClientApp.
 
@@ -72,15 +77,26 @@ def run_node_executor(
     auth_secret
         The SuperNode's ``--superexec-auth-secret-file`` content, if it has one.
     poll_interval
-        Seconds between task polls when idle.
+        Longest wait between task polls when idle. Without ``wake_fd`` the wait starts
+        at 20 ms after a task and doubles up to this; with it, the executor sleeps on
+        the file descriptor and polls at once when its SuperNode writes to it.
     stop
         Set it to return (tests); otherwise runs until the process is signalled.
     clientapp_ref
         ``module:attribute`` of the ClientApp, imported from this environment (the
         hospital's installed healthfed; tests substitute an echo app). Whatever
         the pushed bundle names is ignored.
+    idle_exit
+        Return after this many seconds without a task (the worker a healthfed
+        SuperNode spawns frees its memory; the next message spawns a new one).
+    wake_fd
+        Readable file descriptor (the worker's stdin): a byte means "a task is
+        waiting", end-of-file means the SuperNode is gone and the executor returns.
     """
     client_app = _load_clientapp(clientapp_ref)  # from the installed package, never the FAB
+    # A task is visible while its SuperNode still pulls the message's objects: retry
+    # those after 20 ms, not flwr's 1 s.
+    fast_object_pulls(pull_task_input.__module__, "pull_and_inflate_object_from_tree")
 
     expected = app_fab_hash()
     interceptors: list[Any] = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
@@ -99,15 +115,37 @@ def run_node_executor(
         retry_invoker=make_simple_http_retry_invoker(),
     )
     print(f"healthfed node executor ready; accepting only FAB {expected}", flush=True)
+    last_task = time.monotonic()
+    wait = POLL_MIN_S
     try:
         while stop is None or not stop.is_set():
             res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
             if res.HasField("task") and res.token:
                 _run_task(runtime_api_address, root_certificates, res.token, client_app, expected)
+                last_task, wait = time.monotonic(), POLL_MIN_S
+                continue
+            if idle_exit is not None and time.monotonic() - last_task > idle_exit:
+                print(f"node executor idle for {idle_exit:g}s; exiting", flush=True)
+                return
+            if wake_fd is not None:
+                if not _wait_for_wake(wake_fd, poll_interval):
+                    return  # the SuperNode is gone
             else:
-                time.sleep(poll_interval)
+                time.sleep(wait)
+                wait = min(wait * 2, poll_interval)
     finally:
         client.close()
+
+
+POLL_MIN_S = 0.02
+
+
+def _wait_for_wake(fd: int, timeout: float) -> bool:
+    """Sleep until ``fd`` has data or ``timeout`` passes; ``False`` on end-of-file."""
+    ready, _, _ = select.select([fd], [], [], timeout)
+    if ready:
+        return os.read(fd, 4096) != b""
+    return True
 
 
 def _load_clientapp(ref: str) -> Any:

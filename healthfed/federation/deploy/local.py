@@ -17,7 +17,10 @@ Measured against flwr 1.42 (see ``docs/flower-deployment.md``):
   anywhere.
 * Each SuperNode runs ``--isolation process`` and is served by healthfed's node
   executor (:mod:`~healthfed.federation.deploy.executor`): pushed code never runs
-  at a node.
+  at a node. By default the SuperNode is healthfed's own
+  (:mod:`~healthfed.federation.deploy.supernode`: 20 ms-0.5 s poll instead of
+  flwr's 3 s, and one long-lived data worker it spawns itself); ``node_kind="stock"``
+  runs ``flower-supernode`` plus a separately started executor, for comparison.
 """
 
 from __future__ import annotations
@@ -34,7 +37,12 @@ from typing import Any
 
 from healthfed.errors import FederationError
 from healthfed.federation.deploy.bundle import CLIENTAPP_REF
-from healthfed.federation.deploy.commands import node_exec_argv, superlink_argv, supernode_argv
+from healthfed.federation.deploy.commands import (
+    NODE_KINDS,
+    node_exec_argv,
+    superlink_argv,
+    supernode_argv,
+)
 from healthfed.federation.deploy.control import SuperLinkControl
 from healthfed.federation.deploy.processes import (
     LOOPBACK,
@@ -69,6 +77,11 @@ class LocalFlowerDeployment:
         (default: the installed ``healthfed.federation.client_app:app``).
     node_pythonpath
         Extra import paths for the node executors only (tests' stand-in apps).
+    node_kind
+        ``"healthfed"`` (default: healthfed's SuperNode loop and data worker) or
+        ``"stock"`` (``flower-supernode`` and a separate executor process).
+    worker_idle
+        Seconds an idle data worker of a healthfed SuperNode lives (default 120).
 
     Examples
     --------
@@ -84,7 +97,11 @@ class LocalFlowerDeployment:
         startup_timeout: float = 60.0,
         clientapp_ref: str = CLIENTAPP_REF,
         node_pythonpath: Sequence[str | Path] = (),
+        node_kind: str = "healthfed",
+        worker_idle: float | None = None,
     ) -> None:
+        if node_kind not in NODE_KINDS:
+            raise FederationError(f"node_kind must be one of {NODE_KINDS}, got {node_kind!r}")
         if not node_files:
             raise FederationError("a deployment needs at least one node file")
         self.node_files = [Path(p).resolve() for p in node_files]
@@ -97,6 +114,8 @@ class LocalFlowerDeployment:
         self.startup_timeout = startup_timeout
         self.clientapp_ref = clientapp_ref
         self.node_pythonpath = [str(Path(p).resolve()) for p in node_pythonpath]
+        self.node_kind = node_kind
+        self.worker_idle = worker_idle
         self.superlink_address = ""
         self.tls: TlsFiles | None = None
         self.last_round_s: float | None = None
@@ -177,7 +196,13 @@ class LocalFlowerDeployment:
                 secret_file,
                 path,
                 max_retries=20,
+                node_kind=self.node_kind,
+                clientapp_ref=self.clientapp_ref,
+                worker_idle=self.worker_idle,
             )
+            if self.node_kind == "healthfed":  # the SuperNode spawns its own worker
+                self._spawn(role, argv, home, self.node_pythonpath)
+                continue
             self._spawn(role, argv, home)
             self._spawn(
                 f"node-exec-{i}-{safe_name(name)}",
@@ -191,8 +216,7 @@ class LocalFlowerDeployment:
         def nodes_ready() -> bool:
             nodes = self._list_nodes() or []
             online = [n for n in nodes if n.status == "online"]
-            execs = [p for p in self._procs if p.role.startswith("node-exec-")]
-            ready = all("node executor ready" in tail(p.log, 200) for p in execs)
+            ready = all("node executor ready" in tail(p.log, 400) for p in self._executor_procs())
             return len(online) >= len(self.node_files) and ready
 
         self._wait(nodes_ready, self._procs, f"{len(self.node_files)} SuperNodes to register")
@@ -273,11 +297,29 @@ class LocalFlowerDeployment:
                 return f"--- {proc.role} log tail ({proc.log}):\n{tail(proc.log)}"
         return ""
 
+    def _executor_procs(self) -> list[Proc]:
+        """The processes whose log holds the executor's output, one per node, in order."""
+        prefix = "supernode-" if self.node_kind == "healthfed" else "node-exec-"
+        return [p for p in self._procs if p.role.startswith(prefix)]
+
+    def node_processes(self) -> dict[str, Proc]:
+        """Each node's SuperNode process by site name (e.g. to kill one in a test)."""
+        return {
+            self.site_names[_node_index(p.role)]: p
+            for p in self._procs
+            if p.role.startswith("supernode-")
+        }
+
     def node_logs(self) -> dict[str, str]:
         """Each node executor's log text by site name (refusals are logged as ``REFUSED``)."""
         out = {}
-        for proc in self._procs:
-            if proc.role.startswith("node-exec-"):
-                site = self.site_names[int(proc.role.split("-")[2])]
-                out[site] = proc.log.read_text(encoding="utf-8", errors="replace")
+        for proc in self._executor_procs():
+            out[self.site_names[_node_index(proc.role)]] = proc.log.read_text(
+                encoding="utf-8", errors="replace"
+            )
         return out
+
+
+def _node_index(role: str) -> int:
+    """The node number in a role name (``supernode-3-site``, ``node-exec-3-site``)."""
+    return int(role.removeprefix("supernode-").removeprefix("node-exec-").split("-")[0])

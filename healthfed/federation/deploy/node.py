@@ -60,8 +60,8 @@ class NodeServer(Service):
 
     def executor_log(self) -> str:
         """The executor's log (answers, and refusals logged as ``REFUSED``)."""
-        for proc in self._procs:
-            if proc.role == "node-exec":
+        for proc in reversed(self._procs):  # node-exec, or the healthfed SuperNode
+            if proc.role in ("node-exec", "supernode"):
                 return proc.log.read_text(encoding="utf-8", errors="replace")
         return ""
 
@@ -84,6 +84,8 @@ def serve_node(
     max_retries: int | None = None,
     clientapp_ref: str = CLIENTAPP_REF,
     node_pythonpath: Sequence[str | Path] = (),
+    node_kind: str = "healthfed",
+    worker_idle: float | None = None,
 ) -> NodeServer:
     """Start a hospital's SuperNode and healthfed node executor; return once ready.
 
@@ -113,6 +115,12 @@ def serve_node(
         Reconnection attempts after the SuperLink goes away; default unlimited.
     clientapp_ref, node_pythonpath
         For tests: the ClientApp the executor imports from this environment.
+    node_kind
+        ``"healthfed"`` (default): healthfed's SuperNode (flwr's parts, a 20 ms-0.5 s
+        poll instead of flwr's fixed 3 s, one long-lived data worker it spawns);
+        ``"stock"``: ``flower-supernode`` plus a separately started executor.
+    worker_idle
+        Seconds the healthfed SuperNode's idle data worker lives (default 120).
 
     Returns
     -------
@@ -143,15 +151,28 @@ def serve_node(
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         secret = write_secret_file(home / "superexec.secret", secrets.token_bytes(32))
         argv = supernode_argv(
-            bin_dir, superlink, ca, runtime_port, local_tls, secret, path, max_retries
+            bin_dir,
+            superlink,
+            ca,
+            runtime_port,
+            local_tls,
+            secret,
+            path,
+            max_retries,
+            node_kind=node_kind,
+            clientapp_ref=clientapp_ref,
+            worker_idle=worker_idle,
         )
-        supernode = node._spawn("supernode", argv, home, ())
-        executor = node._spawn(
-            "node-exec",
-            node_exec_argv(runtime_address, local_tls.ca_cert, secret, clientapp_ref),
-            work / "home" / "node-exec",
-            pythonpath,
-        )
+        if node_kind == "healthfed":  # it spawns its data worker itself; one log
+            supernode = executor = node._spawn("supernode", argv, home, pythonpath)
+        else:
+            supernode = node._spawn("supernode", argv, home, ())
+            executor = node._spawn(
+                "node-exec",
+                node_exec_argv(runtime_address, local_tls.ca_cert, secret, clientapp_ref),
+                work / "home" / "node-exec",
+                pythonpath,
+            )
 
         def ready() -> bool:
             if "node executor ready" not in tail(executor.log, 200):

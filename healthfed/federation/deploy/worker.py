@@ -1,0 +1,107 @@
+"""The node's one data worker, as seen from healthfed's SuperNode: spawn, wake, respawn.
+
+Flower's ``process`` isolation expects something outside the SuperNode to claim
+each ClientApp task; stock Flower starts a process per run. Here the SuperNode
+itself spawns one long-lived worker (the node executor,
+:mod:`~healthfed.federation.deploy.executor`, with the hospital's installed
+healthfed) and keeps it: the imports (pandas, DuckDB, ...) are paid once, not per
+message. The worker leaves after ``idle_s`` seconds without a task, so an idle
+node holds only the small SuperNode process; the next message spawns it again.
+
+The SuperNode writes one byte to the worker's stdin whenever it stored a message,
+so the worker claims the task at once instead of polling; when the SuperNode dies,
+the worker reads end-of-file and exits (no orphan holds the data).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+WORKER_IDLE_S = 120.0  # a worker with no task for this long exits (memory back to the OS)
+
+
+class DataWorker:
+    """The node executor process a healthfed SuperNode owns (at most one at a time).
+
+    Parameters
+    ----------
+    runtime_address
+        The SuperNode's Runtime API (``127.0.0.1:port``) the worker connects to.
+    root_certificates
+        CA file of the Runtime API's TLS certificate (``None``: plain HTTP).
+    secret_file
+        The ``--superexec-auth-secret-file`` both processes share.
+    clientapp_ref
+        ``module:attribute`` of the installed ClientApp the worker imports.
+    idle_s
+        Seconds without a task after which the worker exits.
+    """
+
+    def __init__(
+        self,
+        runtime_address: str,
+        root_certificates: str | None,
+        secret_file: str | None,
+        clientapp_ref: str,
+        idle_s: float = WORKER_IDLE_S,
+    ) -> None:
+        self.argv = [
+            sys.executable,
+            "-m",
+            "healthfed.federation.deploy",
+            "node-exec",
+            "--runtime-api-address",
+            runtime_address,
+            "--clientapp",
+            clientapp_ref,
+            "--idle-exit",
+            f"{idle_s:g}",
+            "--wake-stdin",
+        ]
+        if root_certificates:
+            self.argv += ["--root-certificates", str(Path(root_certificates))]
+        if secret_file:
+            self.argv += ["--superexec-auth-secret-file", str(Path(secret_file))]
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.spawned = 0
+
+    def alive(self) -> bool:
+        """True while the worker process runs."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def ensure(self) -> None:
+        """Start the worker unless it runs (first message, or it left when idle)."""
+        if self.alive():
+            return
+        # Same stdout/stderr as the SuperNode (one node log); same process group, so
+        # stopping the node's group stops the worker.
+        self._proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE)
+        self.spawned += 1
+
+    def wake(self) -> None:
+        """Tell the worker a task is waiting (it claims it now rather than on its next poll)."""
+        self.ensure()
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(b"\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, ValueError):  # it just left when idle: start a new one
+            self._proc = None
+            self.ensure()
+
+    def stop(self) -> None:
+        """End the worker (closing its stdin is enough; it exits on end-of-file)."""
+        if self._proc is None:
+            return
+        if self._proc.stdin is not None:
+            try:
+                self._proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+        self._proc = None

@@ -1,0 +1,95 @@
+"""The private parts of flwr 1.42 healthfed relies on, pinned by the hash of their source.
+
+healthfed's SuperNode (:mod:`~healthfed.federation.deploy.supernode`) drives flwr's
+own pull/push functions with its own waits, and both ends shorten the retry
+back-off of flwr's ``pull_objects`` (:func:`fast_object_pulls`). Those are private
+functions that may change in any flwr release, even a patch one. :data:`FINGERPRINTS`
+holds the SHA-256 of ``inspect.getsource`` of each; ``tests/federation/test_flower_loop.py``
+fails when the installed flwr differs and names the function to re-read.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import inspect
+from typing import Any
+
+# Retry a missing object after 20 ms doubling to 0.5 s (flwr: 1 s doubling to 10 s).
+OBJECT_PULL_BACKOFF_S = (0.02, 0.5)
+
+FINGERPRINTS: dict[str, str] = {
+    # healthfed's SuperNode replaces this loop (re-read: the sleeps, the sequence)...
+    "flwr.supernode.start_client_internal.start_client_internal": (
+        "9e89a6eb68fbec6821e817cd2c09f7894fc7b0f5725c2365b19a7122307f11f3"
+    ),
+    # ...and calls these as it does
+    "flwr.supernode.start_client_internal._pull_and_store_message": (
+        "eaf5d0e36dc34e4cf46a490511d077ac55cc8edbbcdbe938c1f6dbcb758628be"
+    ),
+    "flwr.supernode.start_client_internal._push_messages": (
+        "00bb86faffdec114db87e7f716af2acd901d12284e44f51f5c2a84704db05f64"
+    ),
+    "flwr.supernode.start_client_internal._init_connection": (
+        "800f9aba73646ea2c953bb5d8b7c0ae95ad33735fa522621787bbab48d300990"
+    ),
+    "flwr.supernode.cli.flower_supernode.flower_supernode": (
+        "e263e10452076b0062e28433cca5d75a552a8a32635ac38a0101d7678231ddaf"
+    ),
+    "flwr.supernode.cli.flower_supernode._parse_supernode_lifespan_config": (
+        "4094956c95246dbed45a4a7c77058d1362727b67fa703975bfc4f81a490541aa"
+    ),
+    "flwr.supernode.cli.flower_supernode._start_supernode_http_api": (
+        "b2832210a0cad93a6334907011f65796dd5a096477f0afbfb966e831c17ef9de"
+    ),
+    # fast_object_pulls changes the back-off of the pulls in these
+    "flwr.superlink.grid.http_grid.HttpGrid.pull_messages": (
+        "67a5266a5a2ed51557437a15ef4c8844f46576bc5bb6b0753d2a2f6230a3aa83"
+    ),
+    "flwr.supernode.runtime.run_clientapp.pull_task_input": (
+        "5607a23e1673ee876930c1b35685b8dfdfd8b3776a436560b0467042e15fc695"
+    ),
+    "flwr.supercore.inflatable.inflatable_utils.pull_and_inflate_object_from_tree": (
+        "139811483a15e4a6c1f8523614c12f28dd3049194e5713816be0931387adb1cf"
+    ),
+    "flwr.supercore.inflatable.inflatable_utils.pull_objects": (
+        "31bb2de46b450e6acfadb7a8bb15e3f2074bb112199826a40a5eaa648bad5b2b"
+    ),
+}
+
+
+def resolve(dotted: str) -> Any:
+    """The object ``package.module.attr[.attr]`` names (modules, not re-exported names)."""
+    parts = dotted.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(dotted)
+
+
+def fingerprint(obj: Any) -> str:
+    """SHA-256 (hex) of an object's source text."""
+    return hashlib.sha256(inspect.getsource(obj).encode("utf-8")).hexdigest()
+
+
+def fast_object_pulls(module_name: str, name: str = "pull_objects") -> None:
+    """Make ``module_name``'s ``name`` (``pull_objects`` or
+    ``pull_and_inflate_object_from_tree``) retry a missing object after 20 ms.
+
+    A sender pushes a message before its objects; a receiver that pulls in between
+    finds the message but not yet its objects, and flwr's ``pull_objects`` then waits
+    1 s before asking again. With a fast poll that race is common. Only the two
+    documented back-off parameters change, in this process only.
+    """
+    module = importlib.import_module(module_name)
+    original = getattr(module, name)
+    if isinstance(original, functools.partial):
+        return
+    initial, cap = OBJECT_PULL_BACKOFF_S
+    setattr(module, name, functools.partial(original, initial_backoff=initial, backoff_cap=cap))

@@ -1,0 +1,194 @@
+"""healthfed's SuperNode loop: pinned to flwr 1.42, one long-lived worker, dead nodes dropped.
+
+The loop (``healthfed.federation.deploy.supernode``) drives private flwr functions
+with shorter waits; the first tests fail when the installed flwr changes any of
+them. The last ones start a real SuperLink and three healthfed SuperNodes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import flwr
+import pytest
+from _proc_helpers import alive, process_tree
+
+from healthfed.errors import FederationError, TooFewSites
+from healthfed.federation.deploy import LocalFlowerDeployment
+from healthfed.federation.deploy.processes import descendants
+from healthfed.federation.deploy.supernode import main as supernode_main
+from healthfed.federation.federation import Federation
+from healthfed.federation.flwr_pins import (
+    FINGERPRINTS,
+    OBJECT_PULL_BACKOFF_S,
+    fast_object_pulls,
+    fingerprint,
+    resolve,
+)
+
+TESTS = Path(__file__).resolve().parent
+ECHO_APP = "_flower_echo_app:app"
+SITES = ["site_a", "site_b", "site_c"]
+
+
+# --- no processes -----------------------------------------------------------------------
+def test_flwr_is_the_pinned_release() -> None:
+    assert flwr.__version__.startswith("1.42."), (
+        f"flwr {flwr.__version__} is installed; healthfed pins 1.42.* "
+        "(healthfed/federation/flwr_pins.py lists what to re-read before moving)"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(FINGERPRINTS))
+def test_pinned_flwr_function_is_unchanged(name: str) -> None:
+    got = fingerprint(resolve(name))
+    assert got == FINGERPRINTS[name], (
+        f"the installed flwr changed {name} (sha256 {got[:16]}..., pinned "
+        f"{FINGERPRINTS[name][:16]}...). Re-read it: healthfed's SuperNode loop "
+        "(healthfed/federation/deploy/supernode.py) mirrors start_client_internal and "
+        "calls its helpers; fast_object_pulls (healthfed/federation/flwr_pins.py) "
+        "changes the pulls' back-off. Then update FINGERPRINTS there."
+    )
+
+
+def test_the_stock_loop_still_has_the_fixed_sleeps_we_replace() -> None:
+    import inspect
+
+    loop = inspect.getsource(resolve("flwr.supernode.start_client_internal.start_client_internal"))
+    push = inspect.getsource(resolve("flwr.supernode.start_client_internal._push_messages"))
+    assert "time.sleep(3)" in loop and "time.sleep(0.5)" in push
+
+
+def test_fast_object_pulls_changes_only_the_backoff() -> None:
+    module = "flwr.superlink.grid.http_grid"
+    original = resolve("flwr.supercore.inflatable.inflatable_utils.pull_objects")
+    fast_object_pulls(module)
+    fast_object_pulls(module)  # idempotent: never a partial of a partial
+    patched = resolve(f"{module}.pull_objects")
+    assert isinstance(patched, functools.partial) and patched.func is original
+    initial, cap = OBJECT_PULL_BACKOFF_S
+    assert patched.keywords == {"initial_backoff": initial, "backoff_cap": cap}
+
+
+def test_supernode_refuses_bad_options_naming_them() -> None:
+    with pytest.raises(FederationError, match="--poll-max"):
+        supernode_main(["--poll-max", "0", "--insecure", "--superlink", "127.0.0.1:1"])
+    with pytest.raises(FederationError, match="--isolation process"):
+        supernode_main(["--insecure", "--superlink", "127.0.0.1:1", "--isolation", "subprocess"])
+
+
+def test_federation_refuses_a_bad_node_timeout() -> None:
+    with pytest.raises(FederationError, match="node_timeout"):
+        Federation(lambda r, t: {}, ["a"], "inprocess", node_timeout=0)
+
+
+def test_unknown_node_kind_is_refused(tmp_path: Path) -> None:
+    node = tmp_path / "n.toml"
+    node.write_text('[node]\nname = "n"\n', encoding="utf-8")
+    with pytest.raises(FederationError, match="node_kind"):
+        LocalFlowerDeployment([node], node_kind="fast")
+
+
+# --- three real healthfed SuperNodes -------------------------------------------------------
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFlowerDeployment]:
+    root = tmp_path_factory.mktemp("loop")
+    nodes = []
+    for name in SITES:
+        path = root / f"{name}.toml"
+        path.write_text(f'[node]\nname = "{name}"\n', encoding="utf-8")
+        nodes.append(path)
+    dep = LocalFlowerDeployment(
+        nodes,
+        work_dir=root / "work",
+        clientapp_ref=ECHO_APP,
+        node_pythonpath=[TESTS],
+        worker_idle=2,
+    )
+    try:
+        dep.start()
+        yield dep
+    finally:
+        dep.close()
+
+
+def _wait_for(predicate: object, what: str, limit: float = 60.0) -> None:
+    """Poll until ``predicate()``; a generous limit so a loaded machine never fails it."""
+    deadline = time.monotonic() + limit
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.1)
+
+
+def _federation(dep: LocalFlowerDeployment, min_sites: int) -> Federation:
+    return Federation(
+        dep.session_run, dep.site_names, "flower", min_sites=min_sites, timeout=60, node_timeout=2
+    )
+
+
+@pytest.mark.flower
+def test_one_worker_per_node_leaves_when_idle_and_comes_back(
+    deployment: LocalFlowerDeployment,
+) -> None:
+    nodes = deployment.node_processes()
+    assert sorted(nodes) == SITES
+    # No separate executor processes: each SuperNode spawned its one worker.
+    assert not [p for p in deployment._procs if p.role.startswith("node-exec")]
+    first = _federation(deployment, 3).round("echo", "none", {"k": 1})
+    assert sorted(first.contributed) == SITES
+    _wait_for(
+        lambda: not any(alive(c) for p in nodes.values() for c in descendants(p.popen.pid)),
+        "every idle worker to leave",
+    )
+    assert all(alive(p.popen.pid) for p in nodes.values())  # the SuperNodes stay
+    logs = deployment.node_logs()
+    assert all("idle for 2s; exiting" in t for t in logs.values()), logs
+    ready = {site: t.count("node executor ready") for site, t in logs.items()}
+    again = _federation(deployment, 3).round("echo", "none", {"k": 2})
+    assert sorted(again.contributed) == SITES
+    after = {site: t.count("node executor ready") for site, t in deployment.node_logs().items()}
+    assert after == {site: n + 1 for site, n in ready.items()}  # one new worker each
+
+
+@pytest.mark.flower
+def test_a_node_killed_mid_round_is_dropped_and_the_round_finishes(
+    deployment: LocalFlowerDeployment,
+) -> None:
+    victim = deployment.node_processes()["site_c"]
+    received = victim.log.read_text().count("Receiving: query")
+    outcome: dict[str, object] = {}
+
+    def run_round() -> None:
+        fed = _federation(deployment, 2)
+        try:
+            outcome["ok"] = fed.round("echo", "none", {"hold_sites": ["site_c"], "hold_s": 120})
+        except Exception as exc:  # noqa: BLE001 - checked below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run_round)
+    thread.start()
+    _wait_for(
+        lambda: victim.log.read_text().count("Receiving: query") > received,
+        "site_c to receive the round",
+    )
+    tree = process_tree([victim.popen.pid])
+    os.killpg(victim.popen.pid, signal.SIGKILL)  # the SuperNode and its worker
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert "error" not in outcome, outcome
+    result = outcome["ok"]
+    assert sorted(result.contributed) == ["site_a", "site_b"]  # type: ignore[attr-defined]
+    assert result.missing == ["site_c"]  # type: ignore[attr-defined]
+    assert not [pid for pid in tree if alive(pid)]
+
+    # With three sites required, the same dead node fails the round, named.
+    with pytest.raises(TooFewSites, match="site_c") as err:
+        _federation(deployment, 3).round("echo", "none", {})
+    assert "2s after the first reply" in str(err.value)
