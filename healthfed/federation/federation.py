@@ -175,7 +175,11 @@ class Federation:
         ``"stock"`` runs ``flower-supernode`` (for comparison).
         """
         deployment = LocalFlowerDeployment(
-            node_files, work_dir=work_dir, node_kind=node_kind, worker_idle=worker_idle
+            node_files,
+            work_dir=work_dir,
+            node_kind=node_kind,
+            worker_idle=worker_idle,
+            open_session=True,
         )
         deployment.start()
         return cls(

@@ -82,6 +82,10 @@ class LocalFlowerDeployment:
         ``"stock"`` (``flower-supernode`` and a separate executor process).
     worker_idle
         Seconds an idle data worker of a healthfed SuperNode lives (default 120).
+    open_session
+        Start the session ServerApp (:meth:`session_run`) as soon as the SuperLink
+        answers, while the SuperNodes start: the first round does not wait for it
+        (about 3 s of a cold start).
 
     Examples
     --------
@@ -99,6 +103,7 @@ class LocalFlowerDeployment:
         node_pythonpath: Sequence[str | Path] = (),
         node_kind: str = "healthfed",
         worker_idle: float | None = None,
+        open_session: bool = False,
     ) -> None:
         if node_kind not in NODE_KINDS:
             raise FederationError(f"node_kind must be one of {NODE_KINDS}, got {node_kind!r}")
@@ -116,6 +121,7 @@ class LocalFlowerDeployment:
         self.node_pythonpath = [str(Path(p).resolve()) for p in node_pythonpath]
         self.node_kind = node_kind
         self.worker_idle = worker_idle
+        self.open_session = open_session
         self.superlink_address = ""
         self.tls: TlsFiles | None = None
         self.last_round_s: float | None = None
@@ -179,6 +185,8 @@ class LocalFlowerDeployment:
             check_alive=self._check_superlink,
         )
         self._wait(lambda: self._list_nodes() is not None, [superlink], "the SuperLink to listen")
+        if self.open_session:
+            self._session = self._new_session()
 
         secret = secrets.token_bytes(32)
         for i, (path, name) in enumerate(zip(self.node_files, self.site_names, strict=True)):
@@ -284,12 +292,15 @@ class LocalFlowerDeployment:
         """
         control = self._require_control()
         if self._session is None or not self._session.usable():
-            folder = self.work_dir / "session" / uuid.uuid4().hex[:12]
-            self._session = ServerAppSession(control, folder, self.site_names)
+            self._session = self._new_session()
         try:
             return self._session.request(request, timeout)
         finally:
             self.last_round_s = self._session.last_round_s
+
+    def _new_session(self) -> ServerAppSession:
+        folder = self.work_dir / "session" / uuid.uuid4().hex[:12]
+        return ServerAppSession(self._require_control(), folder, self.site_names)
 
     def _log_tail(self, role_prefix: str) -> str:
         for proc in self._procs:

@@ -82,14 +82,23 @@ class PollingGrid(DelegatingGrid):
     def __init__(self, inner: Grid, node_timeout: float | None = None) -> None:
         super().__init__(inner)
         self.node_timeout = node_timeout
+        # Nodes dropped before: Flower lists a killed node as online for about a minute
+        # (two missed 30 s heartbeats), so later rounds do not wait for it again.
+        self.dropped: set[int] = set()
         fast_object_pulls(HTTP_GRID_MODULE)  # replies' objects: retry after 20 ms, not 1 s
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
         """Push ``messages``; pull until every reply is in, ``timeout`` seconds passed,
-        or ``node_timeout`` seconds passed since the first reply."""
-        ids = set(self.inner.push_messages(messages))
+        or ``node_timeout`` seconds passed since the first reply. Nodes dropped in an
+        earlier exchange get no such grace: once every other node has answered, the
+        exchange ends."""
+        messages = list(messages)
+        pushed = list(self.inner.push_messages(messages))
+        # flwr returns [] or None entries for messages it could not push
+        node_of = {mid: m.metadata.dst_node_id for mid, m in zip(pushed, messages) if mid}  # noqa: B905
+        ids = set(node_of)
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         wait = 0.02
@@ -102,6 +111,10 @@ class PollingGrid(DelegatingGrid):
             ids -= {m.metadata.reply_to_message_id for m in got}
             if not ids or (deadline is not None and time.monotonic() >= deadline):
                 break
+            if self.node_timeout is not None and {node_of[i] for i in ids} <= self.dropped:
+                break
             time.sleep(wait)
             wait = min(wait * 1.5, 0.1)
+        silent = {node_of[i] for i in ids}
+        self.dropped = (self.dropped | silent) - (set(node_of.values()) - silent)
         return replies
