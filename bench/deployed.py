@@ -48,6 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ByteCounter, table  # noqa: E402
+from speed import DATASET, FEATURES, TARGET  # noqa: E402  (the same fit as bench/speed.py)
 
 from healthfed.compute.glm import FederatedLogisticRegression  # noqa: E402
 from healthfed.compute.preprocess import clear_design_cache  # noqa: E402
@@ -59,26 +60,6 @@ from healthfed.federation.federation import Federation  # noqa: E402
 from healthfed.node.runtime import write_node_file  # noqa: E402
 from healthfed.policy import SitePolicy  # noqa: E402
 
-FEATURES = [
-    "age",
-    "sex",
-    "diabetes",
-    "hypertension",
-    "copd",
-    "ckd",
-    "obesity",
-    "vaccination",
-    "spo2",
-    "resp_rate",
-    "heart_rate",
-    "temperature",
-    "crp",
-    "d_dimer",
-    "lymphocytes",
-    "ldh",
-    "creatinine",
-]  # fmt: skip  (bench/speed.py's features)
-TARGET, DATASET = "death_28d", "covid"
 BENCH_POLICY = SitePolicy(min_cell_count=1, dominance_k=100.0, eta_bound=50.0)  # as speed.py
 TARGETS = {"round_p50_s": 0.2, "round_p99_s": 0.5, "table1_s": 1.0, "exact_lr_s": 3.0}
 TARGETS |= {"cold_start_s": 5.0, "idle_node_rss_mb": 120.0, "dead_node_round_s": 10.0}
@@ -126,7 +107,10 @@ def bench_nodes(work: Path, sites: int, rows: int) -> list[Path]:
 
 
 def deployed(nodes: list[Path], work: Path, **kwargs: Any) -> tuple[Federation, Any]:
-    dep = LocalFlowerDeployment(nodes, work_dir=work, open_session=True, **kwargs)
+    # 20 SuperNodes and their workers importing at once on 2 cores take over a minute
+    dep = LocalFlowerDeployment(
+        nodes, work_dir=work, open_session=True, startup_timeout=600, **kwargs
+    )
     dep.start()
     fed = Federation(dep.session_run, dep.site_names, "flower", on_close=dep.close, timeout=600)
     return fed, dep
@@ -319,63 +303,86 @@ def main(argv: list[str] | None = None) -> dict:
             "cpus": os.cpu_count(),
             "policy_lr": "bench/speed.py's stated bench policy",
         }
-        r |= demo_part(work, args.requests, args.stock_requests, args.worker_idle)
-        r |= lr_part(work, 4, args.lr_rows)
-        r["inprocess_sites"] = inprocess_sites(work, args.inprocess_sites, args.scale_rows)
-        r["deployed_sites"] = deployed_sites(work, args.deployed_sites, args.scale_rows, 10)
+        parts: list[tuple[str | None, Callable[[], dict]]] = [
+            (None, lambda: demo_part(work, args.requests, args.stock_requests, args.worker_idle)),
+            (None, lambda: lr_part(work, 4, args.lr_rows)),
+            (
+                "inprocess_sites",
+                lambda: inprocess_sites(work, args.inprocess_sites, args.scale_rows),
+            ),
+            (
+                "deployed_sites",
+                lambda: deployed_sites(work, args.deployed_sites, args.scale_rows, 10),
+            ),
+        ]
+        for key, part in parts:
+            try:
+                got = part()
+            except Exception as exc:  # noqa: BLE001 - reported, never faked
+                got = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+                print(f"part failed: {got['error']}", file=sys.stderr)
+            if key is None:
+                r |= got
+            else:
+                r[key] = got
     for name, (num, den) in RATIOS.items():
         r[name] = ratio(r.get(num), r.get(den))
     r["targets"] = TARGETS
     r["met"] = {k: (r.get(k) is not None and r[k] <= v) for k, v in TARGETS.items()}
 
-    rows = [
-        [
-            "small request p50 (s)",
-            r["round_p50_s"],
-            r["round_inprocess_p50_s"],
-            r["round_p50_ratio"],
-            0.2,
-        ],
-        [
-            "small request p99 (s)",
-            r["round_p99_s"],
-            r["round_inprocess_p99_s"],
-            r["round_p99_ratio"],
-            0.5,
-        ],
-        ["Table 1 (s)", r["table1_s"], r["table1_inprocess_s"], r["table1_ratio"], 1.0],
-        [
-            "exact LR 4 x rows (s)",
-            r["exact_lr_s"],
-            r["exact_lr_inprocess_s"],
-            r["exact_lr_ratio"],
-            3.0,
-        ],
-        [
-            "cold start to result (s)",
-            r["cold_start_s"],
-            r["cold_start_inprocess_s"],
-            r["cold_start_ratio"],
-            5.0,
-        ],
-    ]
-    print(f"Deployed (SuperLink + SuperNodes, TLS, loopback) vs in-process, {os.cpu_count()} CPUs")
-    print(table(["measure", "deployed", "in-process", "ratio", "target"], rows))
-    print(table(
-        ["other", "value"],
-        [
-            ["stock flower-supernode request p50 (s)", r["stock_round_p50_s"]],
-            ["idle node RSS, worker gone (MB)", r["idle_node_rss_mb"]],
-            ["node RSS with its worker (MB)", r["busy_node_rss_mb"]],
-            ["stock node + executor RSS (MB)", r["stock_idle_node_rss_mb"]],
-            [f"Table 1 with {r['dead_node_killed']} killed (s)", r["dead_node_round_s"] or "failed"],
-            ["exact LR rounds / bytes per round", f"{r['exact_lr_rounds']} / {r['exact_lr_bytes_per_round']:,}"],
-            [f"{r['deployed_sites']['sites']} deployed: start / p50 / Table 1 / LR (s)",
-             " / ".join(f"{r['deployed_sites'][k]:.2f}" for k in ("start_s", "round_p50_s", "table1_s", "exact_lr_s"))],
-            ["in-process s per added site: Table 1 / LR",
-             f"{r['inprocess_sites']['table1_s_per_added_site']:.4f} / {r['inprocess_sites']['exact_lr_s_per_added_site']:.4f}"],
-        ],
-    ))  # fmt: skip
+    try:  # a failed part leaves its rows out of the table; the JSON says why
+        rows = [
+            [
+                "small request p50 (s)",
+                r["round_p50_s"],
+                r["round_inprocess_p50_s"],
+                r["round_p50_ratio"],
+                0.2,
+            ],
+            [
+                "small request p99 (s)",
+                r["round_p99_s"],
+                r["round_inprocess_p99_s"],
+                r["round_p99_ratio"],
+                0.5,
+            ],
+            ["Table 1 (s)", r["table1_s"], r["table1_inprocess_s"], r["table1_ratio"], 1.0],
+            [
+                "exact LR 4 x rows (s)",
+                r["exact_lr_s"],
+                r["exact_lr_inprocess_s"],
+                r["exact_lr_ratio"],
+                3.0,
+            ],
+            [
+                "cold start to result (s)",
+                r["cold_start_s"],
+                r["cold_start_inprocess_s"],
+                r["cold_start_ratio"],
+                5.0,
+            ],
+        ]
+        print(
+            f"Deployed (SuperLink + SuperNodes, TLS, loopback) vs in-process, {os.cpu_count()} CPUs"
+        )
+        print(table(["measure", "deployed", "in-process", "ratio", "target"], rows))
+        print(table(
+            ["other", "value"],
+            [
+                ["stock flower-supernode request p50 (s)", r["stock_round_p50_s"]],
+                ["idle node RSS, worker gone (MB)", r["idle_node_rss_mb"]],
+                ["node RSS with its worker (MB)", r["busy_node_rss_mb"]],
+                ["stock node + executor RSS (MB)", r["stock_idle_node_rss_mb"]],
+                [f"Table 1 with {r['dead_node_killed']} killed (s)", r["dead_node_round_s"] or "failed"],
+                ["exact LR rounds / bytes per round", f"{r['exact_lr_rounds']} / {r['exact_lr_bytes_per_round']:,}"],
+                [f"{r['deployed_sites']['sites']} deployed: start / p50 / Table 1 / LR (s)",
+                 " / ".join(f"{r['deployed_sites'][k]:.2f}" for k in ("start_s", "round_p50_s", "table1_s", "exact_lr_s"))],
+                ["in-process s per added site: Table 1 / LR",
+                 f"{r['inprocess_sites']['table1_s_per_added_site']:.4f} / {r['inprocess_sites']['exact_lr_s_per_added_site']:.4f}"],
+            ],
+        ))  # fmt: skip
+    except (KeyError, TypeError) as exc:
+        print(f"table incomplete (a part failed): {exc!r}")
     if args.json:
         print(json.dumps(r))
     return r

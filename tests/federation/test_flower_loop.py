@@ -192,3 +192,6 @@ def test_a_node_killed_mid_round_is_dropped_and_the_round_finishes(
     with pytest.raises(TooFewSites, match="site_c") as err:
         _federation(deployment, 3).round("echo", "none", {})
     assert "2s after the first reply" in str(err.value)
+    # Flower still lists the dead node; the hub, having dropped it, does not wait for it.
+    later = _federation(deployment, 2).round("echo", "none", {})
+    assert sorted(later.contributed) == ["site_a", "site_b"] and later.missing == ["site_c"]

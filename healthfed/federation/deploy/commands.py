@@ -106,23 +106,31 @@ def supernode_argv(
 
 
 def node_exec_argv(
-    runtime_address: str, runtime_ca: Path, secret_file: Path, clientapp_ref: str
+    runtime_address: str,
+    runtime_ca: str | Path | None,
+    secret_file: str | Path | None,
+    clientapp_ref: str,
 ) -> list[str]:
-    """The healthfed node executor's command (serves the installed ClientApp)."""
-    return [
+    """The healthfed node executor's command (serves the installed ClientApp).
+
+    ``runtime_ca=None``: the Runtime API is plain HTTP; ``secret_file=None``: it has no
+    SuperExec secret (both only as flwr's own SuperNode options allow).
+    """
+    argv = [
         sys.executable,
         "-m",
         "healthfed.federation.deploy",
         "node-exec",
         "--runtime-api-address",
         runtime_address,
-        "--root-certificates",
-        str(runtime_ca),
-        "--superexec-auth-secret-file",
-        str(secret_file),
         "--clientapp",
         clientapp_ref,
     ]
+    if runtime_ca is not None:
+        argv += ["--root-certificates", str(runtime_ca)]
+    if secret_file is not None:
+        argv += ["--superexec-auth-secret-file", str(secret_file)]
+    return argv
 
 
 def node_config_arg(path: str | Path) -> str:

@@ -290,7 +290,6 @@ class LocalFlowerDeployment:
         Saves the ServerApp start (~2.5 s) on every round after the first; what
         ``Federation.flower`` uses.
         """
-        control = self._require_control()
         if self._session is None or not self._session.usable():
             self._session = self._new_session()
         try:

@@ -16,8 +16,8 @@ the worker reads end-of-file and exits (no orphan holds the data).
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
+
+from healthfed.federation.deploy.commands import node_exec_argv
 
 WORKER_IDLE_S = 120.0  # a worker with no task for this long exits (memory back to the OS)
 
@@ -48,22 +48,11 @@ class DataWorker:
         idle_s: float = WORKER_IDLE_S,
     ) -> None:
         self.argv = [
-            sys.executable,
-            "-m",
-            "healthfed.federation.deploy",
-            "node-exec",
-            "--runtime-api-address",
-            runtime_address,
-            "--clientapp",
-            clientapp_ref,
+            *node_exec_argv(runtime_address, root_certificates, secret_file, clientapp_ref),
             "--idle-exit",
             f"{idle_s:g}",
             "--wake-stdin",
         ]
-        if root_certificates:
-            self.argv += ["--root-certificates", str(Path(root_certificates))]
-        if secret_file:
-            self.argv += ["--superexec-auth-secret-file", str(Path(secret_file))]
         self._proc: subprocess.Popen[bytes] | None = None
         self.spawned = 0
 
