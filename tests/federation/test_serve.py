@@ -120,13 +120,20 @@ def test_hub_and_two_hospitals_started_separately_answer_a_request(tmp_path: Pat
         flower_args = [p.popen.args for h in handles for p in h._procs]
         assert not any("--insecure" in args for args in flower_args)
 
-        # Supervision: a hospital's executor dies -> its SuperNode is stopped, wait raises.
+        # Supervision: a hospital's SuperNode dies -> wait raises; its data worker
+        # (spawned by the SuperNode) reads end-of-file and leaves too.
         victim = nodes[1]
-        executor = next(p for p in victim._procs if p.role == "node-exec")
-        os.kill(executor.popen.pid, signal.SIGKILL)
-        with pytest.raises(FederationError, match="node-exec exited"):
+        supernode = next(p for p in victim._procs if p.role == "supernode")
+        tree = process_tree([supernode.popen.pid])
+        assert len(tree) >= 2, tree  # the SuperNode and its one worker
+        os.kill(supernode.popen.pid, signal.SIGKILL)
+        with pytest.raises(FederationError, match="supernode exited"):
             victim.wait(timeout=15)
         assert all(p.popen.poll() is not None for p in victim._procs)
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in tree) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in tree if alive(pid)]
         assert hub.running() and nodes[0].running()
 
         t0 = time.perf_counter()
