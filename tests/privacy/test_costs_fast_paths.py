@@ -210,3 +210,96 @@ def test_summary_cell_keys_equal_per_row_python_sums(n: int, seed: int) -> None:
             assert (
                 int(n_table.keys[0, j]) == int(rk[df["death"].astype(str) == group].sum()) % 2**32
             )
+
+
+# --- the GLM's contribution profiles: weight-free parts kept per design ---------------------------
+def _reference_profile(C: np.ndarray, n_top: int) -> Any:
+    """Every entry's profile from its materialised per-row contributions (double precision)."""
+    from healthfed.privacy.contributions import profile_rows
+
+    return profile_rows(C, n_top)
+
+
+def _design(rng: np.random.Generator, n: int) -> np.ndarray:
+    cont = rng.normal(size=(n, 2))
+    cont[rng.random(n) < 0.1, 1] = 0.0  # exact zeros in a continuous column
+    rare = (rng.random(n) < 0.02).astype(float)  # a dummy of a few patients
+    common = (rng.random(n) < 0.4).astype(float)
+    X = np.column_stack([np.ones(n), cont, rare, common])
+    X.flags.writeable = False
+    return X
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(30, 400),
+    st.integers(0, 10_000),
+    st.sampled_from(["logistic", "zeros", "gaussian"]),
+    st.floats(-6, 6),
+)
+def test_design_profiles_equal_row_by_row_profiles_and_give_the_same_verdicts(
+    n: int, seed: int, weights: str, shift: float
+) -> None:
+    from healthfed.compute.glm.node import glm_profiles
+    from healthfed.errors import ThresholdViolation
+    from healthfed.policy import SitePolicy
+    from healthfed.privacy.contributions import with_complements
+    from healthfed.privacy.model_release import ModelStatistics, check_invariant
+
+    rng = np.random.default_rng(seed)
+    X = _design(rng, n)
+    eta = X @ rng.normal(size=X.shape[1]) + shift
+    p = 1 / (1 + np.exp(-eta))
+    w = {"logistic": p * (1 - p), "gaussian": np.ones(n)}.get(weights, p * (1 - p))
+    if weights == "zeros":
+        w = np.where(rng.random(n) < 0.3, 0.0, w)
+    r = (rng.random(n) < p) - p
+    r[rng.random(n) < 0.05] = 0.0
+    n_top = 2
+    fast = glm_profiles(X, w, {"score": r}, n_top)
+    again = glm_profiles(X, w, {"score": r}, n_top)  # the kept parts, second round
+    Z = with_complements(X)
+    q, P = Z.shape[1], X.shape[1]
+    iu = np.triu_indices(q)
+    gram = _reference_profile(w[:, None] * Z[:, iu[0]] * Z[:, iu[1]], n_top)
+    own = (iu[0] < P) & (iu[1] < P)
+    cross = _reference_profile(Z * r[:, None], n_top)
+    want = {
+        "hessian": (gram, own),
+        "hessian~complements": (gram, ~own),
+        "score": (cross, np.arange(q) < P),
+        "score~complements": (cross, np.arange(q) >= P),
+    }
+    for name, (ref, mask) in want.items():
+        for got in (fast[name], again[name]):
+            assert np.array_equal(got.support, ref.support[mask]), name
+            np.testing.assert_allclose(got.abs_sum, ref.abs_sum[mask], rtol=2e-6, atol=1e-12)
+            # top: exact where the bound was inconclusive, else the bound (>= exact)
+            assert np.all(got.top >= ref.top[mask] * (1 - 2e-6) - 1e-12), name
+    # Verdicts, for strict and lenient policies: the fast profiles against the reference.
+    # The policy's k lets decided entries skip the exact top-n: the verdict must not move.
+    reference = {k: ContributionProfileOf(ref, m) for k, (ref, m) in want.items()}
+    lenient = SitePolicy(min_cell_count=3, dominance_k=60.0)
+    for policy in (SitePolicy(), lenient, SitePolicy(min_cell_count=1, dominance_k=100.0)):
+        skipping = glm_profiles(X, w, {"score": r}, n_top, None, policy.dominance_k)
+        verdicts = []
+        for profs in (fast, skipping, reference):
+            release = ModelStatistics(
+                arrays={"hessian": np.zeros(int(own.sum())), "score": np.zeros(P)},
+                n_rows=n,
+                n_params=P,
+                profiles=profs,
+            )
+            try:
+                check_invariant(release, policy)
+                verdicts.append("ok")
+            except ThresholdViolation as exc:
+                verdicts.append(str(exc))
+        assert verdicts[0] == verdicts[1] == verdicts[2], verdicts
+
+
+def ContributionProfileOf(ref: Any, mask: np.ndarray) -> Any:  # noqa: N802 - reads as a type
+    """The reference profile's entries under ``mask``."""
+    from healthfed.privacy.contributions import ContributionProfile
+
+    return ContributionProfile(ref.support[mask], ref.abs_sum[mask], ref.top[mask], ref.n_top)
