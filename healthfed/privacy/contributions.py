@@ -132,13 +132,21 @@ class RowProfiler:
             return
         self.support += np.count_nonzero(a, axis=0)
         self.abs_sum += a.sum(axis=0)
+        k = self.n_top
+        if a.shape[0] > k:  # the chunk's own k largest first: no copy of the whole chunk
+            a = np.partition(a, a.shape[0] - k, axis=0)[-k:]
         both = np.concatenate([self._top, a], axis=0)
-        if both.shape[0] > self.n_top:
-            both = -np.partition(-both, self.n_top - 1, axis=0)[: self.n_top]
+        if both.shape[0] > k:
+            both = np.partition(both, both.shape[0] - k, axis=0)[-k:]
         self._top = both
 
     def profile(self, shape: tuple[int, ...] | None = None) -> ContributionProfile:
-        top = self._top.sum(axis=0) if self._top.size else np.zeros_like(self.abs_sum)
+        # Sorted before summing, so the sum does not depend on the partition's order.
+        top = (
+            np.sort(self._top, axis=0).sum(axis=0)
+            if self._top.size
+            else np.zeros_like(self.abs_sum)
+        )
         shape = shape or self.abs_sum.shape
         return ContributionProfile(
             self.support.reshape(shape), self.abs_sum.reshape(shape), top.reshape(shape), self.n_top
