@@ -348,13 +348,16 @@ class DesignProfiles:
         self.ind = indicator_columns(X) if ind is None else np.asarray(ind, dtype=int)
         self.n, self.p = X.shape
         self.q = self.p + len(self.ind)
-        self.abs = np.abs(self.block(0, self.n)).astype(np.float32)
+        self.abs = np.empty((self.n, self.q), dtype=np.float32)
+        np.abs(X, out=self.abs[:, : self.p], casting="same_kind")
+        if len(self.ind):
+            self.abs[:, self.p :] = 1.0 - X[:, self.ind]  # 0/1 columns: no sign to drop
         nz: np.ndarray = np.zeros((self.q, self.q))
         for lo in range(0, self.n, _BIG_BLOCK):
             b = (self.abs[lo : lo + _BIG_BLOCK] != 0).astype(np.float32)
             nz += b.T @ b
         self.pair_support = nz
-        self.col_support = np.count_nonzero(self.abs, axis=0).astype(float)
+        self.col_support = np.diag(nz).copy()  # a column's non-zeros: its pair with itself
 
     def block(self, lo: int, hi: int) -> np.ndarray:
         """Rows ``lo:hi`` of ``Z`` in double precision."""
