@@ -28,6 +28,7 @@ product of two dummies gives every cell of their 2 x 2 table, not only ``a & b``
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ import numpy as np
 
 __all__ = [
     "ContributionProfile",
+    "DesignProfiles",
     "RowProfiler",
     "concat_profiles",
     "cross_profile",
@@ -42,6 +44,7 @@ __all__ = [
     "gram_profile_blocks",
     "indicator_columns",
     "profile_rows",
+    "refine_threshold",
     "with_complements",
 ]
 
@@ -129,13 +132,21 @@ class RowProfiler:
             return
         self.support += np.count_nonzero(a, axis=0)
         self.abs_sum += a.sum(axis=0)
+        k = self.n_top
+        if a.shape[0] > k:  # the chunk's own k largest first: no copy of the whole chunk
+            a = np.partition(a, a.shape[0] - k, axis=0)[-k:]
         both = np.concatenate([self._top, a], axis=0)
-        if both.shape[0] > self.n_top:
-            both = -np.partition(-both, self.n_top - 1, axis=0)[: self.n_top]
+        if both.shape[0] > k:
+            both = np.partition(both, both.shape[0] - k, axis=0)[-k:]
         self._top = both
 
     def profile(self, shape: tuple[int, ...] | None = None) -> ContributionProfile:
-        top = self._top.sum(axis=0) if self._top.size else np.zeros_like(self.abs_sum)
+        # Sorted before summing, so the sum does not depend on the partition's order.
+        top = (
+            np.sort(self._top, axis=0).sum(axis=0)
+            if self._top.size
+            else np.zeros_like(self.abs_sum)
+        )
         shape = shape or self.abs_sum.shape
         return ContributionProfile(
             self.support.reshape(shape), self.abs_sum.reshape(shape), top.reshape(shape), self.n_top
@@ -270,6 +281,24 @@ def gram_profile_blocks(
 _REFINE_ABOVE = 0.5
 
 
+def refine_threshold(dominance_k: float | None) -> float:
+    """The bound ratio above which an entry needs its exact top-n, for a policy's ``k`` (%).
+
+    An entry whose bound is at most ``k`` of its total passes the dominance rule
+    whatever its exact top-n is, so refining it cannot change the verdict; below 50 %
+    the rule refuses on the bound, as without a policy. Same verdicts, less work.
+    """
+    if dominance_k is None:
+        return _REFINE_ABOVE
+    return max(_REFINE_ABOVE, float(dominance_k) / 100.0)
+
+
+def _undecided(top: np.ndarray, abs_sum: np.ndarray, refine_above: float) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(abs_sum > 0, top / abs_sum, 0.0)
+    return np.flatnonzero(ratio > refine_above)
+
+
 def _exact_top(
     block: Blocks,
     n: int,
@@ -277,11 +306,10 @@ def _exact_top(
     top: np.ndarray,
     abs_sum: np.ndarray,
     n_top: int,
+    refine_above: float = _REFINE_ABOVE,
 ) -> None:
     """Replace ``top`` by the exact top-``n`` sum where the bound is not conclusive."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(abs_sum > 0, top / abs_sum, 0.0)
-    todo = np.flatnonzero(ratio > _REFINE_ABOVE)
+    todo = _undecided(top, abs_sum, refine_above)
     if todo.size == 0:
         return
     ja, kb = pairs[todo, 0], pairs[todo, 1]
@@ -291,3 +319,144 @@ def _exact_top(
         a, b = block(lo, min(n, lo + step))
         prof.add(a[:, ja] * b[:, kb])
     top[todo] = prof.profile().top
+
+
+# --------------------------------------------------------------------------------------
+# a design's profiles, round after round: what does not depend on the weights, once
+# --------------------------------------------------------------------------------------
+_BIG_BLOCK = 1 << 16  # rows per float32 product (counts stay exact: < 2^24 per block)
+
+
+class DesignProfiles:
+    """Profiles of ``Z' diag(w) Z`` and ``Z' v`` for one design, for many ``w`` and ``v``.
+
+    ``Z = [X, 1 - X[:, ind]]`` (:func:`with_complements`). An iterative fit asks the
+    same design every round with new weights, so what does not depend on them is kept:
+    ``|Z|`` in single precision, the per-pair non-zero counts ``nz(Z)' nz(Z)`` and the
+    per-column counts. Each round is then two symmetric products (``a = |Z| sqrt(w)``:
+    ``a'a`` is the ``|.|`` sums and ``(a*a)'(a*a)`` the squares, as
+    :func:`gram_profile_blocks` computes them) in blocks of ``2^16`` rows; the support
+    is the kept count minus the rows whose weight is zero (none, for a logistic or
+    Poisson fit inside the bounded region). The exact top-``n`` pass is the same as
+    :func:`gram_profile_blocks`'. The numbers equal that function's up to single
+    precision rounding of the ``|.|`` sums (relative ``1e-6``); supports are exact
+    (pinned by ``tests/privacy/test_costs_fast_paths.py``).
+    """
+
+    def __init__(self, X: np.ndarray, ind: np.ndarray | None = None) -> None:
+        self._X = weakref.ref(X)  # a cache of these must not keep the design alive
+        self.ind = indicator_columns(X) if ind is None else np.asarray(ind, dtype=int)
+        self.n, self.p = X.shape
+        self.q = self.p + len(self.ind)
+        self.abs = np.empty((self.n, self.q), dtype=np.float32)
+        np.abs(X, out=self.abs[:, : self.p], casting="same_kind")
+        if len(self.ind):
+            self.abs[:, self.p :] = 1.0 - X[:, self.ind]  # 0/1 columns: no sign to drop
+        nz: np.ndarray = np.zeros((self.q, self.q))
+        for lo in range(0, self.n, _BIG_BLOCK):
+            b = (self.abs[lo : lo + _BIG_BLOCK] != 0).astype(np.float32)
+            nz += b.T @ b
+        self.pair_support = nz
+        self.col_support = np.diag(nz).copy()  # a column's non-zeros: its pair with itself
+
+    def block(self, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo:hi`` of ``Z`` in double precision."""
+        X = self._X()
+        if X is None:
+            raise RuntimeError("DesignProfiles: its design matrix no longer exists")
+        xc = X[lo:hi]
+        return np.column_stack([xc, 1.0 - xc[:, self.ind]]) if len(self.ind) else xc
+
+    def _nonzero_rows(self, rows: np.ndarray) -> np.ndarray:
+        return (self.abs[rows] != 0).astype(float)
+
+    def column(self, j: int, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo:hi`` of column ``j`` of ``Z`` in double precision."""
+        X = self._X()
+        if X is None:
+            raise RuntimeError("DesignProfiles: its design matrix no longer exists")
+        return X[lo:hi, j] if j < self.p else 1.0 - X[lo:hi, self.ind[j - self.p]]
+
+    def _exact(
+        self,
+        todo: np.ndarray,
+        ja: np.ndarray,
+        kb: np.ndarray,
+        w: np.ndarray | None,
+        v: np.ndarray | None,
+        top: np.ndarray,
+        n_top: int,
+    ) -> None:
+        """Exact top-``n`` of the entries ``todo`` (pairs ``ja, kb``), from their columns only.
+
+        The same products as :func:`_exact_top` (``(z_j w) z_k``, ``z_j v``), so the same
+        numbers, without building the other columns of ``Z``.
+        """
+        if todo.size == 0:
+            return
+        ja, kb = ja[todo], kb[todo]
+        cols = np.unique(np.concatenate([ja, kb]))
+        ia, ib = np.searchsorted(cols, ja), np.searchsorted(cols, kb)
+        prof = RowProfiler(todo.size, n_top)
+        step = max(1, _CHUNK_CELLS // todo.size)
+        for lo in range(0, self.n, step):
+            hi = min(self.n, lo + step)
+            zc = np.column_stack([self.column(int(j), lo, hi) for j in cols])
+            if v is not None:
+                prof.add(zc[:, ia] * v[lo:hi, None])
+            else:
+                assert w is not None
+                prof.add((zc[:, ia] * w[lo:hi, None]) * zc[:, ib])
+        top[todo] = prof.profile().top
+
+    def gram(
+        self, w: np.ndarray, n_top: int, refine_above: float = _REFINE_ABOVE
+    ) -> ContributionProfile:
+        """Packed upper-triangle profile of ``Z' diag(w) Z`` (as :func:`gram_profile_blocks`).
+
+        ``refine_above``: see :func:`refine_threshold` (the policy's ``k`` decides the rest).
+        """
+        w = np.asarray(w, dtype=float)
+        if np.any(w < 0):
+            return gram_profile_blocks(self.block, w, self.n, n_top)
+        abs_sum: np.ndarray = np.zeros((self.q, self.q))
+        sq_sum: np.ndarray = np.zeros((self.q, self.q))
+        for lo in range(0, self.n, _BIG_BLOCK):
+            hi = min(self.n, lo + _BIG_BLOCK)
+            a = self.abs[lo:hi] * np.sqrt(w[lo:hi].astype(np.float32))[:, None]
+            abs_sum += a.T @ a
+            a *= a
+            sq_sum += a.T @ a
+        support = self.pair_support
+        zero = np.flatnonzero(w == 0)
+        if zero.size:
+            b = self._nonzero_rows(zero)
+            support = support - b.T @ b
+        iu = np.triu_indices(self.q)
+        support, abs_sum, sq_sum = support[iu], abs_sum[iu], sq_sum[iu]
+        top = np.minimum(abs_sum, np.sqrt(n_top * np.maximum(sq_sum, 0.0)))
+        todo = _undecided(top, abs_sum, refine_above)
+        self._exact(todo, iu[0], iu[1], w, None, top, n_top)
+        return ContributionProfile(np.rint(support).astype(np.int64), abs_sum, top, n_top)
+
+    def cross(
+        self, v: np.ndarray, n_top: int, refine_above: float = _REFINE_ABOVE
+    ) -> ContributionProfile:
+        """Profile of ``Z' v`` (``q`` entries; as :func:`cross_profile_blocks` of ``(Z, v)``)."""
+        v = np.asarray(v, dtype=float)
+        abs_sum, sq_sum = np.zeros(self.q), np.zeros(self.q)
+        for lo in range(0, self.n, _BIG_BLOCK):
+            hi = min(self.n, lo + _BIG_BLOCK)
+            a = self.abs[lo:hi]
+            av = np.abs(v[lo:hi]).astype(np.float32)
+            abs_sum += a.T @ av
+            sq_sum += (a * a).T @ (av * av)
+        support = self.col_support
+        zero = np.flatnonzero(v == 0)
+        if zero.size:
+            support = support - self._nonzero_rows(zero).sum(axis=0)
+        top = np.minimum(abs_sum, np.sqrt(n_top * np.maximum(sq_sum, 0.0)))
+        todo = _undecided(top, abs_sum, refine_above)
+        cols = np.arange(self.q)
+        self._exact(todo, cols, cols, None, v, top, n_top)
+        return ContributionProfile(np.rint(support).astype(np.int64), abs_sum, top, n_top)

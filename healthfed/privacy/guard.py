@@ -276,7 +276,7 @@ class PrivacyGuard:
         hashes, inside = self.populations.scan(con, desc.id_column, cohort.sql)
         pop, idx = self.populations.resolve(ticket.dataset, hashes, _declared(desc), self._rekey)
         ticket.population = pop
-        bits = bits_from_indices(i for i, keep in zip(idx, inside, strict=True) if keep)
+        bits = bits_from_indices(idx[inside])
         self.check_known(ticket, Released(bits, bits.bit_count(), cohort.definition))
 
     def check_known(self, ticket: Ticket, cohort: Released) -> None:

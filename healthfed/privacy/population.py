@@ -8,9 +8,9 @@ keys both its DP ledger (:mod:`healthfed.privacy.ledger`) and its cohort memory
 How a population is found
 -------------------------
 Every patient id the node ever saw in a request's data is stored once, as a keyed
-hash (``sha256(key + ":" + id)``, the same form as the opt-out store's, with a
-per-node random 256-bit key kept in this module's SQLite file in the node's state
-folder), with a small integer index and the population it belongs to. A dataset
+hash (the first 128 bits of ``sha256(key + ":" + id)``, the same form as the opt-out
+store's, with a per-node random 256-bit key kept in this module's SQLite file in the
+node's state folder), with a small integer index and the population it belongs to. A dataset
 joins the population of any patient it shares (**id overlap**), the population its
 descriptor names (``[dataset] population = "..."``, for datasets of the same
 patients under different pseudonyms), and the population it was in before (a dataset
@@ -32,10 +32,25 @@ datasets whose id spaces collide (two tables both numbered 1..n) are merged, whi
 fails closed (they share one budget). The hashes never leave the node and cannot be
 reversed without the key; they are kept after an opt-out (the patient's index stays
 in the memory's bit sets, which is what lets the memory see the opt-out).
+
+How it stays cheap
+------------------
+A site's first request registers every patient (a million rows at a large site), and
+every later request looks its rows up. Hashes are therefore stored in **batches**: the
+new hashes of one request are one SQLite row (a blob of 16-byte digests in index
+order, its first index and its population), written in the request's one
+transaction, not one row per patient. In memory the node keeps every digest's first
+64 bits sorted (numpy ``argsort``), so a request's rows are found with one
+``searchsorted`` and confirmed on all 128 bits; the rare digests sharing their first
+64 bits are compared one by one, so the answer is exact. DuckDB computes the digests
+as two ``UBIGINT`` columns in the same scan that evaluates the cohort filter. A store
+written by the older one-row-per-patient form is converted on open (same hashes,
+same indices).
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import sqlite3
 import threading
@@ -47,6 +62,8 @@ from typing import Any
 import numpy as np
 
 from healthfed.data.sql import quote_ident, sql_literal
+from healthfed.errors import PrivacyError
+from healthfed.privacy.digest_index import DigestIndex, first_occurrences
 
 __all__ = ["POPULATIONS_FILE", "PopulationRegistry", "bits_from_indices"]
 
@@ -58,6 +75,11 @@ CREATE TABLE IF NOT EXISTS patients (
     hash TEXT PRIMARY KEY,
     idx INTEGER NOT NULL UNIQUE,
     population TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS patient_batches (
+    start INTEGER PRIMARY KEY,
+    population TEXT NOT NULL,
+    digests BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS populations (
     id TEXT PRIMARY KEY,
@@ -72,9 +94,12 @@ CREATE TABLE IF NOT EXISTS datasets (
 """
 
 
-def bits_from_indices(indices: Iterable[int]) -> int:
+def bits_from_indices(indices: Iterable[int] | np.ndarray) -> int:
     """A Python ``int`` bit set with the given bit positions set (fast for many)."""
-    idx = np.fromiter(indices, dtype=np.int64)
+    if isinstance(indices, np.ndarray):
+        idx = indices.astype(np.int64, copy=False).ravel()
+    else:
+        idx = np.fromiter(indices, dtype=np.int64)
     if idx.size == 0:
         return 0
     flags = np.zeros(int(idx.max()) + 1, dtype=np.uint8)
@@ -83,7 +108,7 @@ def bits_from_indices(indices: Iterable[int]) -> int:
 
 
 class PopulationRegistry:
-    """The node's patient populations (keyed id hashes) in SQLite; see the module docstring.
+    """The node's patient populations (keyed id digests) in SQLite; see the module docstring.
 
     Parameters
     ----------
@@ -107,7 +132,10 @@ class PopulationRegistry:
             )
             row = self._con.execute("SELECT value FROM meta WHERE name = 'key'").fetchone()
         self._key = str(row[0])
-        self._members: dict[str, tuple[int, str]] | None = None
+        self._index: DigestIndex | None = None
+        self._starts: list[int] = []  # first index of every batch, ascending
+        self._batch_pops: list[str] = []  # the population of every batch
+        self._convert_legacy()
 
     def close(self) -> None:
         with self._lock:
@@ -115,7 +143,7 @@ class PopulationRegistry:
 
     # --- reading ----------------------------------------------------------------------------
     def hash_sql(self, column_sql: str) -> str:
-        """DuckDB expression of a column's keyed hash (the key never leaves the node)."""
+        """DuckDB expression of a column's keyed hash (hex; the key never leaves the node)."""
         return f"sha256({sql_literal(self._key + ':')} || CAST({column_sql} AS VARCHAR))"
 
     def canonical(self, population: str) -> str:
@@ -139,55 +167,107 @@ class PopulationRegistry:
             ).fetchone()
         return None if row is None else self.canonical(str(row[0]))
 
-    def _load(self) -> dict[str, tuple[int, str]]:
-        if self._members is None:
-            self._members = {
-                str(h): (int(i), str(p))
-                for h, i, p in self._con.execute("SELECT hash, idx, population FROM patients")
-            }
-        return self._members
+    def _load(self) -> DigestIndex:
+        if self._index is None:
+            index = DigestIndex()
+            starts, pops, blobs, expected = [], [], [], 0
+            rows = self._con.execute(
+                "SELECT start, population, digests FROM patient_batches ORDER BY start"
+            )
+            for start, pop, blob in rows:
+                if int(start) != expected:
+                    raise PrivacyError("the population store's patient batches are not contiguous")
+                expected += len(blob) // 16
+                starts.append(int(start))
+                pops.append(str(pop))
+                blobs.append(bytes(blob))
+            index.append(np.frombuffer(b"".join(blobs), dtype="<u8").reshape(-1, 2))
+            self._index, self._starts, self._batch_pops = index, starts, pops
+        return self._index
+
+    def _fresh(self) -> DigestIndex:
+        """The index, re-read if another process sharing the file added or merged batches."""
+        rows = self._con.execute(
+            "SELECT start, population, length(digests) / 16 FROM patient_batches ORDER BY start"
+        ).fetchall()
+        index = self._load()
+        end = int(rows[-1][0]) + int(rows[-1][2]) if rows else 0
+        if end != index.size or len(rows) != len(self._starts):
+            self._index = None
+            index = self._load()
+        self._batch_pops = [str(r[1]) for r in rows]
+        return index
+
+    def _populations_of(self, idx: np.ndarray) -> set[str]:
+        """The populations holding the patients of indices ``idx`` (all stored)."""
+        if idx.size == 0:
+            return set()
+        batch = np.searchsorted(np.asarray(self._starts), idx, side="right") - 1
+        return {self._batch_pops[int(b)] for b in np.unique(batch)}
 
     # --- resolving a request's data --------------------------------------------------------------
-    def scan(self, con: Any, id_column: str, cohort_sql: str) -> tuple[list[str], np.ndarray]:
-        """Keyed hashes of every row of ``data`` and whether each is in the cohort."""
+    def scan(self, con: Any, id_column: str, cohort_sql: str) -> tuple[np.ndarray, np.ndarray]:
+        """Keyed digests (``(n, 2)`` ``uint64``) of every row of ``data``, and who is in the cohort."""
         h = self.hash_sql(quote_ident(id_column))
-        rows = con.execute(
-            f"SELECT {h}, coalesce(({cohort_sql}), FALSE) FROM data"  # noqa: S608 - built SQL
-        ).fetchall()
-        return [str(r[0]) for r in rows], np.array([bool(r[1]) for r in rows], dtype=bool)
+        res = con.execute(
+            "SELECT CAST(('0x' || substr(h, 1, 16)) AS UBIGINT) AS a, "  # noqa: S608 - built SQL
+            "CAST(('0x' || substr(h, 17, 16)) AS UBIGINT) AS b, inside FROM "
+            f"(SELECT {h} AS h, coalesce(({cohort_sql}), FALSE) AS inside FROM data)"
+        ).fetchnumpy()
+        cols = [res["a"], res["b"], res["inside"]]
+        if any(np.ma.is_masked(c) for c in cols):
+            raise PrivacyError(f"id column {id_column!r} holds missing ids; nothing released")
+        digests = np.column_stack([np.asarray(cols[0]), np.asarray(cols[1])]).astype(np.uint64)
+        return digests, np.asarray(cols[2], dtype=bool)
+
+    def digest_ids(self, ids: Iterable[Any]) -> np.ndarray:
+        """The keyed digests of patient ids computed in Python, as :meth:`scan` gives them."""
+        words = []
+        for i in ids:
+            h = hashlib.sha256(f"{self._key}:{i}".encode()).hexdigest()
+            words.append((int(h[:16], 16), int(h[16:32], 16)))
+        return np.asarray(words, dtype=np.uint64).reshape(-1, 2)
 
     def resolve(
         self,
         dataset: str,
-        hashes: list[str],
+        digests: np.ndarray | Iterable[Any],
         declared: str | None = None,
         on_merge: Callable[[str, str], None] | None = None,
-    ) -> tuple[str, list[int]]:
-        """The population of ``dataset`` holding ``hashes``, and each hash's bit index.
+    ) -> tuple[str, np.ndarray]:
+        """The population of ``dataset`` holding ``digests``, and each row's bit index.
 
-        Registers unseen hashes (new rows), joins and merges populations as the module
-        docstring says. ``on_merge(old, new)`` re-keys the ledger and the memory.
+        ``digests``: from :meth:`scan`, or a sequence of patient ids (hashed here).
+
+        Registers unseen digests (new rows) as one batch, joins and merges populations
+        as the module docstring says. ``on_merge(old, new)`` re-keys the ledger and the
+        memory.
         """
         with self._lock:
             self._con.execute("BEGIN IMMEDIATE")
             try:
-                pop, idx = self._resolve(dataset, hashes, declared, on_merge)
+                pop, idx = self._resolve(dataset, digests, declared, on_merge)
                 self._con.execute("COMMIT")
             except BaseException:
                 self._con.execute("ROLLBACK")
-                self._members = None
+                self._index = None
                 raise
         return pop, idx
 
     def _resolve(
         self,
         dataset: str,
-        hashes: list[str],
+        digests: np.ndarray | Iterable[Any],
         declared: str | None,
         on_merge: Callable[[str, str], None] | None,
-    ) -> tuple[str, list[int]]:
-        members = self._load()
-        found = {members[h][1] for h in set(hashes) if h in members}
+    ) -> tuple[str, np.ndarray]:
+        if not isinstance(digests, np.ndarray):
+            digests = self.digest_ids(digests)
+        digests = np.asarray(digests, dtype=np.uint64).reshape(-1, 2)
+        index = self._fresh()
+        idx = index.lookup(digests)
+        known = idx >= 0
+        found = self._populations_of(idx[known])
         previous = self.population_of(dataset)
         if previous is not None:
             found.add(previous)
@@ -199,7 +279,6 @@ class PopulationRegistry:
             pop = self._new_population(declared or dataset)
         else:
             pop = self._merge(found, on_merge)
-            members = self._load()
         if declared and not self._exists(declared):
             self._con.execute(
                 "INSERT INTO populations VALUES (?, ?, ?)", (declared, time.time(), pop)
@@ -211,15 +290,18 @@ class PopulationRegistry:
         )
         if on_merge is not None and dataset != pop:
             on_merge(dataset, pop)  # rows keyed by the dataset's name (older ledgers) follow
-        nxt = 1 + max((i for i, _ in members.values()), default=-1)
-        new = []
-        for h in dict.fromkeys(hashes):
-            if h not in members:
-                members[h] = (nxt, pop)
-                new.append((h, nxt, pop))
-                nxt += 1
-        self._con.executemany("INSERT INTO patients VALUES (?, ?, ?)", new)
-        return pop, [members[h][0] for h in hashes]
+        if not known.all():
+            new, rank = first_occurrences(digests[~known])
+            start = index.size
+            self._con.execute(
+                "INSERT INTO patient_batches VALUES (?, ?, ?)",
+                (start, pop, np.ascontiguousarray(new, dtype="<u8").tobytes()),
+            )
+            index.append(new)
+            self._starts.append(start)
+            self._batch_pops.append(pop)
+            idx[~known] = start + rank
+        return pop, idx
 
     def _exists(self, population: str) -> bool:
         return (
@@ -245,11 +327,41 @@ class PopulationRegistry:
         pop = order[0]
         for old in order[1:]:
             self._con.execute("UPDATE populations SET merged_into = ? WHERE id = ?", (pop, old))
-            self._con.execute("UPDATE patients SET population = ? WHERE population = ?", (pop, old))
+            self._con.execute(
+                "UPDATE patient_batches SET population = ? WHERE population = ?", (pop, old)
+            )
             self._con.execute("UPDATE datasets SET population = ? WHERE population = ?", (pop, old))
+            self._batch_pops = [pop if p == old else p for p in self._batch_pops]
             if on_merge is not None:
                 on_merge(old, pop)
-        if len(order) > 1:
-            self._members = None
-            self._load()
         return pop
+
+    def _convert_legacy(self) -> None:
+        """Move an older store's one-row-per-patient hashes into batches (same indices)."""
+        with self._lock:
+            if self._con.execute("SELECT 1 FROM patients LIMIT 1").fetchone() is None:
+                return
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._con.execute(
+                    "SELECT hash, idx, population FROM patients ORDER BY idx"
+                ).fetchall()
+                base = self._con.execute(
+                    "SELECT coalesce(max(start), -1) FROM patient_batches"
+                ).fetchone()
+                if int(base[0]) >= 0 or [int(r[1]) for r in rows] != list(range(len(rows))):
+                    raise PrivacyError("cannot convert the population store: indices not 0..n-1")
+                lo = 0
+                for hi in range(1, len(rows) + 1):
+                    if hi == len(rows) or rows[hi][2] != rows[lo][2]:
+                        words = [(int(h[:16], 16), int(h[16:32], 16)) for h, _, _ in rows[lo:hi]]
+                        blob = np.asarray(words, dtype="<u8").tobytes()
+                        self._con.execute(
+                            "INSERT INTO patient_batches VALUES (?, ?, ?)", (lo, rows[lo][2], blob)
+                        )
+                        lo = hi
+                self._con.execute("DELETE FROM patients")
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise

@@ -57,6 +57,9 @@ memory of evaluated points) belong to the cross-request protection, not to this 
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -77,10 +80,9 @@ from healthfed.errors import PolicyDenied
 from healthfed.privacy.bounded_region import ETA_BOUND, check_bounded, check_bounded_spread
 from healthfed.privacy.contributions import (
     ContributionProfile,
-    cross_profile_blocks,
-    gram_profile_blocks,
-    indicator_columns,
+    DesignProfiles,
     profile_rows,
+    refine_threshold,
 )
 from healthfed.privacy.model_release import ModelStatistics
 
@@ -159,7 +161,7 @@ def run_glm_step(con: Any, descriptor: Any, params: dict[str, Any], policy: Any)
     if params["beta"] is None:
         xtwx, xtwz = glm_start(family, X, y)
         w, z = glm_start_weights(family, y)
-        profiles = glm_profiles(X, w, {"xwz": w * z}, n_top, missing)
+        profiles = glm_profiles(X, w, {"xwz": w * z}, n_top, missing, policy.dominance_k)
         return ModelStatistics(
             arrays={"hessian": pack_upper(xtwx), "xwz": xtwz},
             n_rows=n,
@@ -170,7 +172,7 @@ def run_glm_step(con: Any, descriptor: Any, params: dict[str, Any], policy: Any)
     check_trusted_region(family, eta, float(policy.eta_bound))
     score, hessian, deviance, loglik = glm_derivatives(family, X, y, params["beta"])
     resid, w, ll, dev = glm_row_terms(family, eta, y)
-    profiles = glm_profiles(X, w, {"score": resid}, n_top, missing)
+    profiles = glm_profiles(X, w, {"score": resid}, n_top, missing, policy.dominance_k)
     profiles["loglik"] = profile_rows(ll, n_top, (1,))
     profiles["deviance"] = profile_rows(dev, n_top, (1,))
     return ModelStatistics(
@@ -207,6 +209,7 @@ def glm_profiles(
     vectors: dict[str, np.ndarray],
     n_top: int,
     missing: np.ndarray | None = None,
+    dominance_k: float | None = None,
 ) -> dict[str, ContributionProfile]:
     """Profiles of ``X' diag(w) X`` (packed upper) and of each ``X' v``, with derived cells.
 
@@ -214,16 +217,14 @@ def glm_profiles(
     are derivable by subtraction: they are profiled under ``"<name>~complements"``.
     ``missing``: positions of missing-value indicators; the Hessian entries pairing one
     with another (non-intercept) column are exempt (see the module docstring).
+    ``dominance_k``: the policy's ``k``; entries it decides on the cheap bound skip the
+    exact top-n (:func:`~healthfed.privacy.contributions.refine_threshold`: same verdicts).
     """
     n, p = X.shape
-    ind = indicator_columns(X)
-    q = p + len(ind)
-
-    def design(lo: int, hi: int) -> np.ndarray:
-        xc = X[lo:hi]
-        return np.column_stack([xc, 1.0 - xc[:, ind]]) if len(ind) else xc
-
-    full = gram_profile_blocks(design, w, n, n_top)
+    prof = design_profiles(X)
+    ind, q = prof.ind, prof.q
+    refine = refine_threshold(dominance_k)
+    full = prof.gram(w, n_top, refine)
     iu = np.triu_indices(q)
     own = (iu[0] < p) & (iu[1] < p)
     if missing is not None and len(missing):
@@ -233,16 +234,49 @@ def glm_profiles(
         exempt = flagged & (bi != bj) & (bi != 0) & (bj != 0)
         full = ContributionProfile(full.support, full.abs_sum, full.top, full.n_top, None, exempt)
     out = {"hessian": _select(full, own), "hessian~complements": _select(full, ~own)}
+    mask = np.arange(q) < p
     for name, v in vectors.items():
-
-        def cross(lo: int, hi: int, v: np.ndarray = v) -> tuple[np.ndarray, np.ndarray]:
-            return design(lo, hi), v[lo:hi, None]
-
-        vp = cross_profile_blocks(cross, n, n_top).ravel()
-        mask = np.arange(q) < p
+        vp = prof.cross(v, n_top, refine)
         out[name] = _select(vp, mask)
         out[f"{name}~complements"] = _select(vp, ~mask)
     return out
+
+
+# The designs of the last few fits (one per dataset and spec): a node answers every
+# round of a fit on the same cached matrix, so its weight-free profile parts are kept.
+_PROFILES: OrderedDict[int, tuple[weakref.ref[np.ndarray], DesignProfiles]] = OrderedDict()
+_PROFILES_KEPT = 4
+_PROFILES_LOCK = threading.RLock()  # RLock: the weak reference's callback may run inside
+
+
+def design_profiles(X: np.ndarray) -> DesignProfiles:
+    """The :class:`DesignProfiles` of ``X``, kept while ``X`` (the cached design) lives.
+
+    Keyed by the array's identity and checked through a weak reference, so a new
+    matrix (new data, spec or filter) never reuses another's counts. Designs are
+    read-only once cached (:func:`healthfed.compute.preprocess.cached_design`).
+    """
+    key = id(X)
+    with _PROFILES_LOCK:
+        hit = _PROFILES.get(key)
+        if hit is not None and hit[0]() is X and not X.flags.writeable:
+            _PROFILES.move_to_end(key)
+            return hit[1]
+    prof = DesignProfiles(X)
+    if X.flags.writeable:  # a caller's own matrix may change: do not keep its counts
+        return prof
+
+    def forget(_ref: Any, key: int = key) -> None:
+        with _PROFILES_LOCK:
+            hit = _PROFILES.get(key)
+            if hit is not None and hit[0]() is None:
+                del _PROFILES[key]
+
+    with _PROFILES_LOCK:
+        _PROFILES[key] = (weakref.ref(X, forget), prof)
+        while len(_PROFILES) > _PROFILES_KEPT:
+            _PROFILES.popitem(last=False)
+    return prof
 
 
 def _select(prof: ContributionProfile, mask: np.ndarray) -> ContributionProfile:

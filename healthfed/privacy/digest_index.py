@@ -1,0 +1,97 @@
+"""An in-memory index of 128-bit patient digests: bulk lookup and append with numpy.
+
+Why: the population registry (:mod:`healthfed.privacy.population`) resolves every row
+of every request against every patient the node has seen -- a million rows at a large
+site. A Python ``dict`` of hex strings costs seconds to build and to probe; this index
+keeps the digests as ``(n, 2)`` ``uint64`` arrays (first and second 64 bits), sorted by
+the first word, and answers a whole request with one ``searchsorted``. Equality is
+always checked on both words; digests that share their first word (about one pair in
+``2^64 / n^2``) are compared one by one, so every answer is exact.
+
+A digest's *index* is its position in insertion order (what the cohort memory's bit
+sets are made of); indices never change once given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["DigestIndex", "first_occurrences"]
+
+
+def first_occurrences(digests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct digests in order of first appearance, and each row's rank among them.
+
+    ``digests`` is ``(n, 2)``; returns ``(distinct (m, 2), rank (n,))`` with
+    ``distinct[rank[i]] == digests[i]``.
+    """
+    n = digests.shape[0]
+    if n == 0:
+        return digests.reshape(0, 2), np.zeros(0, dtype=np.int64)
+    by_first = np.argsort(digests[:, 0], kind="stable")
+    first = digests[by_first, 0]
+    if not np.any(first[1:] == first[:-1]):  # the usual case: all distinct, keep their order
+        return digests, np.arange(n, dtype=np.int64)
+    order = np.lexsort((np.arange(n), digests[:, 1], digests[:, 0]))  # ties: first row first
+    d = digests[order]
+    head = np.ones(n, dtype=bool)
+    head[1:] = np.any(d[1:] != d[:-1], axis=1)
+    group = np.cumsum(head) - 1  # group of each sorted row
+    firsts = order[head]  # first row of each group (the smallest row number of the group)
+    by_appearance = np.argsort(firsts, kind="stable")
+    rank_of_group = np.empty_like(by_appearance)
+    rank_of_group[by_appearance] = np.arange(by_appearance.size)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = rank_of_group[group]
+    return digests[firsts[by_appearance]], rank
+
+
+class DigestIndex:
+    """Digests with their indices ``0 .. size-1``; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._digests = np.zeros((0, 2), dtype=np.uint64)  # in index order
+        self._order = np.zeros(0, dtype=np.int64)  # index order sorted by the first word
+        self._first = np.zeros(0, dtype=np.uint64)  # the first words in that order
+
+    @property
+    def size(self) -> int:
+        return int(self._digests.shape[0])
+
+    def digests(self) -> np.ndarray:
+        """All digests in index order (read-only view)."""
+        view = self._digests.view()
+        view.flags.writeable = False
+        return view
+
+    def append(self, digests: np.ndarray) -> None:
+        """Give the (new, distinct) ``digests`` the next indices, in their order."""
+        digests = np.asarray(digests, dtype=np.uint64).reshape(-1, 2)
+        if digests.shape[0] == 0:
+            return
+        self._digests = np.concatenate([self._digests, digests])
+        self._order = np.argsort(self._digests[:, 0], kind="stable")
+        self._first = self._digests[self._order, 0]
+
+    def lookup(self, digests: np.ndarray) -> np.ndarray:
+        """Index of every row of ``digests`` (``(n, 2)``), ``-1`` where not stored."""
+        digests = np.asarray(digests, dtype=np.uint64).reshape(-1, 2)
+        out = np.full(digests.shape[0], -1, dtype=np.int64)
+        if self.size == 0 or digests.shape[0] == 0:
+            return out
+        pos = np.searchsorted(self._first, digests[:, 0], side="left")
+        inside = pos < self.size
+        cand = self._order[np.minimum(pos, self.size - 1)]
+        same_first = inside & (self._first[np.minimum(pos, self.size - 1)] == digests[:, 0])
+        match = same_first & (self._digests[cand, 1] == digests[:, 1])
+        out[match] = cand[match]
+        # A stored digest with the same first word but another second one: look further.
+        for i in np.flatnonzero(same_first & ~match):
+            k = int(pos[i]) + 1
+            while k < self.size and self._first[k] == digests[i, 0]:
+                j = int(self._order[k])
+                if self._digests[j, 1] == digests[i, 1]:
+                    out[i] = j
+                    break
+                k += 1
+        return out
