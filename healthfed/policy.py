@@ -123,6 +123,13 @@ class SitePolicy:
         Wall time one request may take at the node (default 120 s, the hub's default
         wait): DuckDB queries are interrupted and numpy loops stop at the deadline,
         and the request is refused naming this field.
+    max_cohorts_per_population
+        Most distinct patient sets (cohorts) the node releases exact aggregates over
+        for one patient population in its lifetime, over every permit and dataset
+        name (default 1,000; repeats of a cohort are free). Every new cohort is
+        audited against all earlier ones (no combination may give the count of a few
+        patients, :mod:`healthfed.privacy.span_audit`), so this bounds that audit's
+        work; a cohort over the cap is refused naming this field.
     timeout_s
         Not a disclosure rule: how long the hub waits for this node by default.
     """
@@ -150,6 +157,7 @@ class SitePolicy:
     max_candidates: int = 1000
     max_train_row_epochs: int = 10_000_000
     max_request_seconds: float = 120.0
+    max_cohorts_per_population: int = 1000
     eta_bound: float = 30.0
     exact_nonlinear_models: bool = False
     time_grid_unit: float = 30.0
@@ -271,6 +279,7 @@ class SitePolicy:
             "max_hidden_units",
             "max_candidates",
             "max_train_row_epochs",
+            "max_cohorts_per_population",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

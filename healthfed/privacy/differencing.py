@@ -14,21 +14,27 @@ cohort ``B`` is refused when
 
 * **pairs**: for an earlier cohort ``A``, ``|A \\ B|`` or ``|B \\ A|`` lies in
   ``1 .. min_subset - 1`` (this is conservative: it refuses even when neither is a
-  subset of the other); and
+  subset of the other);
 * **triples**: for two earlier cohorts ``A``, ``C``, some union of the Venn atoms of
   ``A``, ``B``, ``C`` with ``1 .. min_subset - 1`` patients has an indicator in the
   linear span of the three released indicators, i.e. its count follows from the three
   counts -- e.g. ``age <= 50``, ``age >= 50`` and "all": their pairwise differences
-  are large but ``|A| + |C| - |all|`` is the number of patients aged exactly 50.
+  are large but ``|A| + |C| - |all|`` is the number of patients aged exactly 50;
+* **any combination**: with all of the population's cohorts, some set of
+  ``1 .. min_subset - 1`` patients has its count follow from theirs by adding and
+  subtracting (four ``sum`` requests, {age in [30, 70.5], female} + {same, male} -
+  {age in [30, 70], died} - {same, survived}, give the one patient aged in
+  ``(70, 70.5]``); decided exactly by :mod:`healthfed.privacy.span_audit`, whose
+  work ``max_cohorts_per_population`` bounds.
 
-What it does not cover: combinations of four or more cohorts (the general problem is
-an integer programme over all releases; the cell-key noise of the statistical
-computations is the defence there), cells *inside* one release (a table's cells,
-subgroups of ``subgroup_metrics``: small-cell suppression and the release invariant
-apply), rows a computation drops for missing values (the effective row set here is
-the filter over ``data``), and cohorts of another population. Cost: the pair check
-is linear in the number of remembered cohorts ``m``, the triple check ``O(m^2 N)``
-bit operations (vectorised), for ``N`` patients the node has seen.
+What it does not cover: cells *inside* one release (a table's cells, subgroups of
+``subgroup_metrics``: small-cell suppression, the cell key method and the release
+invariant apply), rows a computation drops for missing values (the effective row set
+here is the filter over ``data``), and cohorts of another population. Cost: the pair
+check is linear in the number of remembered cohorts ``m``, the triple check
+``O(m^2 N)`` bit operations (vectorised), for ``N`` patients the node has seen, the
+audit an SVD over the cohorts' atoms (0.2 s for 300 interval cohorts of 100,000
+patients).
 
 A cohort's *definition* (:func:`cohort_of`: ``where`` conditions of the statistics
 computations and the ``holdout`` split of the model computations) gives the SQL of
@@ -64,6 +70,7 @@ from healthfed.data.sql import (
 )
 from healthfed.errors import ThresholdViolation
 from healthfed.policy import SitePolicy
+from healthfed.privacy.span_audit import disclosed_small_set
 
 __all__ = [
     "EVERYONE",
@@ -200,8 +207,20 @@ class CohortMemory:
             ).fetchall()
         return [Released(int.from_bytes(b, "little"), int(n), str(d)) for b, n, d in rows]
 
-    def check(self, population: str, cohort: Released, min_subset: int) -> None:
-        """Refuse (``ThresholdViolation``) a cohort that pairs or triples would isolate."""
+    def check(
+        self,
+        population: str,
+        cohort: Released,
+        min_subset: int,
+        max_cohorts: int | None = None,
+    ) -> None:
+        """Refuse (``ThresholdViolation``) a cohort that would isolate a few patients.
+
+        Pairs and triples first (their refusals name the cohorts), then the exact
+        audit over all of the population's cohorts
+        (:func:`~healthfed.privacy.span_audit.disclosed_small_set`); ``max_cohorts``
+        distinct cohorts at most (the policy's ``max_cohorts_per_population``).
+        """
         earlier = self.earlier(population)
         b = cohort.bits
         if any(a.bits == b for a in earlier):
@@ -227,6 +246,29 @@ class CohortMemory:
                 f"{_describe(pair[1].definition)}) gives the count of fewer than "
                 f"min_subset = {min_subset} patients (overlapping cohorts); refused"
             )
+        if max_cohorts is not None and len(earlier) >= max_cohorts:
+            raise ThresholdViolation(
+                f"differencing protection: population {population!r} already has "
+                f"{len(earlier)} distinct cohorts with exact releases, the site's "
+                f"max_cohorts_per_population = {max_cohorts}; a new cohort is refused "
+                "(repeats of released cohorts are still answered)"
+            )
+        found = disclosed_small_set([a.bits for a in earlier] + [b], min_subset)
+        if found is not None and found.unverifiable:
+            raise ThresholdViolation(
+                f"differencing protection: this cohort ({_describe(cohort.definition)}) "
+                f"and the {len(earlier)} released earlier for population {population!r} "
+                "leave too many small groups of patients to verify that no combination "
+                "isolates a few of them; refused"
+            )
+        if found is not None:
+            raise ThresholdViolation(
+                f"differencing protection: this cohort ({_describe(cohort.definition)}) "
+                f"combined with {found.cohorts - 1} released earlier for population "
+                f"{population!r} gives, by adding and subtracting their counts, the count "
+                f"of {found.patients} patient(s), fewer than min_subset = {min_subset} "
+                "(a combination of several cohorts); refused"
+            )
 
     def admit(
         self,
@@ -236,6 +278,7 @@ class CohortMemory:
         dataset: str,
         permit: str,
         computation: str,
+        max_cohorts: int | None = None,
     ) -> None:
         """:meth:`check` and :meth:`remember` in one transaction.
 
@@ -248,7 +291,7 @@ class CohortMemory:
         with self._lock:
             self._con.execute("BEGIN IMMEDIATE")
             try:
-                self.check(population, cohort, min_subset)
+                self.check(population, cohort, min_subset, max_cohorts)
                 self.remember(population, cohort, dataset, permit, computation)
                 self._con.execute("COMMIT")
             except BaseException:

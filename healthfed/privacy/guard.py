@@ -293,6 +293,7 @@ class PrivacyGuard:
             ticket.dataset,
             ticket.permit,
             ticket.computation,
+            ticket.policy.max_cohorts_per_population,
         )
         ticket.checked = cohort
 

@@ -14,7 +14,11 @@ under a second name). Six rounds:
      on ``cohort``): refused, across dataset names.
 5-6. ``age in [0, 50]`` on ``cohort``, then ``age in [50, 110]`` on the copy: with "all"
      released, the two overlapping intervals give the patient aged exactly 50;
-     refused. Opt-outs and permits need governed nodes: in-process only
+     refused.
+7-10. Four cohorts on ``cohort``, no two or three of which isolate anyone:
+     {age in [30, 70.5], female} + {.., male} - {age in [30, 70], death} - {.., alive}
+     would be the one patient aged 70.3 and their length of stay; the fourth is
+     refused at both sites. Opt-outs and permits need governed nodes: in-process only
      (tests/privacy/test_population_memory.py, test_population_budget.py).
 """
 
@@ -43,13 +47,16 @@ POLICY = SitePolicy(dp_epsilon_per_request=1.0, dp_epsilon_per_permit=1.5)
 
 
 def _write(folder: Path, k: int) -> list[Path]:
-    """Site ``k``'s file under two names; one patient aged 109, one aged exactly 50."""
+    """Site ``k``'s file under two names; one patient aged 109, one aged exactly 50,
+    one aged in (70, 70.5]."""
     folder.mkdir(parents=True, exist_ok=True)
     d = frame(400, 20 + k, prefix=f"h{k}_")
     d["age"] = d["age"].clip(upper=100.0)
     d.loc[d["age"] == 50.0, "age"] = 50.1
     d.loc[0, "age"] = 109.0
     d.loc[1, "age"] = 50.0
+    d.loc[(d["age"] > 70) & (d["age"] <= 70.5), "age"] = 70.6
+    d.loc[2, "age"] = 70.3
     d.to_parquet(folder / "cohort.parquet", index=False)
     shutil.copy(folder / "cohort.parquet", folder / "copy.parquet")
     out = []
@@ -103,3 +110,21 @@ def test_two_intervals_overlapping_at_one_value(fed: Federation) -> None:
     params = {"variable": "los", "where": {"age": [50, 110]}}
     high = site_outcome(fed, "sum", "cohort_copy", params)
     _refused_everywhere(high, "differencing protection", "overlapping cohorts")
+
+
+def test_four_cohorts_whose_combination_isolates_one_patient(fed: Federation) -> None:
+    cohorts = [
+        {"age": [30, 70.5], "sex": "female"},
+        {"age": [30, 70.5], "sex": "male"},
+        {"age": [30, 70], "death": 1},
+    ]
+    for where in cohorts:
+        out = site_outcome(fed, "sum", "cohort", {"variable": "los", "where": where})
+        assert sorted(out.replies) == SITE_NAMES, (where, out.refused, out.errors)
+    last = {"variable": "los", "where": {"age": [30, 70], "death": 0}}
+    _refused_everywhere(
+        site_outcome(fed, "sum", "cohort", last),
+        "differencing protection",
+        "count of 1 patient(s)",
+        "a combination of several cohorts",
+    )

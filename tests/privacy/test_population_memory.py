@@ -6,6 +6,9 @@ only ``where``/``holdout`` filters of some computations, and compared cohort siz
 * "all" vs "all minus one" under two permits (and under the copy's name);
 * three cohorts whose pairwise differences are all >= 5 but whose combination
   isolates one patient (two intervals overlapping at one value);
+* four cohorts, no two or three of which isolate anyone, whose sum and differences
+  give one patient's count and length of stay
+  ({age in [30, 70.5], female} + {.., male} - {age in [30, 70], died} - {.., survived});
 * ``count`` / ``crosstab`` before and after a patient's opt-out (gives the opted-out
   patient's sex and diabetes status);
 * new rows between two releases of the same cohort.
@@ -16,10 +19,12 @@ of these are refused, across permits, names and restarts.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -33,6 +38,7 @@ from healthfed.data.dataset import NodeDataset  # noqa: E402
 from healthfed.errors import ThresholdViolation  # noqa: E402
 from healthfed.hub import Hub  # noqa: E402
 from healthfed.node.runtime import Node  # noqa: E402
+from healthfed.policy import SitePolicy  # noqa: E402
 from healthfed.privacy.differencing import CohortMemory, Released  # noqa: E402
 
 
@@ -89,6 +95,68 @@ def test_two_intervals_overlapping_at_one_value(tmp_path: Path, fifty: pd.DataFr
     )
 
 
+@pytest.fixture
+def lone() -> pd.DataFrame:
+    """400 patients, exactly one of them aged in (70, 70.5]."""
+    d = frame(400, 8)
+    d.loc[(d["age"] > 70) & (d["age"] <= 70.5), "age"] = 70.6
+    d.loc[9, "age"] = 70.3
+    return d
+
+
+FOUR_COHORTS = [
+    ({"age": [30, 70.5], "sex": "female"}, +1),
+    ({"age": [30, 70.5], "sex": "male"}, +1),
+    ({"age": [30, 70], "death": 1}, -1),
+    ({"age": [30, 70], "death": 0}, -1),
+]
+
+
+def _in(d: pd.DataFrame, where: dict[str, Any]) -> pd.Series:
+    lo, hi = where["age"]
+    keep = d["age"].between(lo, hi)
+    for name, value in where.items():
+        if name != "age":
+            keep &= d[name] == value
+    return keep
+
+
+def test_four_cohorts_whose_combination_isolates_one_patient(
+    tmp_path: Path, lone: pd.DataFrame
+) -> None:
+    # The attack, checked against the data: the four cohorts' (count, sum of los),
+    # added and subtracted, are the patient aged 70.3 and their length of stay, and
+    # ``sum`` releases exact counts and sums.
+    victim = lone[(lone["age"] > 70) & (lone["age"] <= 70.5)]
+    assert len(victim) == 1
+    n = sum(sign * int(_in(lone, w).sum()) for w, sign in FOUR_COHORTS)
+    los = sum(sign * float(lone.loc[_in(lone, w), "los"].sum()) for w, sign in FOUR_COHORTS)
+    assert (n, los) == (1, float(victim["los"].iloc[0]))
+    node = make_node(tmp_path, "h1", lone)
+    replies = [
+        node.handle(request("sum", {"variable": "los", "where": where}))
+        for where, _ in FOUR_COHORTS
+    ]
+    assert [r["status"] for r in replies[:3]] == ["ok"] * 3, replies
+    for reply, (where, _) in zip(replies[:3], FOUR_COHORTS, strict=False):
+        assert reply["result"]["counts"]["n"] == [int(_in(lone, where).sum())]  # exact
+    reason = refused(replies[3], "differencing protection", "a combination of several cohorts")
+    assert "count of 1 patient(s)" in reason and "combined with 3 released earlier" in reason
+    # In any order, whichever request completes the combination is refused, and the
+    # same cohorts under a site with exact counts too (the memory is not the noise).
+    policies = {"default": SitePolicy(), "exact": SitePolicy(count_perturbation="none")}
+    for order in ([3, 2, 1, 0], [0, 2, 1, 3], [2, 0, 3, 1]):
+        for label, policy in policies.items():
+            again = make_node(tmp_path, f"h{label}{order}", lone, policy)
+            statuses = [
+                again.handle(request("sum", {"variable": "los", "where": FOUR_COHORTS[i][0]}))[
+                    "status"
+                ]
+                for i in order
+            ]
+            assert statuses == ["ok", "ok", "ok", "refused"], (label, order, statuses)
+
+
 def test_count_and_crosstab_before_and_after_an_opt_out(tmp_path: Path, hub: Hub) -> None:
     node_file = write_site(tmp_path, hub=hub)
     data = truth(node_file)
@@ -133,14 +201,15 @@ def _bits(members: frozenset[int]) -> int:
     return sum(1 << i for i in members)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(st.frozensets(st.integers(0, UNIVERSE - 1)), min_size=1, max_size=12))
 def test_remembered_cohorts_never_isolate_few(cohorts: list[frozenset[int]]) -> None:
     """Whatever cohorts a researcher asks for, the accepted ones isolate nobody.
 
     Checked by brute force: no two accepted cohorts differ by 1..min_subset-1
-    patients, and no three give such a set's count by inclusion-exclusion
-    (``|A| + |C| - |U|`` when ``U`` is ``A`` union ``C``; ``|U| - |A|`` for nested ones).
+    patients, no three give such a set's count by inclusion-exclusion
+    (``|A| + |C| - |U|`` when ``U`` is ``A`` union ``C``; ``|U| - |A|`` for nested ones),
+    and no linear combination of any number of them is such a set's indicator.
     """
     memory = CohortMemory(None)
     accepted: list[frozenset[int]] = []
@@ -159,4 +228,17 @@ def test_remembered_cohorts_never_isolate_few(cohorts: list[frozenset[int]]) -> 
             for u in accepted:
                 if a != b and u == a | b and u not in (a, b):
                     assert len(a & b) not in small
+    # Any number of cohorts: no set of 1..MIN_SUBSET-1 patients has an indicator in
+    # the span of the accepted ones (its count would follow by adding and
+    # subtracting), except a small accepted cohort itself (its own release's rules).
+    if accepted:
+        rows = np.array([[float(i in c) for i in range(UNIVERSE)] for c in accepted])
+        rank = np.linalg.matrix_rank(rows)
+        for size in small:
+            for members in itertools.combinations(range(UNIVERSE), size):
+                if frozenset(members) in accepted:
+                    continue
+                v = np.zeros(UNIVERSE)
+                v[list(members)] = 1.0
+                assert np.linalg.matrix_rank(np.vstack([rows, v])) > rank, (accepted, members)
     memory.close()

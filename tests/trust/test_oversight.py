@@ -12,8 +12,8 @@ from _trust_helpers import HOLDOUT, TARGET, federation, pooled_rows
 from healthfed.compute.fedavg import FedAvgLogisticRegression, FederatedMLPClassifier
 from healthfed.compute.preprocess import standardisation_spec
 from healthfed.errors import DataError, HealthfedError
-from healthfed.policy import SitePolicy
 from healthfed.governance.audit import verify_audit_log
+from healthfed.policy import SitePolicy
 from healthfed.trust import build_report, load_model, predict, record_decision, save_model
 from healthfed.trust.commands import decide_command, predict_command, report_command
 from healthfed.trust.explain import linear_contributions, shapley_contributions
