@@ -6,6 +6,7 @@ attacks here go through exactly the code a hospital runs.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,30 @@ def site_outcome(
         return RoundOutcome(replies={}, refused=dict(exc.refusals), checks=dict(exc.checks))
     finally:
         fed.min_sites = saved
+
+
+# --- averaging distinct patient sets: the bench's generalised least squares --------------------
+def every_view(
+    replies: Any, row: str, col: str, target: tuple[str, str]
+) -> tuple[float, float, int]:
+    """(estimate, standard deviation, distinct patient sets) of one crosstab cell.
+
+    ``replies(computation, params)`` returns one site's released result. The attacker
+    takes the crosstab and ``count`` of every level of both variables and solves the
+    least-squares problem of ``bench/_attacks/averaging.py`` (imported, not copied).
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from _attacks.averaging import crosstab_views, gls
+
+    table = replies("crosstab", {"row": row, "col": col})["tables"]["crosstab"]
+    counts, variance = [], 0.0
+    for axis, variable, levels in ((0, row, table["rows"]), (1, col, table["cols"])):
+        for level in (str(v) for v in levels):
+            if level == "(missing)":
+                continue
+            released = replies("count", {"variable": variable, "level": level})
+            variance = float(released["perturbation"]["variance"])
+            counts.append((axis, level, released["tables"]["count"]["counts"]))
+    cells, obs = crosstab_views(table, counts)
+    est, sd = gls(cells, obs, target, variance)
+    return est, sd, len(obs)

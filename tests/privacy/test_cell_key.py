@@ -12,7 +12,10 @@ Threats covered here:
 * a Table 1 group cell against a ``sum`` with one more filter (gives a site's maximum);
 * crosstab cells against ``sum``'s counts (gives a small cell);
 * linear programming over ~26 ordinary Table 1 / crosstab / count releases
-  (recovers cells the releases withhold or perturb).
+  (recovers cells the releases withhold or perturb);
+* averaging every distinct patient set the tables give that adds up to a small cell
+  (its cell, row and column totals minus the rest, ``count``'s complements): worth
+  under two independent views, where pinning the count needs 31.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from hypothesis import strategies as st
 from scipy.optimize import linprog
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _privacy_helpers import frame, make_node, request  # noqa: E402
+from _privacy_helpers import every_view, frame, make_node, request  # noqa: E402
 
 from healthfed.errors import PolicyError, PrivacyError  # noqa: E402
 from healthfed.policy import SitePolicy  # noqa: E402
@@ -165,6 +168,21 @@ def test_repeats_give_the_same_answer_so_averaging_gains_nothing(tmp_path, df) -
     assert t1["perturbed_cells"] > 0 and t1["perturbation"]["method"] == "cell_key"
     total = ok(node.handle(request("count", {})))["tables"]["count"]["total"]
     assert total == t1["tables"]["N"]["total"]
+
+
+def test_averaging_every_view_of_a_small_cell(tmp_path, df) -> None:
+    d = df.copy()
+    d["ward"] = d["ward"].replace("d", "b")
+    d.loc[1:12, "ward"] = "d"
+    d.loc[1:12, "death"] = [1, 1, 1] + [0] * 9  # ward d: 3 deaths
+    node = make_node(tmp_path, "h1", d)
+    est, sd, sets = every_view(
+        lambda c, p: ok(node.handle(request(c, p))), "ward", "death", ("d", "1")
+    )
+    assert sets >= 20  # many distinct patient sets ...
+    views = DEFAULT.cell_key_variance / sd**2
+    assert views < 2 and 1.96 * sd > 2  # ... worth under two views: +-2 at 95 %, not +-0.5
+    assert abs(est - 3) < 4 * sd
 
 
 def test_exact_counts_only_where_the_site_says_so(tmp_path, df) -> None:
