@@ -201,40 +201,47 @@ def km_shifted(ctx: Context) -> tuple[bool, str]:
     return got == 1.0, f"deaths on day {t:g}: {got:g} (true 1)"
 
 
-def _lone_age(ctx: Context, floor: float = 25.0) -> tuple[pd.Series, float]:
-    """A patient alone at their age (>= 40 patients in [floor, age) at both sites), the age below."""
-    d, e = _truth(ctx), _truth(ctx, OTHER)
-    counts = d["age"].value_counts()
-    for a in sorted((a for a, k in counts.items() if k == 1), reverse=True):
-        below = d.loc[d["age"] < a, "age"]
-        if below.empty:
-            continue
-        lo = float(below.max())
-        if all(((x["age"] >= floor) & (x["age"] <= lo)).sum() >= 40 for x in (d, e)):
-            return d[d["age"] == a].iloc[0], lo
-    raise AssertionError("no lone age with enough patients below it")
+def _rare_age(ctx: Context, floor: float = 25.0) -> tuple[float, float]:
+    """A mid-range age shared by 1 .. min_cell_count - 1 patients at hospital_1, the age below.
 
-
-@attack("four cohorts whose sum and differences are one patient", "3 differencing")
-def four_cohorts(ctx: Context) -> tuple[bool, str]:
-    """{age in [25, a], female} + {.., male} - {age in [25, a-], died} - {.., survived}.
-
-    ``a-`` is the next age below the victim's ``a``: the combination is the victim
-    alone, yet no two or three of the cohorts differ by few patients (the pair and
-    triple checks pass them); only an audit of every combination stops the fourth.
+    Mid-range, so that the attack's cohorts do not come near the cohorts the earlier
+    attacks released (the oldest patients, a lone age at the top of the range).
     """
-    p, lo = _lone_age(ctx)
-    col = _value_column(p)
-    a = float(p.age)
+    d = _truth(ctx)
+    k = ctx.world.node(SITE).policy.min_cell_count
+    counts = d["age"].value_counts()
+    middle = float(d["age"].median())
+    for a in sorted((a for a, n in counts.items() if 1 <= n < k), key=lambda a: abs(a - middle)):
+        below = d.loc[d["age"] < a, "age"]
+        if len(below) and (below >= floor).sum() >= 40:
+            return float(a), float(below.max())
+    raise AssertionError("no rare mid-range age")
+
+
+@attack("four cohorts whose sum and differences are a few patients", "3 differencing")
+def four_cohorts(ctx: Context) -> tuple[bool, str]:
+    """{age in [25, a], female} + {.., male} - {age in [25, a-], hypertensive} - {.., not}.
+
+    ``a-`` is the next age below ``a``: the combination is the 1 .. 4 patients aged
+    ``a``, yet no two or three of the cohorts differ by few patients (the pair and
+    triple checks pass them); only an audit of every combination stops the fourth.
+    Leak: their sum of ``spo2`` recovered.
+    """
+    a, lo = _rare_age(ctx)
+    col = "spo2"
     band, below = [25.0, a], [25.0, lo]
     got = 0.0
     for where, sign in (
         ({"age": band, "sex": "female"}, 1),
         ({"age": band, "sex": "male"}, 1),
-        ({"age": below, "death_28d": "1"}, -1),
-        ({"age": below, "death_28d": "0"}, -1),
+        ({"age": below, "hypertension": "1"}, -1),
+        ({"age": below, "hypertension": "0"}, -1),
     ):
         s, _ = _sum(ctx, col, where)
         got += sign * s
-    d, true = _truth(ctx), float(p[col])
-    return close_enough(got, true, _tol(d, col)), f"{col} at age {a:g}: {got:.4g} (true {true:.4g})"
+    d = _truth(ctx)
+    victims = d[d["age"] == a]
+    true = float(victims[col].sum())
+    return close_enough(got, true, _tol(d, col)), (
+        f"{col} of the {len(victims)} patient(s) aged {a:g}: {got:.4g} (true {true:.4g})"
+    )

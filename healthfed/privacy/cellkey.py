@@ -34,11 +34,13 @@ where ``e, e'`` have ``|e| in [1/2, 1]`` with a random sign, drawn from
 then recovers that patient's value only up to at least ``m/2`` times the cell's
 largest value.
 
-Residual risk: noise of distinct cohorts is independent, so averaging ``k``
-different cohorts that all contain the same target cell (e.g. the cell plus
-``k`` different single other patients) shrinks the noise by ``sqrt(k)``; the
-node-wide cohort memory (differencing protection) and per-request limits are
-what bound ``k``.
+Residual risk: noise of distinct patient sets is independent, so averaging ``k``
+different sets whose counts add up to the same target cell shrinks the noise by
+``sqrt(k)``; pinning a count to +-0.5 at 95 % needs ``V * (1.96 / 0.5)^2`` (31 at
+``V = 2``). The perturbed computations take no researcher-chosen filter, so such
+sets come only from the other cells and margins of the tables (the bench's least
+squares over all of them is worth 1.7 views) and from data that changes, which the
+node-wide cohort memory counts; filtered cohorts are exact releases under its audit.
 """
 
 from __future__ import annotations
