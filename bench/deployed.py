@@ -278,6 +278,9 @@ def deployed_sites(work: Path, n: int, rows: int, requests: int) -> dict:
     return out
 
 
+PARTS = ("demo", "lr", "inprocess_sites", "deployed_sites")
+
+
 # --- main ------------------------------------------------------------------------------------
 def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
@@ -292,6 +295,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--inprocess-sites", type=int, nargs="+", default=[25, 50, 100])
     parser.add_argument("--deployed-sites", type=int, default=20)
     parser.add_argument("--scale-rows", type=int, default=2000, help="rows per site, scale runs")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="run only these parts (default: all; the table needs all)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.requests < 2 or args.deployed_sites < 2:
@@ -303,19 +313,27 @@ def main(argv: list[str] | None = None) -> dict:
             "cpus": os.cpu_count(),
             "policy_lr": "bench/speed.py's stated bench policy",
         }
-        parts: list[tuple[str | None, Callable[[], dict]]] = [
-            (None, lambda: demo_part(work, args.requests, args.stock_requests, args.worker_idle)),
-            (None, lambda: lr_part(work, 4, args.lr_rows)),
+        parts: list[tuple[str, str | None, Callable[[], dict]]] = [
             (
+                "demo",
+                None,
+                lambda: demo_part(work, args.requests, args.stock_requests, args.worker_idle),
+            ),
+            ("lr", None, lambda: lr_part(work, 4, args.lr_rows)),
+            (
+                "inprocess_sites",
                 "inprocess_sites",
                 lambda: inprocess_sites(work, args.inprocess_sites, args.scale_rows),
             ),
             (
                 "deployed_sites",
+                "deployed_sites",
                 lambda: deployed_sites(work, args.deployed_sites, args.scale_rows, 10),
             ),
         ]
-        for key, part in parts:
+        for name, key, part in parts:
+            if name not in args.parts:
+                continue
             try:
                 got = part()
             except Exception as exc:  # noqa: BLE001 - reported, never faked

@@ -56,6 +56,11 @@ FINGERPRINTS: dict[str, str] = {
     "flwr.supercore.inflatable.inflatable_utils.pull_objects": (
         "31bb2de46b450e6acfadb7a8bb15e3f2074bb112199826a40a5eaa648bad5b2b"
     ),
+    # the data worker's one Runtime client sets this interceptor's ``_token`` per task
+    # (executor.TaskToken) instead of building a client, and a TLS connection, per task
+    "flwr.supercore.interceptors.http.runtime_token.RuntimeTokenHttpInterceptor": (
+        "06cbf14d2ea81c278ff1bbf715727c41387287c7829cc7446a3a2307ff448ac4"
+    ),
 }
 
 

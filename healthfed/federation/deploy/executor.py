@@ -107,11 +107,22 @@ def run_node_executor(
                 protected_methods={"/flwr.proto.Runtime/AcquireTask"},
             )
         )
+    ca = _read(root_certificates)
     client = RuntimeHttpClient.from_server_address(
         server_address=runtime_api_address,
         insecure=root_certificates is None,
-        root_certificates=_read(root_certificates),
+        root_certificates=ca,
         interceptors=interceptors,
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+    # One client for every task, its token set per task: one TLS connection (and one
+    # SSL context) for the worker's life, not a handshake per message.
+    token = TaskToken()
+    task_client = RuntimeHttpClient.from_server_address(
+        server_address=runtime_api_address,
+        insecure=root_certificates is None,
+        root_certificates=ca,
+        interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"), token],
         retry_invoker=make_simple_http_retry_invoker(),
     )
     print(f"healthfed node executor ready; accepting only FAB {expected}", flush=True)
@@ -121,7 +132,11 @@ def run_node_executor(
         while stop is None or not stop.is_set():
             res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
             if res.HasField("task") and res.token:
-                _run_task(runtime_api_address, root_certificates, res.token, client_app, expected)
+                token.set(res.token)
+                try:
+                    _run_task(task_client, client_app, expected)
+                finally:
+                    token.set(None)
                 last_task, wait = time.monotonic(), POLL_MIN_S
                 continue
             if idle_exit is not None and time.monotonic() - last_task > idle_exit:
@@ -135,9 +150,28 @@ def run_node_executor(
                 wait = min(wait * 2, poll_interval)
     finally:
         client.close()
+        task_client.close()
 
 
 POLL_MIN_S = 0.02
+
+
+class TaskToken(RuntimeTokenHttpInterceptor):
+    """flwr's task-token interceptor whose token changes with each task.
+
+    flwr's ``flwr-clientapp`` builds a new Runtime client (a new TLS connection) per
+    task because the token is fixed at construction; the long-lived worker sets it
+    per task instead. ``intercept`` is flwr's own (pinned in ``flwr_pins``: it sends
+    ``self._token``). Without a task the token is empty and the request is refused.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("unset")
+        self._token = ""
+
+    def set(self, token: str | None) -> None:
+        """Use ``token`` for the requests that follow (``None``: no task)."""
+        self._token = token or ""
 
 
 def _wait_for_wake(fd: int, timeout: float) -> bool:
@@ -157,20 +191,11 @@ def _load_clientapp(ref: str) -> Any:
     return app
 
 
-def _run_task(
-    address: str, root_certificates: str | None, token: str, client_app: Any, expected: str
-) -> None:
-    """One message: check the bundle, answer with the installed ClientApp or refuse."""
-    client = RuntimeHttpClient.from_server_address(
-        server_address=address,
-        insecure=root_certificates is None,
-        root_certificates=_read(root_certificates),
-        interceptors=[
-            RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
-            RuntimeTokenHttpInterceptor(token),
-        ],
-        retry_invoker=make_simple_http_retry_invoker(),
-    )
+def _run_task(client: Any, client_app: Any, expected: str) -> None:
+    """One message: check the bundle, answer with the installed ClientApp or refuse.
+
+    ``client`` is the worker's Runtime client, holding this task's token.
+    """
     heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
     heartbeat.start()
     message = context = reply = None
@@ -203,7 +228,6 @@ def _run_task(
             push_task_output(client, context, sub_status, details)
         finally:
             heartbeat.stop()
-            client.close()
 
 
 def _read(path: str | None) -> bytes | None:

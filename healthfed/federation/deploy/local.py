@@ -184,10 +184,27 @@ class LocalFlowerDeployment:
             diagnostics=lambda: self._log_tail("superlink"),
             check_alive=self._check_superlink,
         )
+        # healthfed's SuperNodes wait for the SuperLink's port themselves (20 ms probes),
+        # so they start with it: their imports overlap its start. Stock ones would back
+        # off 1 s and more in flwr's connection retries, so they start once it answers.
+        if self.node_kind == "healthfed":
+            self._spawn_nodes(bin_dir, tls)
         self._wait(lambda: self._list_nodes() is not None, [superlink], "the SuperLink to listen")
         if self.open_session:
             self._session = self._new_session()
+        if self.node_kind != "healthfed":
+            self._spawn_nodes(bin_dir, tls)
 
+        def nodes_ready() -> bool:
+            nodes = self._list_nodes() or []
+            online = [n for n in nodes if n.status == "online"]
+            ready = all("node executor ready" in tail(p.log, 400) for p in self._executor_procs())
+            return len(online) >= len(self.node_files) and ready
+
+        self._wait(nodes_ready, self._procs, f"{len(self.node_files)} SuperNodes to register")
+
+    def _spawn_nodes(self, bin_dir: Path, tls: TlsFiles) -> None:
+        """Start one SuperNode per node file (and, for stock nodes, its executor)."""
         secret = secrets.token_bytes(32)
         for i, (path, name) in enumerate(zip(self.node_files, self.site_names, strict=True)):
             role = f"supernode-{i}-{safe_name(name)}"
@@ -220,14 +237,6 @@ class LocalFlowerDeployment:
                 home,
                 self.node_pythonpath,
             )
-
-        def nodes_ready() -> bool:
-            nodes = self._list_nodes() or []
-            online = [n for n in nodes if n.status == "online"]
-            ready = all("node executor ready" in tail(p.log, 400) for p in self._executor_procs())
-            return len(online) >= len(self.node_files) and ready
-
-        self._wait(nodes_ready, self._procs, f"{len(self.node_files)} SuperNodes to register")
 
     def _wait(self, ready: Any, procs: Sequence[Proc], what: str) -> None:
         wait_ready(ready, procs, what, self.startup_timeout)

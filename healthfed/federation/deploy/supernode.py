@@ -33,6 +33,7 @@ import argparse
 import ctypes
 import gc
 import importlib
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ from typing import Any
 
 from flwr.common.constant import ISOLATION_MODE_PROCESS
 from flwr.supercore import log
+from flwr.supercore.address import parse_address
 from flwr.supercore.constant import HTTP_SERVER_SHUTDOWN_TIMEOUT
 from flwr.supercore.exit import add_exit_handler, register_signal_handlers
 from flwr.supercore.inflatable.inflatable_object import iterate_object_tree
@@ -98,6 +100,7 @@ def main(argv: Sequence[str]) -> None:
             "healthfed's SuperNode needs --isolation process: its own data worker is the executor"
         )
     fast_object_pulls(_loop.__name__)
+    _wait_for_listener(config.server_address, SUPERLINK_WAIT_S)
     state_factory = NodeStateFactory(objectstore_factory=ObjectStoreFactory())
     http_server, http_thread = _cli._start_supernode_http_api(config, state_factory)
 
@@ -122,6 +125,30 @@ def main(argv: Sequence[str]) -> None:
     log(INFO, "healthfed SuperNode loop: poll %gs growing to %gs", POLL_MIN_S, ours.poll_max)
     _return_memory()
     run_loop(config, state_factory, worker, ours.poll_max)
+
+
+SUPERLINK_WAIT_S = 60.0  # at most this long for the SuperLink's port before flwr's retries
+
+
+def _wait_for_listener(address: str, limit: float) -> None:
+    """Return once ``host:port`` accepts a TCP connection (or after ``limit`` seconds).
+
+    A local deployment starts its SuperNodes while the SuperLink still imports, so
+    both start at once on a multi-core machine. flwr's connection retries back off
+    from 1 s; polling the port every 20 ms first lets the node connect as soon as the
+    SuperLink listens. Only the TCP port is probed; flwr then connects as always.
+    """
+    parsed = parse_address(address)
+    if not parsed:
+        return  # flwr's own parser reports it
+    host, port, _ = parsed
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return
+        except OSError:
+            time.sleep(POLL_MIN_S)
 
 
 def run_loop(

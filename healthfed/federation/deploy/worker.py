@@ -20,6 +20,9 @@ import subprocess
 from healthfed.federation.deploy.commands import node_exec_argv
 
 WORKER_IDLE_S = 120.0  # a worker with no task for this long exits (memory back to the OS)
+# The SuperNode wakes its worker through stdin for every stored message, so the worker's
+# own poll of the Runtime API is only a fallback (every 0.2 s it cost ~4 requests a round).
+WAKE_FALLBACK_POLL_S = 2.0
 
 
 class DataWorker:
@@ -52,6 +55,8 @@ class DataWorker:
             "--idle-exit",
             f"{idle_s:g}",
             "--wake-stdin",
+            "--poll-interval",
+            f"{WAKE_FALLBACK_POLL_S:g}",
         ]
         self._proc: subprocess.Popen[bytes] | None = None
         self.spawned = 0
