@@ -226,7 +226,10 @@ def permit_apply(
 @permit_app.command("grant")
 def permit_grant(
     application_id: Annotated[str, typer.Argument(help="Application id.")],
-    expires: Annotated[str, typer.Option(help="Last valid day (date) or ISO time, UTC.")],
+    expires: Annotated[
+        str,
+        typer.Option(help="Last valid day (date), ISO time (UTC) or a number of days, e.g. 90d."),
+    ],
     not_before: Annotated[str | None, typer.Option(help="First valid date/time.")] = None,
     min_cell_count: Annotated[
         int | None, typer.Option(help="Output rule: minimum cell count (stricter than sites').")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,18 @@ __all__ = ["DEFAULT_OUTPUT_RULES", "PermitDesk"]
 DEFAULT_OUTPUT_RULES = {"min_cell_count": 5, "min_subset": 5, "min_sites": 2}
 
 
+_DURATION = re.compile(r"[1-9][0-9]{0,4}d")
+
+
 def _validity(
     expires: str | datetime, not_before: str | datetime | None, now: datetime
 ) -> tuple[datetime, datetime]:
-    """(``not_before``, ``expires``) in UTC; a bare ``expires`` date is valid through that day."""
+    """(``not_before``, ``expires``) in UTC; a bare ``expires`` date is valid through that day.
+
+    ``expires`` may also be a duration, ``"90d"`` (days after ``not_before``), so that a
+    script or the README's walkthrough grants a permit that is valid whenever it runs.
+    """
     try:
-        exp = expires if isinstance(expires, datetime) else parse_time(expires, end_of_day=True)
         nbf = (
             now
             if not_before is None
@@ -41,9 +48,16 @@ def _validity(
             if isinstance(not_before, datetime)
             else parse_time(not_before)
         )
+        nbf = as_utc(nbf)
+        if isinstance(expires, datetime):
+            exp = expires
+        elif _DURATION.fullmatch(expires.strip()):
+            exp = nbf + timedelta(days=int(expires.strip()[:-1]))
+        else:
+            exp = parse_time(expires, end_of_day=True)
     except ValueError as exc:
         raise PermitError(f"grant: {exc}") from None
-    exp, nbf = as_utc(exp), as_utc(nbf)
+    exp = as_utc(exp)
     if exp <= now:
         raise PermitError(f"grant: --expires {format_time(exp)} is not in the future")
     if exp <= nbf:

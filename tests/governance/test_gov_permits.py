@@ -251,3 +251,15 @@ def test_untrusted_key_listed_in_other_key_file(tmp_path: Path, cohort: list[Pat
     assert ok["status"] == "ok", ok
     bad = node.handle({**request, "permit": forge(generate_private_key(), ["hospital_1"])})
     assert bad["check"] == "trusted_hub"
+
+
+def test_expiry_as_a_number_of_days(hub: Hub, node_files: list[Path]) -> None:
+    """``--expires 90d``: valid for 90 days from its start, so a script's permit never goes stale."""
+    start = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
+    body = grant(hub, node_files, not_before=start, expires="90d")["permit"]
+    nbf = datetime.fromisoformat(body["not_before"].replace("Z", "+00:00"))
+    exp = datetime.fromisoformat(body["expires"].replace("Z", "+00:00"))
+    assert exp - nbf == timedelta(days=90)
+    for bad in ("0d", "-5d", "90 days", "d"):
+        with pytest.raises(PermitError, match="grant"):
+            grant(hub, node_files, expires=bad)
