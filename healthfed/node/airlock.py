@@ -10,7 +10,8 @@ requester, permit, computation, parameters and the disclosure outcome
 (``healthfed node pending``), then approves or rejects. Re-sending the same
 request (same permit, requester, computation, dataset and parameters — the
 request's *fingerprint*) then releases the kept result, or is refused with the
-steward's reason.
+steward's reason. A kept result computed before a patient opted out is never
+released: the ticket is *superseded* and the request is computed and reviewed anew.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from healthfed.governance.canonical import sha256_hex
 
 __all__ = ["ApprovalQueue", "Ticket", "request_fingerprint"]
 
-STATUSES = ("pending", "approved", "rejected")
+STATUSES = ("pending", "approved", "rejected", "superseded")
 
 
 def request_fingerprint(
@@ -196,6 +197,19 @@ class ApprovalQueue:
             with con:
                 con.execute(
                     "UPDATE tickets SET releases = releases + 1 WHERE ticket = ?", (ticket,)
+                )
+        finally:
+            con.close()
+
+    def supersede(self, ticket: str) -> None:
+        """Retire a kept result that no longer holds (its fingerprint is free for a new ticket)."""
+        con = self._connect()
+        try:
+            with con:
+                con.execute(
+                    "UPDATE tickets SET status = 'superseded', "
+                    "fingerprint = fingerprint || ':superseded:' || ticket WHERE ticket = ?",
+                    (ticket,),
                 )
         finally:
             con.close()

@@ -50,6 +50,7 @@ from healthfed.errors import (
     PrivacyError,
 )
 from healthfed.governance.audit import AuditLog
+from healthfed.governance.canonical import sha256_hex
 from healthfed.governance.node_config import NodeGovernance
 from healthfed.governance.permit import check_permit, referenced_variables
 from healthfed.node.airlock import ApprovalQueue, request_fingerprint
@@ -410,6 +411,25 @@ class Node:
             pid, request.get("requester"), computation.name, dataset.name, fingerprinted
         )
         ticket = queue.by_fingerprint(fp)
+        basis = self._optout_basis()
+        if (
+            ticket is not None
+            and ticket.status != "rejected"
+            and ticket.checks.get("optout_basis") != basis
+        ):
+            # A patient opted out (or back in) since this result was computed: it must not
+            # leave (again); the request is computed afresh, checked and reviewed anew.
+            queue.supersede(ticket.ticket)
+            self.record(
+                {
+                    "action": "airlock_superseded",
+                    "decision": "superseded",
+                    "ticket": ticket.ticket,
+                    "computation": computation.name,
+                    "reason": "opt-outs changed since the kept result was computed",
+                }
+            )
+            ticket = None
         if ticket is None:
             # Run and disclose now; keep the disclosed result until the steward decides.
             result = self._compute(computation, dataset, params, policy, info)
@@ -418,6 +438,7 @@ class Node:
                 "suppressed_cells": suppressed_cells(result),
                 "released_bytes": released_bytes(result),
                 "optouts_excluded": info.get("optouts_excluded"),
+                "optout_basis": basis,
             }
             ticket = queue.add(
                 fp,
@@ -444,6 +465,11 @@ class Node:
         info["approved_by"] = ticket.decided_by
         assert ticket.result is not None
         return "ok", ticket.result
+
+    def _optout_basis(self) -> str | None:
+        """A digest of the current opt-outs: a kept result is released only while it holds."""
+        store = self.optouts
+        return None if store is None else sha256_hex(sorted(store.hashes()))
 
     # --- the data steward's airlock actions ------------------------------------------------
     def decide(self, ticket: str, approve: bool, by: str, reason: str | None = None) -> Any:

@@ -111,6 +111,39 @@ def test_manual_approval_pending_then_approve_releases(hub: Hub, make_nodes: Any
     assert verify_audit_log(Node.from_toml(node_files[0]).governance.audit_log).ok
 
 
+def test_an_approved_result_computed_before_an_opt_out_is_not_released_again(
+    hub: Hub, make_nodes: Any
+) -> None:
+    """Attack: re-send an approved request after a patient opted out, to get the kept result
+    (which still counts them) -- the opt-out must hold for it too (found by the README test)."""
+    node_files = make_nodes(approval={"table1": "manual"})
+    permit = grant(hub, node_files)
+
+    def table1() -> Any:
+        with Federation.from_node_files(node_files, permit=permit, requester=RESEARCHER) as fed:
+            return fed.table1("covid", ["age", "sex"], by="death_28d")
+
+    with pytest.raises(ApprovalPending) as err:
+        table1()
+    tickets = err.value.tickets
+    for path, site in zip(node_files, ("hospital_1", "hospital_2"), strict=True):
+        assert runner.invoke(app, ["node", "approve", str(path), tickets[site]]).exit_code == 0
+    table1()  # released once, as approved
+    r = runner.invoke(app, ["node", "optout", "add", str(node_files[0]), "hospital_1-0000042"])
+    assert r.exit_code == 0, flat(r)
+    with pytest.raises((ApprovalPending, ThresholdViolation)) as after:
+        table1()
+    records = Node.from_toml(node_files[0]).audit.records()[-2:]
+    assert records[0]["decision"] == "superseded", records
+    assert records[0]["ticket"] == tickets["hospital_1"]
+    assert records[1]["decision"] != "released", records
+    if isinstance(after.value, ApprovalPending):  # a new ticket, computed without the patient
+        assert after.value.tickets["hospital_1"] != tickets["hospital_1"]
+    # hospital_2 had no opt-out: its approved result is still the same release.
+    assert last_record(node_files[1])["decision"] == "released"
+    assert verify_audit_log(Node.from_toml(node_files[0]).governance.audit_log).ok
+
+
 def test_manual_approval_rejected_is_refused_with_the_reason(hub: Hub, make_nodes: Any) -> None:
     node_files = make_nodes(approval={"count": "manual"})
     permit = grant(hub, node_files)
