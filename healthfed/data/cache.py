@@ -26,7 +26,7 @@ __all__ = [
     "write_stamp",
 ]
 
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"  # 2: levels spelled as declared (1.0 -> "1", booleans)
 
 
 def default_cache_dir(data_path: Path) -> Path | None:

@@ -49,7 +49,7 @@ from healthfed.data.cache import (
     sha256_file,
     write_stamp,
 )
-from healthfed.data.column_sql import binary_expr, double_expr, str_expr
+from healthfed.data.column_sql import binary_expr, double_expr, level_expr, str_expr
 from healthfed.data.descriptor import DatasetDescriptor, load_descriptor
 from healthfed.data.harmonise import conversion
 from healthfed.data.sql import quote_ident, sql_literal
@@ -278,7 +278,9 @@ class NodeDataset:
             con.close()
         self._n_rows = n
         self._source_path = source_path
-        self._view_sql = self._build_view(source, types)
+        # A CSV's cache holds the view's types already (binary 0/1, levels spelled as declared):
+        # its view only converts units, it must not code the levels a second time.
+        self._view_sql = self._build_view(source, types, typed=d.format != "parquet")
 
     def _csv_source(self) -> str:
         d = self.descriptor
@@ -305,6 +307,8 @@ class NodeDataset:
                 exprs.append(f"{double_expr(name, t)} AS {quote_ident(name)}")
             elif spec.type == "binary":
                 exprs.append(f"{binary_expr(spec, t)} AS {quote_ident(name)}")
+            elif spec.type == "categorical":
+                exprs.append(f"{level_expr(spec, t)} AS {quote_ident(name)}")
             else:
                 exprs.append(f"{str_expr(name, t)} AS {quote_ident(name)}")
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -339,15 +343,24 @@ class NodeDataset:
             )
         return types
 
-    def _build_view(self, source: str, types: dict[str, str]) -> str:
-        """SQL creating the typed, harmonised view ``data`` (exactly the declared columns)."""
+    def _build_view(self, source: str, types: dict[str, str], typed: bool = False) -> str:
+        """SQL creating the typed, harmonised view ``data`` (exactly the declared columns).
+
+        ``typed``: the source already has the view's types (a CSV's Parquet cache), so
+        only units are converted.
+        """
         exprs = []
         for name, spec in self.descriptor.columns.items():
             t = types[name]
+            q = quote_ident(name)
             if spec.is_numeric:
                 expr = self._conversions[name].sql(double_expr(name, t))
+            elif typed:
+                expr = f"CAST({q} AS INTEGER)" if spec.type == "binary" else f"CAST({q} AS VARCHAR)"
             elif spec.type == "binary":
                 expr = binary_expr(spec, t)
+            elif spec.type == "categorical":
+                expr = level_expr(spec, t)
             else:
                 expr = str_expr(name, t)
             exprs.append(f"{expr} AS {quote_ident(name)}")

@@ -30,6 +30,7 @@ sensitivities. Example::
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,21 @@ class DatasetDescriptor:
             ) from None
 
 
+def level_text(value: Any) -> str:
+    """A declared level as the text the data's values are matched against.
+
+    ``true``/``false`` (TOML booleans) read as ``"true"``/``"false"``; an integral number
+    (``1``, ``1.0``, ``"1.0"``) as ``"1"``, so a level matches however a file stores it.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    text = str(value)
+    m = re.fullmatch(r"(-?[0-9]+)\.0+", text)
+    return m.group(1) if m else text
+
+
 def _where(source: Path | None, key: str) -> str:
     return f"{source or '<descriptor>'}: {key}"
 
@@ -109,9 +125,11 @@ def _parse_column(name: str, raw: Any, source: Path | None) -> ColumnSpec:
             raise DataError(f"{where}: 'levels' is only for categorical or binary columns")
         if not isinstance(levels, list) or not levels:
             raise DataError(f"{where}: 'levels' must be a non-empty list")
-        levels = tuple(str(v) for v in levels)
+        if not all(isinstance(v, str | int | float) for v in levels):
+            raise DataError(f"{where}: 'levels' must be strings, numbers or booleans")
+        levels = tuple(level_text(v) for v in levels)
         if len(set(levels)) != len(levels):
-            raise DataError(f"{where}: 'levels' has duplicates")
+            raise DataError(f"{where}: 'levels' has duplicates (1, 1.0 and \"1\" are one level)")
     elif ctype == "binary":
         levels = ("0", "1")
     bounds = raw.get("bounds")

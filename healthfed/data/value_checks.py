@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import duckdb
 
-from healthfed.data.column_sql import bad_value_predicate, str_expr
+from healthfed.data.column_sql import bad_value_predicate, level_expr, str_expr
 from healthfed.data.descriptor import DatasetDescriptor
 from healthfed.data.sql import quote_ident
 from healthfed.errors import DataError
@@ -75,7 +75,7 @@ def check_values(
             continue
         spec = d.columns[name]
         shown = (
-            str_expr(name, types[name])
+            level_expr(spec, types[name])
             if spec.is_categorical
             else f"CAST({quote_ident(name)} AS VARCHAR)"
         )
