@@ -123,13 +123,21 @@ def node_init(
 
 @node_app.command("check")
 def node_check(node_file: NodeFileArg) -> None:
-    """Load and validate every dataset of a node; show what the node offers (steward view)."""
+    """Load and validate every dataset of a node; show what the node offers (steward view).
+
+    Every dataset is checked, also after one fails; exit 1 if any failed.
+    """
+    from healthfed.errors import HealthfedError
     from healthfed.node.runtime import Node
 
     node = Node.from_toml(node_file)
-    for ds in node.datasets.values():
-        ds.n_rows  # noqa: B018 - forces reading and validation
-    console.print(f"[bold]{node.name}[/]  policy: {node.policy.to_dict()}")
+    failed: dict[str, str] = {}
+    for name, ds in node.datasets.items():
+        try:
+            ds.validate()
+        except HealthfedError as exc:
+            failed[name] = str(exc)
+    console.print(f"[bold]{node.name}[/]  policy: {node.policy.to_dict()}", markup=True)
     gov = node.governance
     if gov is None:
         console.print("  [yellow]ungoverned sandbox node[/]: runs requests without a permit")
@@ -141,8 +149,19 @@ def node_check(node_file: NodeFileArg) -> None:
         )
         console.print(f"  state: {gov.state_dir} (audit log {gov.audit_log})")
     for name, ds in sorted(node.datasets.items()):
+        if name in failed:
+            console.print(f"  dataset {name!r}: [bold red]FAILED[/]", highlight=False)
+            typer.echo("    " + failed[name].replace("\n", "\n    "))
+            continue
         cols = ", ".join(f"{c.name}:{c.type}" for c in ds.descriptor.columns.values())
         console.print(f"  dataset {name!r}: {ds.n_rows} rows; columns {cols}")
+    if failed:
+        typer.echo(
+            f"{len(failed)} of {len(node.datasets)} dataset(s) failed the check: "
+            f"{', '.join(sorted(failed))}",
+            err=True,
+        )
+        raise typer.Exit(code=1)  # the check's verdict, not an error (see cli/_errors.py)
 
 
 @node_app.command("budget")

@@ -269,7 +269,7 @@ class Node:
             scope = self._check_permit(request, name, dataset_name, raw_params)
             policy = apply_output_rules(policy, scope.output_rules)
         computation = get_computation(name)
-        dataset = self.dataset(dataset_name)
+        dataset = self._usable(self.dataset(dataset_name))
         check_workload(name, raw_params, dataset, policy)  # e.g. rows x epochs
         computation.check_params(raw_params)  # an unknown parameter is refused, never ignored
         params = computation.validate(raw_params, dataset.descriptor, policy)
@@ -280,6 +280,23 @@ class Node:
         if not manual:
             return "ok", self._compute(computation, dataset, params, policy, info)
         return self._airlock(request, computation, dataset, raw_params, params, policy, info)
+
+    def _usable(self, dataset: Any) -> Any:
+        """``dataset``, validated; a refusal that names no value and no path if it is not usable.
+
+        The validation error itself (which file, which line, an example value) is for
+        the steward: it is logged at the node, and ``healthfed node check`` prints it.
+        """
+        try:
+            dataset.validate()
+        except DataError as exc:
+            log.warning("site %s: dataset %r is not usable: %s", self.name, dataset.name, exc)
+            why = getattr(exc, "public_reason", None) or "it failed the node's data check"
+            raise DataError(
+                f"site {self.name!r}: dataset {dataset.name!r} is not usable ({why}); "
+                "the site's data steward sees why with `healthfed node check`"
+            ) from None
+        return dataset
 
     def _check_permit(
         self, request: dict[str, Any], computation: str, dataset_name: str, params: Any
