@@ -21,6 +21,7 @@ from healthfed.cli._common import NodeFileArg, console
 from healthfed.errors import InvalidArgument, PolicyError
 
 if TYPE_CHECKING:
+    from healthfed.data.profile import DatasetProfile
     from healthfed.node.airlock import ApprovalQueue
     from healthfed.node.optout import OptOutStore
     from healthfed.node.runtime import Node
@@ -121,44 +122,116 @@ def node_init(
     console.print(f"Wrote {path} (datasets: {', '.join(sorted(node.datasets))}; {kind})")
 
 
+def _check_lines(profile: DatasetProfile, allow_oob: bool) -> list[str]:
+    """The readable summary of one dataset's check (no patient value, out of bounds rounded)."""
+    oob = profile.out_of_bounds
+    verdict = "OK" if not oob else ("OK (out of bounds allowed)" if allow_oob else "FAILED")
+    lines = [f"  dataset {profile.name!r}: {profile.n_rows} rows; {verdict}  ({profile.file})"]
+    rows = [("column", "type", "missing", "out of bounds", "bounds / levels")]
+    for c in profile.columns.values():
+        pct = f" ({100 * c.missing / profile.n_rows:.0f}%)" if c.missing else ""
+        out = ""
+        if c.bounds is not None:
+            parts = [f"~{c.below} below"] if c.below else []
+            parts += [f"~{c.above} above"] if c.above else []
+            out = ", ".join(parts) or "none"
+        if c.bounds is not None:
+            lo, hi = (f"{b:g}" for b in c.bounds)
+            detail = f"[{lo}, {hi}]" + (f" {c.unit}" if c.unit else "")
+        elif c.levels is not None:
+            shown = list(c.levels.items())
+            detail = ", ".join(f"{k}: {v}" for k, v in shown[:12])
+            detail += f" ... ({len(shown)} levels)" if len(shown) > 12 else ""
+        else:
+            detail = c.unit or ""
+        rows.append((c.name, c.type, f"{c.missing}{pct}", out, detail))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        lines.append("    " + "  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4])
+    if oob:
+        lines.append(
+            f"    out of bounds: {', '.join(oob)} (counts rounded to a multiple of 5): they move "
+            "means and SDs while histograms and quantiles count them at the bounds; fix the "
+            "data or the declared bounds"
+            + ("" if not allow_oob else " (allowed by --allow-out-of-bounds)")
+        )
+    lines += [f"    warning: {w}" for w in profile.warnings]
+    return lines
+
+
 @node_app.command("check")
-def node_check(node_file: NodeFileArg) -> None:
+def node_check(
+    node_file: NodeFileArg,
+    allow_out_of_bounds: Annotated[
+        bool,
+        typer.Option(
+            "--allow-out-of-bounds", help="Pass a dataset with values outside declared bounds."
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the check as one JSON object.")
+    ] = False,
+) -> None:
     """Load and validate every dataset of a node; show what the node offers (steward view).
 
-    Every dataset is checked, also after one fails; exit 1 if any failed.
+    Per dataset: rows, missing values per column, values outside the declared bounds
+    (counts rounded to a multiple of 5, never the values), level counts and warnings
+    (an all-missing column, a unit that fits the values far better than the declared
+    one). Every dataset is checked, also after one fails. Exit 1 if a dataset failed:
+    invalid or empty data, or values out of bounds (unless --allow-out-of-bounds).
     """
     from healthfed.errors import HealthfedError
     from healthfed.node.runtime import Node
 
     node = Node.from_toml(node_file)
+    profiles: dict[str, DatasetProfile] = {}
     failed: dict[str, str] = {}
     for name, ds in node.datasets.items():
         try:
-            ds.validate()
+            profiles[name] = ds.profile()
         except HealthfedError as exc:
             failed[name] = str(exc)
-    console.print(f"[bold]{node.name}[/]  policy: {node.policy.to_dict()}", markup=True)
+    oob = {n for n, p in profiles.items() if p.out_of_bounds}
+    failing = sorted(set(failed) | (set() if allow_out_of_bounds else oob))
     gov = node.governance
-    if gov is None:
-        console.print("  [yellow]ungoverned sandbox node[/]: runs requests without a permit")
+    if as_json:
+        out = {
+            "node": node.name,
+            "governed": gov is not None,
+            "policy": node.policy.to_dict(),
+            "datasets": {
+                name: (
+                    {**profiles[name].to_dict(), "ok": name not in failing}
+                    if name in profiles
+                    else {"name": name, "errors": [failed[name]], "ok": False}
+                )
+                for name in sorted(node.datasets)
+            },
+            "failed": failing,
+            "ok": not failing,
+        }
+        typer.echo(json.dumps(out, indent=2, allow_nan=False))
     else:
-        console.print(
-            f"  governed: trusts hub key(s) {sorted(gov.trusted_keys)}; purposes "
-            f"{list(gov.accepted_purposes)}; approval default {gov.approval_default!r}"
-            + (f", manual: {sorted(k for k, v in gov.approval.items() if v == 'manual')}")
-        )
-        console.print(f"  state: {gov.state_dir} (audit log {gov.audit_log})")
-    for name, ds in sorted(node.datasets.items()):
-        if name in failed:
-            console.print(f"  dataset {name!r}: [bold red]FAILED[/]", highlight=False)
-            typer.echo("    " + failed[name].replace("\n", "\n    "))
-            continue
-        cols = ", ".join(f"{c.name}:{c.type}" for c in ds.descriptor.columns.values())
-        console.print(f"  dataset {name!r}: {ds.n_rows} rows; columns {cols}")
-    if failed:
+        console.print(f"[bold]{node.name}[/]  policy: {node.policy.to_dict()}")
+        if gov is None:
+            console.print("  [yellow]ungoverned sandbox node[/]: runs requests without a permit")
+        else:
+            console.print(
+                f"  governed: trusts hub key(s) {sorted(gov.trusted_keys)}; purposes "
+                f"{list(gov.accepted_purposes)}; approval default {gov.approval_default!r}"
+                + (f", manual: {sorted(k for k, v in gov.approval.items() if v == 'manual')}")
+            )
+            console.print(f"  state: {gov.state_dir} (audit log {gov.audit_log})")
+        for name in sorted(node.datasets):
+            if name in failed:
+                typer.echo(f"  dataset {name!r}: FAILED")
+                typer.echo("    " + failed[name].replace("\n", "\n    "))
+            else:
+                typer.echo("\n".join(_check_lines(profiles[name], allow_out_of_bounds)))
+    if failing:
         typer.echo(
-            f"{len(failed)} of {len(node.datasets)} dataset(s) failed the check: "
-            f"{', '.join(sorted(failed))}",
+            f"{len(failing)} of {len(node.datasets)} dataset(s) failed the check: "
+            f"{', '.join(failing)}",
             err=True,
         )
         raise typer.Exit(code=1)  # the check's verdict, not an error (see cli/_errors.py)

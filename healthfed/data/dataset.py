@@ -35,7 +35,7 @@ import os
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pandas as pd
@@ -49,12 +49,15 @@ from healthfed.data.cache import (
     sha256_file,
     write_stamp,
 )
-from healthfed.data.column_sql import binary_expr, double_expr, level_expr, str_expr
+from healthfed.data.column_sql import binary_expr, double_expr, is_bool, level_expr, str_expr
 from healthfed.data.descriptor import DatasetDescriptor, load_descriptor
 from healthfed.data.harmonise import conversion
 from healthfed.data.sql import quote_ident, sql_literal
 from healthfed.data.value_checks import check_values
 from healthfed.errors import DataError
+
+if TYPE_CHECKING:
+    from healthfed.data.profile import DatasetProfile
 
 __all__ = ["NodeDataset", "render_descriptor_toml"]
 
@@ -139,6 +142,21 @@ class NodeDataset:
     def validate(self) -> None:
         """Validate the data now (otherwise done on first use); raise DataError if invalid."""
         self._prepare()
+
+    @property
+    def in_memory(self) -> bool:
+        """True for a dataset made with :meth:`from_frame`."""
+        return self._frame is not None
+
+    def profile(self) -> DatasetProfile:
+        """The steward's check of the data: missing values, out of bounds, levels, warnings.
+
+        See :mod:`healthfed.data.profile`; validates first (raises DataError if invalid).
+        """
+        from healthfed.data.profile import profile_dataset
+
+        self._prepare()
+        return profile_dataset(self)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A NEW in-memory DuckDB connection with the view ``data``; the caller closes it."""
@@ -340,6 +358,17 @@ class NodeDataset:
             raise DataError(
                 f"{self._label}: declared column(s) {missing} not found in the data; "
                 f"it has columns {list(types)}"
+            )
+        booleans = [
+            f"{c.name!r} ({c.type})"
+            for c in self.descriptor.columns.values()
+            if c.is_numeric and is_bool(types[c.name])
+        ]
+        if booleans:
+            raise DataError(
+                f"{self._label}: column(s) {', '.join(booleans)} declared numeric but the {what} "
+                'stores them as booleans (true/false); declare them type = "binary" '
+                "(levels [false, true] codes true as 1)"
             )
         return types
 

@@ -69,3 +69,48 @@ def test_check_passes_on_good_data(tmp_path: Path) -> None:
     r = runner.invoke(app, ["node", "check", str(node)])
     assert r.exit_code == 0, r.output
     assert "dataset 'good': 3 rows" in " ".join(r.output.split())
+
+
+def test_out_of_bounds_fails_the_check_with_rounded_counts_and_no_value(tmp_path: Path) -> None:
+    rows = "".join(f"p{i},{40 + i % 30},No\n" for i in range(40))
+    (tmp_path / "oob.csv").write_text("pid,age,smoker\n" + rows + "p99,987654.5,Yes\n")
+    node = _node(tmp_path, [_descriptor(tmp_path, "oob", "oob.csv")])
+    r = runner.invoke(app, ["node", "check", str(node)])
+    assert r.exit_code == 1, r.output
+    out = " ".join(r.output.split())
+    assert "dataset 'oob': 41 rows; FAILED" in out
+    assert "~5 above" in out and "out of bounds: age (counts rounded to a multiple of 5)" in out
+    assert "987654" not in out and "9.87" not in out
+    r = runner.invoke(app, ["node", "check", str(node), "--allow-out-of-bounds"])
+    assert r.exit_code == 0, r.output
+    assert "OK (out of bounds allowed)" in r.output
+
+
+def test_check_json(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "good.csv").write_text(GOOD)
+    (tmp_path / "empty.csv").write_text("pid,age,smoker\n")
+    cols = {**COLUMNS, "lactate": {"type": "numeric", "bounds": [0, 30]}}
+    (tmp_path / "nolac.csv").write_text("pid,age,smoker,lactate\np1,50,Yes,\np2,60,No,\n")
+    node = _node(
+        tmp_path,
+        [
+            _descriptor(tmp_path, "good", "good.csv"),
+            _descriptor(tmp_path, "empty", "empty.csv"),
+            _descriptor(tmp_path, "nolac", "nolac.csv", cols),
+        ],
+    )
+    r = runner.invoke(app, ["node", "check", str(node), "--json"])
+    assert r.exit_code == 1
+    out = json.loads(r.stdout)
+    assert out["node"] == "s1" and out["ok"] is False and out["failed"] == ["empty"]
+    good = out["datasets"]["good"]
+    assert good["ok"] and good["rows"] == 3
+    assert good["columns"]["age"]["missing"] == 1
+    assert good["columns"]["smoker"]["levels"] == {"No": 2, "Yes": 1}
+    assert good["columns"]["age"]["bounds"] == [0, 120]
+    assert out["datasets"]["empty"]["ok"] is False
+    assert "no rows" in out["datasets"]["empty"]["errors"][0]
+    nolac = out["datasets"]["nolac"]
+    assert nolac["ok"] and nolac["warnings"] == ["column 'lactate': every value is missing"]
