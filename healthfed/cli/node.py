@@ -237,6 +237,48 @@ def node_check(
         raise typer.Exit(code=1)  # the check's verdict, not an error (see cli/_errors.py)
 
 
+@node_app.command("describe-data")
+def node_describe_data(
+    data_file: Annotated[Path, typer.Argument(help="The CSV or Parquet file to describe.")],
+    name: Annotated[
+        str | None, typer.Option(help="Dataset name (default: the file's stem).")
+    ] = None,
+    id_column: Annotated[
+        str | None,
+        typer.Option(help="The patient id column (default: guessed; none: a generated id)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the descriptor here (refuses to overwrite) instead of stdout."),
+    ] = None,
+) -> None:
+    """Propose a dataset descriptor (TOML) for a data file, for the steward to review.
+
+    Types, levels, bounds (the observed range rounded outward: replace them with
+    public clinical limits), the CSV's delimiter and missing-value spellings. No
+    patient value is printed except category levels. Example:
+
+        healthfed node describe-data data/site.csv --out data/site.toml
+    """
+    from healthfed.data.propose import propose_descriptor
+
+    if out is not None and out.exists():
+        raise InvalidArgument(f"--out {out}: exists; move it away or choose another path")
+    text = propose_descriptor(
+        data_file,
+        name=name,
+        id_column=id_column,
+        descriptor_dir=out.parent if out is not None else None,
+    )
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    typer.echo(f"Wrote {out}: review it, then `healthfed node init ... --dataset {out}`", err=True)
+
+
 @node_app.command("budget")
 def node_budget(
     node_file: NodeFileArg,

@@ -245,12 +245,15 @@ class NodeDataset:
         con = duckdb.connect()
         try:
             con.register(_FRAME_TABLE, self._frame)
-            types = self._source_types(con, _FRAME_TABLE)
-            n = check_values(con, _FRAME_TABLE, types, self.descriptor, self._label, 1, "row")
+            source = _FRAME_TABLE
+            if self.descriptor.generate_id:
+                source = self._with_generated_id(con, source)
+            types = self._source_types(con, source)
+            n = check_values(con, source, types, self.descriptor, self._label, 1, "row")
         finally:
             con.close()
         self._n_rows = n
-        self._view_sql = self._build_view(_FRAME_TABLE, types)
+        self._view_sql = self._build_view(source, types)
 
     def _prepare_file(self) -> None:
         d = self.descriptor
@@ -269,7 +272,7 @@ class NodeDataset:
         prefix, key = cache_key(d, st)
         con = duckdb.connect()
         try:
-            if d.format == "parquet":
+            if d.format == "parquet" and not d.generate_id:
                 source_path = path
                 source = f"read_parquet({sql_literal(str(path))})"
                 types = self._source_types(con, source)
@@ -282,12 +285,12 @@ class NodeDataset:
             else:
                 if cache_dir is None:
                     raise DataError(
-                        f"{self._label}: no writable cache directory for the CSV's Parquet cache; "
-                        "set the node's cache_dir"
+                        f"{self._label}: no writable cache directory for the typed Parquet "
+                        "cache; set the node's cache_dir"
                     )
                 cached = cache_dir / f"{prefix}-{key}.parquet"
                 if not cached.is_file():
-                    self._csv_to_cache(con, cached, prefix)
+                    self._to_cache(con, cached, prefix)
                 source_path = cached
                 source = f"read_parquet({sql_literal(str(cached))})"
                 types = self._source_types(con, source)
@@ -296,9 +299,9 @@ class NodeDataset:
             con.close()
         self._n_rows = n
         self._source_path = source_path
-        # A CSV's cache holds the view's types already (binary 0/1, levels spelled as declared):
+        # A cache holds the view's types already (binary 0/1, levels spelled as declared):
         # its view only converts units, it must not code the levels a second time.
-        self._view_sql = self._build_view(source, types, typed=d.format != "parquet")
+        self._view_sql = self._build_view(source, types, typed=source_path != path)
 
     def _csv_source(self) -> str:
         d = self.descriptor
@@ -309,15 +312,62 @@ class NodeDataset:
             f"nullstr = [{', '.join(sql_literal(v) for v in d.na_values)}]",
         ]
         if not d.csv_header:
-            opts.append(f"names = [{', '.join(sql_literal(c) for c in d.columns)}]")
+            names = [c for c in d.columns if not (d.generate_id and c == d.id_column)]
+            opts.append(f"names = [{', '.join(sql_literal(c) for c in names)}]")
         return f"read_csv({sql_literal(str(d.path))}, {', '.join(opts)})"
 
-    def _csv_to_cache(self, con: duckdb.DuckDBPyConnection, cached: Path, prefix: str) -> None:
-        """Validate the CSV, then write it as typed Parquet atomically (temp file + rename)."""
-        source = self._csv_source()
+    def _with_generated_id(self, con: duckdb.DuckDBPyConnection, raw: str) -> str:
+        """``raw`` with the pseudonymous id column added (``generate_id``; descriptor docs)."""
+        d = self.descriptor
+        try:
+            rows = con.execute(f"DESCRIBE SELECT * FROM {raw}").fetchall()
+        except duckdb.Error as exc:
+            raise DataError(f"{self._label}: cannot read the data: {exc}") from None
+        have = {str(r[0]): str(r[1]) for r in rows}
+        if d.id_column in have:
+            raise DataError(
+                f"{self._label}: generate_id is set but the data already has a column "
+                f"{d.id_column!r}; drop generate_id, or set id_column to a new name"
+            )
+        # Hash the values as the view types them, so a CSV, a Parquet file and a frame of
+        # the same rows give the same ids (an invalid value hashes as missing; validation
+        # reports it).
+        parts = [sql_literal(d.name)]
+        for c, spec in d.columns.items():
+            if c == d.id_column or c not in have:
+                continue
+            q, t = quote_ident(c), have[c]
+            if spec.is_numeric:
+                v = f"NULLIF(TRY_CAST({q} AS DOUBLE), 'NaN'::DOUBLE)"
+            elif spec.type == "binary":
+                v = binary_expr(spec, t)
+            elif spec.type == "categorical":
+                v = level_expr(spec, t)
+            else:
+                v = str_expr(c, t)
+            parts.append(f"coalesce(CAST({v} AS VARCHAR), chr(30))")
+        h = f"sha256(concat_ws(chr(31), {', '.join(parts)}))"
+        gid = "'g' || substr(__h, 1, 16) || CASE WHEN __k > 1 THEN '-' || __k ELSE '' END"
+        return (
+            f"(SELECT * EXCLUDE (__h, __k, __ord), {gid} AS {quote_ident(d.id_column)} FROM "
+            f"(SELECT *, row_number() OVER (PARTITION BY __h ORDER BY __ord) AS __k FROM "
+            f"(SELECT *, {h} AS __h, row_number() OVER () AS __ord FROM {raw})) ORDER BY __ord)"
+        )
+
+    def _to_cache(self, con: duckdb.DuckDBPyConnection, cached: Path, prefix: str) -> None:
+        """Validate the CSV (or Parquet with a generated id), then write it as typed Parquet
+        atomically (temp file + rename)."""
+        d = self.descriptor
+        if d.format == "parquet":
+            source = f"read_parquet({sql_literal(str(d.path))})"
+            row_base, row_word = 1, "row"
+        else:
+            source = self._csv_source()
+            row_base, row_word = (2 if d.csv_header else 1), "line"  # the line in the file
+        if d.generate_id:
+            source = self._with_generated_id(con, source)
         types = self._source_types(con, source)
-        row_base = 2 if self.descriptor.csv_header else 1  # report the line number in the file
-        check_values(con, source, types, self.descriptor, self._label, row_base, "line")
+        check_values(con, source, types, self.descriptor, self._label, row_base, row_word)
         exprs = []
         for name, spec in self.descriptor.columns.items():
             t = types[name]
@@ -338,7 +388,7 @@ class NodeDataset:
             )
             os.replace(tmp, cached)
         except duckdb.Error as exc:
-            raise DataError(f"{self._label}: cannot convert the CSV to Parquet: {exc}") from None
+            raise DataError(f"{self._label}: cannot convert the data to Parquet: {exc}") from None
         except OSError as exc:
             raise DataError(f"{self._label}: cannot write the CSV cache {cached}: {exc}") from None
         finally:
