@@ -309,8 +309,18 @@ def node_budget(
 def node_pending(
     node_file: NodeFileArg,
     show_all: Annotated[bool, typer.Option("--all", help="Also decided tickets.")] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="Show every value (default: the first 24 per block).")
+    ] = False,
 ) -> None:
-    """Requests waiting for the data steward's approval, with their disclosure checks."""
+    """Requests waiting for the data steward's approval: who asks, what, and the values to release.
+
+    The values are the disclosure-checked result as it leaves the node on approval:
+    count tables (withheld cells '-'), numeric summaries with their histogram bins,
+    model statistics.
+    """
+    from healthfed.node.release_text import release_lines
+
     node, queue = _approvals(node_file)
     tickets = queue.list(None if show_all else "pending")
     if not tickets:
@@ -324,13 +334,17 @@ def node_pending(
             f"  computation: {t.computation} on {t.dataset!r}\n"
             f"  parameters:  {json.dumps(t.params)}\n"
             f"  disclosure:  {t.checks.get('disclosure')}; suppressed cells "
-            f"{t.checks.get('suppressed_cells')}; {t.checks.get('released_bytes')} bytes to release"
+            f"{t.checks.get('suppressed_cells')}"
             + (
                 f"\n  decided:     {t.decided_at} by {t.decided_by}: {t.reason or ''}"
                 if t.decided_at
                 else ""
             )
         )
+        if t.result is not None:
+            lines = release_lines(t.result, full=full)
+            typer.echo("  release:     " + lines[0])
+            typer.echo("\n".join("    " + line for line in lines[1:]))
 
 
 @node_app.command("approve")
