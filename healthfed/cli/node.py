@@ -12,6 +12,7 @@ and verify an audit log's hash chain.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -212,7 +213,8 @@ def node_check(
         }
         typer.echo(json.dumps(out, indent=2, allow_nan=False))
     else:
-        console.print(f"[bold]{node.name}[/]  policy: {node.policy.to_dict()}")
+        policy = ", ".join(f"{k} {v}" for k, v in node.policy.to_dict().items())
+        typer.echo(textwrap.fill(f"{node.name}  policy: {policy}", 100, subsequent_indent="    "))
         if gov is None:
             console.print("  [yellow]ungoverned sandbox node[/]: runs requests without a permit")
         else:
