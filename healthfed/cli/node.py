@@ -184,9 +184,9 @@ def node_check(
     from healthfed.errors import HealthfedError
     from healthfed.node.runtime import Node
 
-    node = Node.from_toml(node_file)
+    failed: dict[str, str] = {}  # dataset name (or descriptor path) -> why
+    node = Node.from_toml(node_file, dataset_errors=failed)
     profiles: dict[str, DatasetProfile] = {}
-    failed: dict[str, str] = {}
     for name, ds in node.datasets.items():
         try:
             profiles[name] = ds.profile()
@@ -206,7 +206,7 @@ def node_check(
                     if name in profiles
                     else {"name": name, "errors": [failed[name]], "ok": False}
                 )
-                for name in sorted(node.datasets)
+                for name in sorted({*node.datasets, *failed})
             },
             "failed": failing,
             "ok": not failing,
@@ -224,15 +224,16 @@ def node_check(
                 + (f", manual: {sorted(k for k, v in gov.approval.items() if v == 'manual')}")
             )
             console.print(f"  state: {gov.state_dir} (audit log {gov.audit_log})")
-        for name in sorted(node.datasets):
+        for name in sorted({*node.datasets, *failed}):
             if name in failed:
-                typer.echo(f"  dataset {name!r}: FAILED")
+                what = "dataset" if name in node.datasets else "descriptor"
+                typer.echo(f"  {what} {name!r}: FAILED")
                 typer.echo("    " + failed[name].replace("\n", "\n    "))
             else:
                 typer.echo("\n".join(_check_lines(profiles[name], allow_out_of_bounds)))
     if failing:
         typer.echo(
-            f"{len(failing)} of {len(node.datasets)} dataset(s) failed the check: "
+            f"{len(failing)} of {len({*node.datasets, *failed})} dataset(s) failed the check: "
             f"{', '.join(failing)}",
             err=True,
         )

@@ -105,9 +105,13 @@ class Node:
     _checked_cohorts: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> Node:
-        """Build a node from its TOML file; errors name the file and field."""
-        f = read_node_file(path)
+    def from_toml(cls, path: str | Path, dataset_errors: dict[str, str] | None = None) -> Node:
+        """Build a node from its TOML file; errors name the file and field.
+
+        ``dataset_errors``: collect the errors of datasets whose descriptor cannot be
+        loaded there (by descriptor path) and leave those datasets out, instead of raising.
+        """
+        f = read_node_file(path, dataset_errors)
         return cls(
             name=f.name,
             datasets=f.datasets,

@@ -114,3 +114,17 @@ def test_check_json(tmp_path: Path) -> None:
     assert "no rows" in out["datasets"]["empty"]["errors"][0]
     nolac = out["datasets"]["nolac"]
     assert nolac["ok"] and nolac["warnings"] == ["column 'lactate': every value is missing"]
+
+
+def test_a_broken_descriptor_does_not_stop_the_check(tmp_path: Path) -> None:
+    (tmp_path / "good.csv").write_text(GOOD)
+    good = _descriptor(tmp_path, "good", "good.csv")
+    broken = _descriptor(tmp_path, "broken", "good.csv")
+    node = _node(tmp_path, [broken, good])
+    broken.write_text(broken.read_text().replace('type = "numeric"', 'type = "number"'))
+    r = runner.invoke(app, ["node", "check", str(node)])
+    assert r.exit_code == 1, r.output
+    out = " ".join(r.output.split())
+    assert "descriptor 'broken.toml': FAILED" in out and "'type' must be one of" in out
+    assert "dataset 'good': 3 rows; OK" in out
+    assert "1 of 2 dataset(s) failed the check: broken.toml" in out
