@@ -65,6 +65,13 @@ _ROW_GROUP_SIZE = 122_880  # DuckDB's own row-group size: lets scans run in para
 _FRAME_TABLE = "__healthfed_src"
 
 
+def _missing(message: str) -> DataError:
+    """The error of a data file the node cannot open (``public_reason`` may leave the node)."""
+    err = DataError(message)
+    err.public_reason = "its data file is missing or unreadable"  # type: ignore[attr-defined]
+    return err
+
+
 class NodeDataset:
     """A dataset held by a hospital node, exposed as a typed, unit-harmonised DuckDB view.
 
@@ -261,13 +268,13 @@ class NodeDataset:
         try:
             st = path.stat()
         except FileNotFoundError:
-            raise DataError(f"{self._label}: data file not found: {path}") from None
+            raise _missing(f"{self._label}: data file not found: {path}") from None
         except OSError as exc:
             raise DataError(f"{self._label}: cannot read data file {path}: {exc}") from None
         if not path.is_file():
-            raise DataError(f"{self._label}: data file is not a regular file: {path}")
+            raise _missing(f"{self._label}: data file is not a regular file: {path}")
         if not os.access(path, os.R_OK):
-            raise DataError(f"{self._label}: data file is not readable: {path}")
+            raise _missing(f"{self._label}: data file is not readable: {path}")
         cache_dir = self._cache_dir_arg or default_cache_dir(path)
         prefix, key = cache_key(d, st)
         con = duckdb.connect()

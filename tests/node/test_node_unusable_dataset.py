@@ -38,6 +38,7 @@ def _node(tmp_path: Path) -> Node:
         "header_only": _dataset(tmp_path, "header_only", "header_only.csv"),
         "zero": _dataset(tmp_path, "zero", "zero.parquet"),
         "bad": _dataset(tmp_path, "bad", "bad.csv"),
+        "gone": _dataset(tmp_path, "gone", "gone.csv"),
     }
     return Node(name="s1", datasets=datasets)
 
@@ -48,6 +49,7 @@ def test_requests_on_empty_or_invalid_data_are_refused_clearly(tmp_path: Path) -
         ("header_only", "it has no rows"),
         ("zero", "it has no rows"),
         ("bad", "its data do not match the descriptor"),
+        ("gone", "its data file is missing or unreadable"),
     ]:
         for computation, params in [
             ("table1", {"variables": ["age", "smoker"]}),
