@@ -150,6 +150,29 @@ class NodeDataset:
         """Validate the data now (otherwise done on first use); raise DataError if invalid."""
         self._prepare()
 
+    def out_of_bounds(self) -> dict[str, int]:
+        """Column -> how many values lie outside its declared bounds (only columns with some).
+
+        Exact counts, for the node's own log and checks; one scan (validates first).
+        """
+        self._prepare()
+        cols = [
+            (n, s.bounds)
+            for n, s in self.descriptor.columns.items()
+            if s.is_numeric and s.bounds is not None
+        ]
+        if not cols:
+            return {}
+        aggs = ", ".join(
+            f"count(*) FILTER (WHERE {quote_ident(n)} < {b[0]!r} OR {quote_ident(n)} > {b[1]!r})"
+            for n, b in cols
+            if b is not None
+        )
+        with self.connect() as con:
+            row = con.execute(f"SELECT {aggs} FROM data").fetchone()
+        assert row is not None
+        return {n: int(c) for (n, _), c in zip(cols, row, strict=True) if c}
+
     @property
     def in_memory(self) -> bool:
         """True for a dataset made with :meth:`from_frame`."""

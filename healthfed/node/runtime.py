@@ -102,6 +102,7 @@ class Node:
     catalogue: dict[str, Any] = field(default_factory=dict)
     clock: Callable[[], datetime] | None = None
     _warned: bool = field(default=False, repr=False, compare=False)
+    _bounds_checked: set[str] = field(default_factory=set, repr=False, compare=False)
     _checked_cohorts: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -302,6 +303,19 @@ class Node:
                 f"site {self.name!r}: dataset {dataset.name!r} is not usable ({why}); "
                 "the site's data steward sees why with `healthfed node check`"
             ) from None
+        out_of_bounds = getattr(dataset, "out_of_bounds", None)
+        if out_of_bounds is not None and dataset.name not in self._bounds_checked:
+            self._bounds_checked.add(dataset.name)  # once per dataset and process: the log
+            outside = out_of_bounds()
+            if outside:
+                log.warning(
+                    "site %s: dataset %r has values outside the declared bounds in %s: means "
+                    "and SDs include them while histograms and quantiles count them at the "
+                    "bounds; `healthfed node check` shows them",
+                    self.name,
+                    dataset.name,
+                    sorted(outside),
+                )
         return dataset
 
     def _check_permit(

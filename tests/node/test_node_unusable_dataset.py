@@ -6,9 +6,11 @@ no example value (those are for ``healthfed node check`` at the site).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from healthfed.data.dataset import NodeDataset, render_descriptor_toml
 from healthfed.node.runtime import Node
@@ -64,3 +66,20 @@ def test_requests_on_empty_or_invalid_data_are_refused_clearly(tmp_path: Path) -
             assert "node check" in reason
             assert "internal error" not in reason
             assert str(tmp_path) not in reason and "SECRET" not in reason and "line" not in reason
+
+
+def test_out_of_bounds_values_are_logged_at_the_node_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = "".join(f"p{i},{30 + i},No\n" for i in range(30))
+    (tmp_path / "oob.csv").write_text("pid,age,smoker\n" + rows + "p99,987654.5,Yes\n")
+    node = Node(name="s1", datasets={"oob": _dataset(tmp_path, "oob", "oob.csv")})
+    request = {"computation": "describe", "dataset": "oob", "params": {"variables": ["age"]}}
+    with caplog.at_level(logging.WARNING, logger="healthfed.node.runtime"):
+        assert node.handle(request)["status"] == "ok"
+        assert node.handle(request)["status"] == "ok"
+    warnings = [
+        r.getMessage() for r in caplog.records if "outside the declared bounds" in r.message
+    ]
+    assert len(warnings) == 1
+    assert "'oob'" in warnings[0] and "['age']" in warnings[0] and "987654" not in warnings[0]
