@@ -12,6 +12,7 @@ and verify an audit log's hash chain.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,6 +22,7 @@ from healthfed.cli._common import NodeFileArg, console
 from healthfed.errors import InvalidArgument, PolicyError
 
 if TYPE_CHECKING:
+    from healthfed.data.profile import DatasetProfile
     from healthfed.node.airlock import ApprovalQueue
     from healthfed.node.optout import OptOutStore
     from healthfed.node.runtime import Node
@@ -121,28 +123,163 @@ def node_init(
     console.print(f"Wrote {path} (datasets: {', '.join(sorted(node.datasets))}; {kind})")
 
 
+def _check_lines(profile: DatasetProfile, allow_oob: bool) -> list[str]:
+    """The readable summary of one dataset's check (no patient value, out of bounds rounded)."""
+    oob = profile.out_of_bounds
+    verdict = "OK" if not oob else ("OK (out of bounds allowed)" if allow_oob else "FAILED")
+    lines = [f"  dataset {profile.name!r}: {profile.n_rows} rows; {verdict}  ({profile.file})"]
+    rows = [("column", "type", "missing", "out of bounds", "bounds / levels")]
+    for c in profile.columns.values():
+        pct = f" ({100 * c.missing / profile.n_rows:.0f}%)" if c.missing else ""
+        out = ""
+        if c.bounds is not None:
+            parts = [f"~{c.below} below"] if c.below else []
+            parts += [f"~{c.above} above"] if c.above else []
+            out = ", ".join(parts) or "none"
+        if c.bounds is not None:
+            lo, hi = (f"{b:g}" for b in c.bounds)
+            detail = f"[{lo}, {hi}]" + (f" {c.unit}" if c.unit else "")
+        elif c.levels is not None:
+            shown = list(c.levels.items())
+            detail = ", ".join(f"{k}: {v}" for k, v in shown[:12])
+            detail += f" ... ({len(shown)} levels)" if len(shown) > 12 else ""
+        else:
+            detail = c.unit or ""
+        rows.append((c.name, c.type, f"{c.missing}{pct}", out, detail))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        lines.append("    " + "  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4])
+    if oob:
+        lines.append(
+            f"    out of bounds: {', '.join(oob)} (counts rounded to a multiple of 5): they move "
+            "means and SDs while histograms and quantiles count them at the bounds; fix the "
+            "data or the declared bounds"
+            + ("" if not allow_oob else " (allowed by --allow-out-of-bounds)")
+        )
+    lines += [f"    warning: {w}" for w in profile.warnings]
+    return lines
+
+
 @node_app.command("check")
-def node_check(node_file: NodeFileArg) -> None:
-    """Load and validate every dataset of a node; show what the node offers (steward view)."""
+def node_check(
+    node_file: NodeFileArg,
+    allow_out_of_bounds: Annotated[
+        bool,
+        typer.Option(
+            "--allow-out-of-bounds", help="Pass a dataset with values outside declared bounds."
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the check as one JSON object.")
+    ] = False,
+) -> None:
+    """Load and validate every dataset of a node; show what the node offers (steward view).
+
+    Per dataset: rows, missing values per column, values outside the declared bounds
+    (counts rounded to a multiple of 5, never the values), level counts and warnings
+    (an all-missing column, a unit that fits the values far better than the declared
+    one). Every dataset is checked, also after one fails. Exit 1 if a dataset failed:
+    invalid or empty data, or values out of bounds (unless --allow-out-of-bounds).
+    """
+    from healthfed.errors import HealthfedError
     from healthfed.node.runtime import Node
 
-    node = Node.from_toml(node_file)
-    for ds in node.datasets.values():
-        ds.n_rows  # noqa: B018 - forces reading and validation
-    console.print(f"[bold]{node.name}[/]  policy: {node.policy.to_dict()}")
+    failed: dict[str, str] = {}  # dataset name (or descriptor path) -> why
+    node = Node.from_toml(node_file, dataset_errors=failed)
+    profiles: dict[str, DatasetProfile] = {}
+    for name, ds in node.datasets.items():
+        try:
+            profiles[name] = ds.profile()
+        except HealthfedError as exc:
+            failed[name] = str(exc)
+    oob = {n for n, p in profiles.items() if p.out_of_bounds}
+    failing = sorted(set(failed) | (set() if allow_out_of_bounds else oob))
     gov = node.governance
-    if gov is None:
-        console.print("  [yellow]ungoverned sandbox node[/]: runs requests without a permit")
+    if as_json:
+        out = {
+            "node": node.name,
+            "governed": gov is not None,
+            "policy": node.policy.to_dict(),
+            "datasets": {
+                name: (
+                    {**profiles[name].to_dict(), "ok": name not in failing}
+                    if name in profiles
+                    else {"name": name, "errors": [failed[name]], "ok": False}
+                )
+                for name in sorted({*node.datasets, *failed})
+            },
+            "failed": failing,
+            "ok": not failing,
+        }
+        typer.echo(json.dumps(out, indent=2, allow_nan=False))
     else:
-        console.print(
-            f"  governed: trusts hub key(s) {sorted(gov.trusted_keys)}; purposes "
-            f"{list(gov.accepted_purposes)}; approval default {gov.approval_default!r}"
-            + (f", manual: {sorted(k for k, v in gov.approval.items() if v == 'manual')}")
+        policy = ", ".join(f"{k} {v}" for k, v in node.policy.to_dict().items())
+        typer.echo(textwrap.fill(f"{node.name}  policy: {policy}", 100, subsequent_indent="    "))
+        if gov is None:
+            console.print("  [yellow]ungoverned sandbox node[/]: runs requests without a permit")
+        else:
+            console.print(
+                f"  governed: trusts hub key(s) {sorted(gov.trusted_keys)}; purposes "
+                f"{list(gov.accepted_purposes)}; approval default {gov.approval_default!r}"
+                + (f", manual: {sorted(k for k, v in gov.approval.items() if v == 'manual')}")
+            )
+            console.print(f"  state: {gov.state_dir} (audit log {gov.audit_log})")
+        for name in sorted({*node.datasets, *failed}):
+            if name in failed:
+                what = "dataset" if name in node.datasets else "descriptor"
+                typer.echo(f"  {what} {name!r}: FAILED")
+                typer.echo("    " + failed[name].replace("\n", "\n    "))
+            else:
+                typer.echo("\n".join(_check_lines(profiles[name], allow_out_of_bounds)))
+    if failing:
+        typer.echo(
+            f"{len(failing)} of {len({*node.datasets, *failed})} dataset(s) failed the check: "
+            f"{', '.join(failing)}",
+            err=True,
         )
-        console.print(f"  state: {gov.state_dir} (audit log {gov.audit_log})")
-    for name, ds in sorted(node.datasets.items()):
-        cols = ", ".join(f"{c.name}:{c.type}" for c in ds.descriptor.columns.values())
-        console.print(f"  dataset {name!r}: {ds.n_rows} rows; columns {cols}")
+        raise typer.Exit(code=1)  # the check's verdict, not an error (see cli/_errors.py)
+
+
+@node_app.command("describe-data")
+def node_describe_data(
+    data_file: Annotated[Path, typer.Argument(help="The CSV or Parquet file to describe.")],
+    name: Annotated[
+        str | None, typer.Option(help="Dataset name (default: the file's stem).")
+    ] = None,
+    id_column: Annotated[
+        str | None,
+        typer.Option(help="The patient id column (default: guessed; none: a generated id)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the descriptor here (refuses to overwrite) instead of stdout."),
+    ] = None,
+) -> None:
+    """Propose a dataset descriptor (TOML) for a data file, for the steward to review.
+
+    Types, levels, bounds (the observed range rounded outward: replace them with
+    public clinical limits), the CSV's delimiter and missing-value spellings. No
+    patient value is printed except category levels. Example:
+
+        healthfed node describe-data data/site.csv --out data/site.toml
+    """
+    from healthfed.data.propose import propose_descriptor
+
+    if out is not None and out.exists():
+        raise InvalidArgument(f"--out {out}: exists; move it away or choose another path")
+    text = propose_descriptor(
+        data_file,
+        name=name,
+        id_column=id_column,
+        descriptor_dir=out.parent if out is not None else None,
+    )
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    typer.echo(f"Wrote {out}: review it, then `healthfed node init ... --dataset {out}`", err=True)
 
 
 @node_app.command("budget")
@@ -175,8 +312,18 @@ def node_budget(
 def node_pending(
     node_file: NodeFileArg,
     show_all: Annotated[bool, typer.Option("--all", help="Also decided tickets.")] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="Show every value (default: the first 24 per block).")
+    ] = False,
 ) -> None:
-    """Requests waiting for the data steward's approval, with their disclosure checks."""
+    """Requests waiting for the data steward's approval: who asks, what, and the values to release.
+
+    The values are the disclosure-checked result as it leaves the node on approval:
+    count tables (withheld cells '-'), numeric summaries with their histogram bins,
+    model statistics.
+    """
+    from healthfed.node.release_text import release_lines
+
     node, queue = _approvals(node_file)
     tickets = queue.list(None if show_all else "pending")
     if not tickets:
@@ -190,13 +337,17 @@ def node_pending(
             f"  computation: {t.computation} on {t.dataset!r}\n"
             f"  parameters:  {json.dumps(t.params)}\n"
             f"  disclosure:  {t.checks.get('disclosure')}; suppressed cells "
-            f"{t.checks.get('suppressed_cells')}; {t.checks.get('released_bytes')} bytes to release"
+            f"{t.checks.get('suppressed_cells')}"
             + (
                 f"\n  decided:     {t.decided_at} by {t.decided_by}: {t.reason or ''}"
                 if t.decided_at
                 else ""
             )
         )
+        if t.result is not None:
+            lines = release_lines(t.result, full=full)
+            typer.echo("  release:     " + lines[0])
+            typer.echo("\n".join("    " + line for line in lines[1:]))
 
 
 @node_app.command("approve")

@@ -22,7 +22,10 @@ assumption). Its width is at most the width of the widest merged bin that holds
 the relevant order statistics (at most a few grid bins of ``(high-low)/bins``
 each, wider only where data are sparse). Clipping is monotone, so for data
 outside the declared bounds the bracket holds for the clipped sample; when
-``low < lo`` and ``hi < high`` it holds for the raw sample.
+``low < lo`` and ``hi < high`` it holds for the raw sample. So a bracket is
+``guaranteed`` only when it lies strictly inside the grid: one that reaches a
+declared bound holds only if no value lay outside the bounds, which the hub cannot
+see (``healthfed node check`` reports such values at the site).
 
 Point estimate. The pooled CDF is approximated by spreading each bin's count
 uniformly over the bin (piecewise linear between grid points) and inverted at
@@ -42,12 +45,17 @@ __all__ = ["Quantile", "pooled_quantiles"]
 
 @dataclass(frozen=True)
 class Quantile:
-    """One quantile: point estimate and a bracket guaranteed to hold the sample quantile."""
+    """One quantile: point estimate and a bracket ``[lo, hi]`` holding the sample quantile.
+
+    ``guaranteed``: the bracket holds whatever the data (it lies strictly inside the
+    declared bounds); when False it holds only if no value lay outside the bounds.
+    """
 
     p: float
     estimate: float
     lo: float
     hi: float
+    guaranteed: bool = True
 
 
 def _kth(edges: np.ndarray, counts: np.ndarray, k: int) -> float:
@@ -87,6 +95,7 @@ def pooled_quantiles(
     N = int(C.sum())
     if N == 0:
         return []
+    low, high = float(L.min()), float(R.max())  # the grid's ends: the declared bounds
     # piecewise-linear CDF, exact at every edge any site used
     grid = np.unique(np.concatenate([L, R]))
     width = np.where(R > L, R - L, 1.0)
@@ -107,5 +116,13 @@ def pooled_quantiles(
         else:
             f0, f1 = F[idx - 1], F[idx]
             est = float(grid[idx - 1] + (target - f0) / (f1 - f0) * (grid[idx] - grid[idx - 1]))
-        out.append(Quantile(p=float(p), estimate=min(max(est, lo), hi), lo=lo, hi=hi))
+        out.append(
+            Quantile(
+                p=float(p),
+                estimate=min(max(est, lo), hi),
+                lo=lo,
+                hi=hi,
+                guaranteed=bool(low < lo and hi < high),
+            )
+        )
     return out

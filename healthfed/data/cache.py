@@ -26,7 +26,7 @@ __all__ = [
     "write_stamp",
 ]
 
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"  # 2: levels spelled as declared (1.0 -> "1", booleans)
 
 
 def default_cache_dir(data_path: Path) -> Path | None:
@@ -64,6 +64,7 @@ def cache_key(d: DatasetDescriptor, st: os.stat_result) -> tuple[str, str]:
         "format": d.format,
         "csv": [d.csv_delimiter, d.csv_header, list(d.na_values)],
         "id": d.id_column,
+        "generate_id": d.generate_id,
         "columns": [[c.name, c.type, list(c.levels or ())] for c in d.columns.values()],
     }
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]

@@ -8,6 +8,13 @@ view's types and tell valid values from invalid ones::
     binary           -> INTEGER  0/1 (the declared levels' order gives the coding)
     categorical      -> VARCHAR  (1 and 1.0 both read as '1')
     id               -> VARCHAR
+
+A categorical or binary value reads as its declared level whatever the source
+stored: the number 1, the float 1.0 and the text ``"1"`` or ``"1.0"`` all read as
+level ``"1"``; a boolean (a Parquet or frame BOOLEAN, or the text true/false in
+any case, as pandas writes it to CSV) reads as the level spelled true/false when
+the levels are spelled so, else as ``"1"``/``"0"``. So one column gives the same
+values from a CSV file, a Parquet file and a frame (tests/data/test_data_sources.py).
 """
 
 from __future__ import annotations
@@ -15,7 +22,16 @@ from __future__ import annotations
 from healthfed.data.descriptor import ColumnSpec
 from healthfed.data.sql import quote_ident, sql_literal
 
-__all__ = ["bad_value_predicate", "binary_expr", "double_expr", "is_float", "is_int", "str_expr"]
+__all__ = [
+    "bad_value_predicate",
+    "binary_expr",
+    "double_expr",
+    "is_bool",
+    "is_float",
+    "is_int",
+    "level_expr",
+    "str_expr",
+]
 
 _FLOAT_TYPES = ("FLOAT", "DOUBLE", "REAL")
 _INT_TYPES = (
@@ -45,6 +61,11 @@ def is_float(sql_type: str) -> bool:
 def is_int(sql_type: str) -> bool:
     """An integer SQL type (of any width, signed or not)."""
     return _base_type(sql_type) in _INT_TYPES
+
+
+def is_bool(sql_type: str) -> bool:
+    """A BOOLEAN SQL type."""
+    return _base_type(sql_type) == "BOOLEAN"
 
 
 def str_expr(col: str, sql_type: str) -> str:
@@ -78,6 +99,49 @@ def _binary_levels(spec: ColumnSpec) -> tuple[str, str]:
     return levels[0], levels[1]
 
 
+def _levels(spec: ColumnSpec) -> tuple[str, ...] | None:
+    return _binary_levels(spec) if spec.type == "binary" else spec.levels
+
+
+def _bool_spelling(spec: ColumnSpec) -> tuple[str, str] | None:
+    """(level a true value reads as, level a false value reads as), or None (no mapping).
+
+    The levels spelled true/false (any case) when declared so; else ``"1"``/``"0"``
+    for a 0/1 binary column; else None (a boolean is then just its text).
+    """
+    levels = _levels(spec)
+    if not levels:
+        return None
+    by_word = {lev.lower(): lev for lev in levels if lev.lower() in ("true", "false")}
+    if len(by_word) == 2:
+        return by_word["true"], by_word["false"]
+    if spec.type == "binary" and set(levels) == {"0", "1"}:
+        return "1", "0"
+    return None
+
+
+def level_expr(spec: ColumnSpec, sql_type: str) -> str:
+    """A categorical or binary column as VARCHAR, spelled as its declared levels (see module doc)."""
+    q = quote_ident(spec.name)
+    spelling = _bool_spelling(spec)
+    if is_bool(sql_type):
+        t, f = spelling or ("1", "0")
+        return f"(CASE WHEN {q} THEN {sql_literal(t)} WHEN NOT {q} THEN {sql_literal(f)} END)"
+    if _base_type(sql_type) != "VARCHAR":
+        return str_expr(spec.name, sql_type)
+    # Text: a declared level as it is; else "1.0" reads as "1" (as the float 1.0 does) and
+    # true/false (any case) as the boolean's level.
+    text = f"regexp_replace({q}, '^(-?[0-9]+)\\.0+$', '\\1')"
+    cases = []
+    levels = _levels(spec)
+    if levels:
+        cases.append(f"WHEN {q} IN ({', '.join(sql_literal(v) for v in levels)}) THEN {q}")
+    if spelling is not None:
+        cases.append(f"WHEN lower({q}) = 'true' THEN {sql_literal(spelling[0])}")
+        cases.append(f"WHEN lower({q}) = 'false' THEN {sql_literal(spelling[1])}")
+    return f"(CASE {' '.join(cases)} ELSE {text} END)" if cases else text
+
+
 def binary_expr(spec: ColumnSpec, sql_type: str) -> str:
     """The column as INTEGER 0/1; the first declared level is 0, the second 1."""
     lo, hi = _binary_levels(spec)
@@ -85,7 +149,7 @@ def binary_expr(spec: ColumnSpec, sql_type: str) -> str:
         return f"CAST({quote_ident(spec.name)} AS INTEGER)"
     if (lo, hi) == ("0", "1") and _base_type(sql_type) == "DOUBLE":
         return f"CAST(NULLIF({quote_ident(spec.name)}, 'NaN'::DOUBLE) AS INTEGER)"
-    s = str_expr(spec.name, sql_type)
+    s = level_expr(spec, sql_type)
     return f"(CASE {s} WHEN {sql_literal(lo)} THEN 0 WHEN {sql_literal(hi)} THEN 1 END)"
 
 
@@ -105,13 +169,13 @@ def bad_value_predicate(spec: ColumnSpec, sql_type: str) -> tuple[str, str] | No
         lo, hi = _binary_levels(spec)
         if (lo, hi) == ("0", "1") and is_int(sql_type):
             return f"({q} NOT IN (0, 1))", "0 or 1"
-        s = str_expr(spec.name, sql_type)
+        s = level_expr(spec, sql_type)
         return (
             f"({s} IS NOT NULL AND {s} NOT IN ({sql_literal(lo)}, {sql_literal(hi)}))",
             f"{lo!r} or {hi!r}",
         )
     if spec.type == "categorical" and spec.levels:
-        s = str_expr(spec.name, sql_type)
+        s = level_expr(spec, sql_type)
         levels = ", ".join(sql_literal(v) for v in spec.levels)
         return f"({s} IS NOT NULL AND {s} NOT IN ({levels}))", f"one of {list(spec.levels)}"
     return None

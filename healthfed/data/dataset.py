@@ -35,7 +35,7 @@ import os
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pandas as pd
@@ -49,17 +49,27 @@ from healthfed.data.cache import (
     sha256_file,
     write_stamp,
 )
-from healthfed.data.column_sql import binary_expr, double_expr, str_expr
+from healthfed.data.column_sql import binary_expr, double_expr, is_bool, level_expr, str_expr
 from healthfed.data.descriptor import DatasetDescriptor, load_descriptor
 from healthfed.data.harmonise import conversion
 from healthfed.data.sql import quote_ident, sql_literal
 from healthfed.data.value_checks import check_values
 from healthfed.errors import DataError
 
+if TYPE_CHECKING:
+    from healthfed.data.profile import DatasetProfile
+
 __all__ = ["NodeDataset", "render_descriptor_toml"]
 
 _ROW_GROUP_SIZE = 122_880  # DuckDB's own row-group size: lets scans run in parallel
 _FRAME_TABLE = "__healthfed_src"
+
+
+def _missing(message: str) -> DataError:
+    """The error of a data file the node cannot open (``public_reason`` may leave the node)."""
+    err = DataError(message)
+    err.public_reason = "its data file is missing or unreadable"  # type: ignore[attr-defined]
+    return err
 
 
 class NodeDataset:
@@ -139,6 +149,44 @@ class NodeDataset:
     def validate(self) -> None:
         """Validate the data now (otherwise done on first use); raise DataError if invalid."""
         self._prepare()
+
+    def out_of_bounds(self) -> dict[str, int]:
+        """Column -> how many values lie outside its declared bounds (only columns with some).
+
+        Exact counts, for the node's own log and checks; one scan (validates first).
+        """
+        self._prepare()
+        cols = [
+            (n, s.bounds)
+            for n, s in self.descriptor.columns.items()
+            if s.is_numeric and s.bounds is not None
+        ]
+        if not cols:
+            return {}
+        aggs = ", ".join(
+            f"count(*) FILTER (WHERE {quote_ident(n)} < {b[0]!r} OR {quote_ident(n)} > {b[1]!r})"
+            for n, b in cols
+            if b is not None
+        )
+        with self.connect() as con:
+            row = con.execute(f"SELECT {aggs} FROM data").fetchone()
+        assert row is not None
+        return {n: int(c) for (n, _), c in zip(cols, row, strict=True) if c}
+
+    @property
+    def in_memory(self) -> bool:
+        """True for a dataset made with :meth:`from_frame`."""
+        return self._frame is not None
+
+    def profile(self) -> DatasetProfile:
+        """The steward's check of the data: missing values, out of bounds, levels, warnings.
+
+        See :mod:`healthfed.data.profile`; validates first (raises DataError if invalid).
+        """
+        from healthfed.data.profile import profile_dataset
+
+        self._prepare()
+        return profile_dataset(self)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A NEW in-memory DuckDB connection with the view ``data``; the caller closes it."""
@@ -227,12 +275,15 @@ class NodeDataset:
         con = duckdb.connect()
         try:
             con.register(_FRAME_TABLE, self._frame)
-            types = self._source_types(con, _FRAME_TABLE)
-            n = check_values(con, _FRAME_TABLE, types, self.descriptor, self._label, 1, "row")
+            source = _FRAME_TABLE
+            if self.descriptor.generate_id:
+                source = self._with_generated_id(con, source)
+            types = self._source_types(con, source)
+            n = check_values(con, source, types, self.descriptor, self._label, 1, "row")
         finally:
             con.close()
         self._n_rows = n
-        self._view_sql = self._build_view(_FRAME_TABLE, types)
+        self._view_sql = self._build_view(source, types)
 
     def _prepare_file(self) -> None:
         d = self.descriptor
@@ -240,18 +291,18 @@ class NodeDataset:
         try:
             st = path.stat()
         except FileNotFoundError:
-            raise DataError(f"{self._label}: data file not found: {path}") from None
+            raise _missing(f"{self._label}: data file not found: {path}") from None
         except OSError as exc:
             raise DataError(f"{self._label}: cannot read data file {path}: {exc}") from None
         if not path.is_file():
-            raise DataError(f"{self._label}: data file is not a regular file: {path}")
+            raise _missing(f"{self._label}: data file is not a regular file: {path}")
         if not os.access(path, os.R_OK):
-            raise DataError(f"{self._label}: data file is not readable: {path}")
+            raise _missing(f"{self._label}: data file is not readable: {path}")
         cache_dir = self._cache_dir_arg or default_cache_dir(path)
         prefix, key = cache_key(d, st)
         con = duckdb.connect()
         try:
-            if d.format == "parquet":
+            if d.format == "parquet" and not d.generate_id:
                 source_path = path
                 source = f"read_parquet({sql_literal(str(path))})"
                 types = self._source_types(con, source)
@@ -264,12 +315,12 @@ class NodeDataset:
             else:
                 if cache_dir is None:
                     raise DataError(
-                        f"{self._label}: no writable cache directory for the CSV's Parquet cache; "
-                        "set the node's cache_dir"
+                        f"{self._label}: no writable cache directory for the typed Parquet "
+                        "cache; set the node's cache_dir"
                     )
                 cached = cache_dir / f"{prefix}-{key}.parquet"
                 if not cached.is_file():
-                    self._csv_to_cache(con, cached, prefix)
+                    self._to_cache(con, cached, prefix)
                 source_path = cached
                 source = f"read_parquet({sql_literal(str(cached))})"
                 types = self._source_types(con, source)
@@ -278,7 +329,9 @@ class NodeDataset:
             con.close()
         self._n_rows = n
         self._source_path = source_path
-        self._view_sql = self._build_view(source, types)
+        # A cache holds the view's types already (binary 0/1, levels spelled as declared):
+        # its view only converts units, it must not code the levels a second time.
+        self._view_sql = self._build_view(source, types, typed=source_path != path)
 
     def _csv_source(self) -> str:
         d = self.descriptor
@@ -289,15 +342,62 @@ class NodeDataset:
             f"nullstr = [{', '.join(sql_literal(v) for v in d.na_values)}]",
         ]
         if not d.csv_header:
-            opts.append(f"names = [{', '.join(sql_literal(c) for c in d.columns)}]")
+            names = [c for c in d.columns if not (d.generate_id and c == d.id_column)]
+            opts.append(f"names = [{', '.join(sql_literal(c) for c in names)}]")
         return f"read_csv({sql_literal(str(d.path))}, {', '.join(opts)})"
 
-    def _csv_to_cache(self, con: duckdb.DuckDBPyConnection, cached: Path, prefix: str) -> None:
-        """Validate the CSV, then write it as typed Parquet atomically (temp file + rename)."""
-        source = self._csv_source()
+    def _with_generated_id(self, con: duckdb.DuckDBPyConnection, raw: str) -> str:
+        """``raw`` with the pseudonymous id column added (``generate_id``; descriptor docs)."""
+        d = self.descriptor
+        try:
+            rows = con.execute(f"DESCRIBE SELECT * FROM {raw}").fetchall()
+        except duckdb.Error as exc:
+            raise DataError(f"{self._label}: cannot read the data: {exc}") from None
+        have = {str(r[0]): str(r[1]) for r in rows}
+        if d.id_column in have:
+            raise DataError(
+                f"{self._label}: generate_id is set but the data already has a column "
+                f"{d.id_column!r}; drop generate_id, or set id_column to a new name"
+            )
+        # Hash the values as the view types them, so a CSV, a Parquet file and a frame of
+        # the same rows give the same ids (an invalid value hashes as missing; validation
+        # reports it).
+        parts = [sql_literal(d.name)]
+        for c, spec in d.columns.items():
+            if c == d.id_column or c not in have:
+                continue
+            q, t = quote_ident(c), have[c]
+            if spec.is_numeric:
+                v = f"NULLIF(TRY_CAST({q} AS DOUBLE), 'NaN'::DOUBLE)"
+            elif spec.type == "binary":
+                v = binary_expr(spec, t)
+            elif spec.type == "categorical":
+                v = level_expr(spec, t)
+            else:
+                v = str_expr(c, t)
+            parts.append(f"coalesce(CAST({v} AS VARCHAR), chr(30))")
+        h = f"sha256(concat_ws(chr(31), {', '.join(parts)}))"
+        gid = "'g' || substr(__h, 1, 16) || CASE WHEN __k > 1 THEN '-' || __k ELSE '' END"
+        return (
+            f"(SELECT * EXCLUDE (__h, __k, __ord), {gid} AS {quote_ident(d.id_column)} FROM "
+            f"(SELECT *, row_number() OVER (PARTITION BY __h ORDER BY __ord) AS __k FROM "
+            f"(SELECT *, {h} AS __h, row_number() OVER () AS __ord FROM {raw})) ORDER BY __ord)"
+        )
+
+    def _to_cache(self, con: duckdb.DuckDBPyConnection, cached: Path, prefix: str) -> None:
+        """Validate the CSV (or Parquet with a generated id), then write it as typed Parquet
+        atomically (temp file + rename)."""
+        d = self.descriptor
+        if d.format == "parquet":
+            source = f"read_parquet({sql_literal(str(d.path))})"
+            row_base, row_word = 1, "row"
+        else:
+            source = self._csv_source()
+            row_base, row_word = (2 if d.csv_header else 1), "line"  # the line in the file
+        if d.generate_id:
+            source = self._with_generated_id(con, source)
         types = self._source_types(con, source)
-        row_base = 2 if self.descriptor.csv_header else 1  # report the line number in the file
-        check_values(con, source, types, self.descriptor, self._label, row_base, "line")
+        check_values(con, source, types, self.descriptor, self._label, row_base, row_word)
         exprs = []
         for name, spec in self.descriptor.columns.items():
             t = types[name]
@@ -305,6 +405,8 @@ class NodeDataset:
                 exprs.append(f"{double_expr(name, t)} AS {quote_ident(name)}")
             elif spec.type == "binary":
                 exprs.append(f"{binary_expr(spec, t)} AS {quote_ident(name)}")
+            elif spec.type == "categorical":
+                exprs.append(f"{level_expr(spec, t)} AS {quote_ident(name)}")
             else:
                 exprs.append(f"{str_expr(name, t)} AS {quote_ident(name)}")
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -316,7 +418,7 @@ class NodeDataset:
             )
             os.replace(tmp, cached)
         except duckdb.Error as exc:
-            raise DataError(f"{self._label}: cannot convert the CSV to Parquet: {exc}") from None
+            raise DataError(f"{self._label}: cannot convert the data to Parquet: {exc}") from None
         except OSError as exc:
             raise DataError(f"{self._label}: cannot write the CSV cache {cached}: {exc}") from None
         finally:
@@ -337,17 +439,37 @@ class NodeDataset:
                 f"{self._label}: declared column(s) {missing} not found in the data; "
                 f"it has columns {list(types)}"
             )
+        booleans = [
+            f"{c.name!r} ({c.type})"
+            for c in self.descriptor.columns.values()
+            if c.is_numeric and is_bool(types[c.name])
+        ]
+        if booleans:
+            raise DataError(
+                f"{self._label}: column(s) {', '.join(booleans)} declared numeric but the {what} "
+                'stores them as booleans (true/false); declare them type = "binary" '
+                "(levels [false, true] codes true as 1)"
+            )
         return types
 
-    def _build_view(self, source: str, types: dict[str, str]) -> str:
-        """SQL creating the typed, harmonised view ``data`` (exactly the declared columns)."""
+    def _build_view(self, source: str, types: dict[str, str], typed: bool = False) -> str:
+        """SQL creating the typed, harmonised view ``data`` (exactly the declared columns).
+
+        ``typed``: the source already has the view's types (a CSV's Parquet cache), so
+        only units are converted.
+        """
         exprs = []
         for name, spec in self.descriptor.columns.items():
             t = types[name]
+            q = quote_ident(name)
             if spec.is_numeric:
                 expr = self._conversions[name].sql(double_expr(name, t))
+            elif typed:
+                expr = f"CAST({q} AS INTEGER)" if spec.type == "binary" else f"CAST({q} AS VARCHAR)"
             elif spec.type == "binary":
                 expr = binary_expr(spec, t)
+            elif spec.type == "categorical":
+                expr = level_expr(spec, t)
             else:
                 expr = str_expr(name, t)
             exprs.append(f"{expr} AS {quote_ident(name)}")

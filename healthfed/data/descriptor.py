@@ -26,10 +26,22 @@ sensitivities. Example::
     type = "numeric"
     unit = "mg/dL"                   # the file's unit; the node harmonises it to mg/L
     bounds = [0, 600]                # bounds in the canonical unit
+
+Levels may be written as strings, numbers or booleans: ``[0, 1]``, ``["0", "1"]``
+and ``[0.0, 1.0]`` are the same levels, and ``[false, true]`` matches a boolean
+column or the text true/false in any case.
+
+A file without a patient id column sets ``generate_id = true`` in ``[dataset]``:
+the node then adds the column ``id_column`` itself, a pseudonymous id per row
+(``g`` + 16 hex digits of a sha256 over the dataset name and the row's declared
+values, ``-2``, ``-3``... for repeated identical rows). It is stable while a row's
+values do not change (so holdout splits and cell keys stay put) and never leaves
+the node; opt-outs, which name patients by the file's own ids, need a real id column.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +88,7 @@ class DatasetDescriptor:
     csv_delimiter: str = ","
     csv_header: bool = True
     na_values: tuple[str, ...] = ("", "NA")
+    generate_id: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def column(self, name: str) -> ColumnSpec:
@@ -87,6 +100,21 @@ class DatasetDescriptor:
                 f"dataset {self.name!r} ({self.source or self.path}): no column {name!r}; "
                 f"declared columns: {sorted(self.columns)}"
             ) from None
+
+
+def level_text(value: Any) -> str:
+    """A declared level as the text the data's values are matched against.
+
+    ``true``/``false`` (TOML booleans) read as ``"true"``/``"false"``; an integral number
+    (``1``, ``1.0``, ``"1.0"``) as ``"1"``, so a level matches however a file stores it.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    text = str(value)
+    m = re.fullmatch(r"(-?[0-9]+)\.0+", text)
+    return m.group(1) if m else text
 
 
 def _where(source: Path | None, key: str) -> str:
@@ -109,9 +137,11 @@ def _parse_column(name: str, raw: Any, source: Path | None) -> ColumnSpec:
             raise DataError(f"{where}: 'levels' is only for categorical or binary columns")
         if not isinstance(levels, list) or not levels:
             raise DataError(f"{where}: 'levels' must be a non-empty list")
-        levels = tuple(str(v) for v in levels)
+        if not all(isinstance(v, str | int | float) for v in levels):
+            raise DataError(f"{where}: 'levels' must be strings, numbers or booleans")
+        levels = tuple(level_text(v) for v in levels)
         if len(set(levels)) != len(levels):
-            raise DataError(f"{where}: 'levels' has duplicates")
+            raise DataError(f"{where}: 'levels' has duplicates (1, 1.0 and \"1\" are one level)")
     elif ctype == "binary":
         levels = ("0", "1")
     bounds = raw.get("bounds")
@@ -168,7 +198,10 @@ def descriptor_from_dict(
         )
     csv = raw.get("csv", {})
     na_values = tuple(str(v) for v in csv.get("na_values", ["", "NA"]))
-    known = {"name", "file", "format", "id_column", "title", "description"}
+    generate_id = ds.get("generate_id", False)
+    if not isinstance(generate_id, bool):
+        raise DataError(f"{_where(source, '[dataset].generate_id')}: must be true or false")
+    known = {"name", "file", "format", "id_column", "title", "description", "generate_id"}
     return DatasetDescriptor(
         name=ds["name"],
         path=path,
@@ -181,6 +214,7 @@ def descriptor_from_dict(
         csv_delimiter=str(csv.get("delimiter", ",")),
         csv_header=bool(csv.get("header", True)),
         na_values=na_values,
+        generate_id=generate_id,
         extra={k: v for k, v in ds.items() if k not in known},
     )
 

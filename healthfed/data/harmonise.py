@@ -216,6 +216,26 @@ def conversion(column: str, unit: str | None, *, dataset: str | None = None) -> 
     return conv
 
 
+def alternative_units(column: str, unit: str | None) -> list[tuple[str, Conversion]]:
+    """The other units the variable ``column`` names is known in, with their conversions.
+
+    One entry per distinct conversion (the first spelling of each), the declared
+    unit's own conversion left out; empty for a column that is not a known variable.
+    Used to warn when a column's values fit another unit far better than the declared one.
+    """
+    var = variable_for(column)
+    if var is None:
+        return []
+    declared = conversion(column, unit)
+    seen = {(declared.factor, declared.offset)}
+    out = []
+    for name, conv in _UNITS[var][1].items():
+        if (conv.factor, conv.offset) not in seen:
+            seen.add((conv.factor, conv.offset))
+            out.append((name, conv))
+    return out
+
+
 def conversion_factor(column: str, unit: str | None, *, dataset: str | None = None) -> float:
     """The multiplicative factor to canonical units (for pooled baselines and bounds).
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import duckdb
 
-from healthfed.data.column_sql import bad_value_predicate, str_expr
+from healthfed.data.column_sql import bad_value_predicate, level_expr, str_expr
 from healthfed.data.descriptor import DatasetDescriptor
 from healthfed.data.sql import quote_ident
 from healthfed.errors import DataError
 
-__all__ = ["check_values"]
+__all__ = ["check_values", "empty_data"]
 
 
 def check_values(
@@ -63,6 +63,9 @@ def check_values(
     except duckdb.Error as exc:
         raise DataError(f"{label}: cannot read the data: {exc}") from None
     assert row is not None
+    if not row[0]:
+        what = "a header only" if row_word == "line" else "zero rows"
+        raise empty_data(f"{label}: the data has no rows ({what}); a dataset needs patients' rows")
     numbered = f"(SELECT row_number() OVER () AS __row, * FROM {source})"
 
     def at(ex: tuple | None, pos: int = 0) -> int:
@@ -75,7 +78,7 @@ def check_values(
             continue
         spec = d.columns[name]
         shown = (
-            str_expr(name, types[name])
+            level_expr(spec, types[name])
             if spec.is_categorical
             else f"CAST({quote_ident(name)} AS VARCHAR)"
         )
@@ -96,5 +99,14 @@ def check_values(
         where = f", e.g. {ex[0]!r} appears {ex[1]} times" if ex else ""
         problems.append(f"id column {d.id_column!r}: {dups} duplicate patient id(s){where}")
     if problems:
-        raise DataError(f"{label}: invalid data:\n  " + "\n  ".join(problems))
+        err = DataError(f"{label}: invalid data:\n  " + "\n  ".join(problems))
+        err.public_reason = "its data do not match the descriptor"  # type: ignore[attr-defined]
+        raise err
     return int(row[0])
+
+
+def empty_data(message: str) -> DataError:
+    """The error of a dataset without rows (its ``public_reason`` may leave the node)."""
+    err = DataError(message)
+    err.public_reason = "it has no rows"  # type: ignore[attr-defined]
+    return err

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from healthfed.data.dataset import NodeDataset
-from healthfed.errors import PolicyError
+from healthfed.errors import DataError, PolicyError
 from healthfed.governance.node_config import NodeGovernance
 from healthfed.policy import SitePolicy
 
@@ -50,8 +50,13 @@ class NodeFile:
     catalogue: dict[str, Any] = field(default_factory=dict)
 
 
-def read_node_file(path: str | Path) -> NodeFile:
-    """Read and check a node's TOML file (datasets open lazily, on first use)."""
+def read_node_file(path: str | Path, dataset_errors: dict[str, str] | None = None) -> NodeFile:
+    """Read and check a node's TOML file (datasets open lazily, on first use).
+
+    ``dataset_errors``: when given, a dataset whose descriptor cannot be loaded is left
+    out and its error recorded there (by descriptor path) instead of raised -- so
+    ``healthfed node check`` goes on with the other datasets.
+    """
     path = Path(path).resolve()
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -65,7 +70,9 @@ def read_node_file(path: str | Path) -> NodeFile:
         raise PolicyError(f"{path}: [node].name is missing")
     policy = SitePolicy.from_dict(raw.get("policy", {}), source=f"{path} [policy]")
     cache_dir = node.get("cache_dir")
-    datasets = _datasets(path, raw, (path.parent / cache_dir) if cache_dir else None)
+    datasets = _datasets(
+        path, raw, (path.parent / cache_dir) if cache_dir else None, dataset_errors
+    )
     governance = _governance(path, raw)
     catalogue = raw.get("catalogue", {})
     if not isinstance(catalogue, dict):
@@ -73,7 +80,9 @@ def read_node_file(path: str | Path) -> NodeFile:
     return NodeFile(name, datasets, policy, governance, catalogue)
 
 
-def _datasets(path: Path, raw: dict[str, Any], cache: Path | None) -> dict[str, Any]:
+def _datasets(
+    path: Path, raw: dict[str, Any], cache: Path | None, errors: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The ``[[datasets]]`` entries as ``NodeDataset`` objects by dataset name."""
     entries = raw.get("datasets", [])
     if not isinstance(entries, list) or not entries:
@@ -83,7 +92,13 @@ def _datasets(path: Path, raw: dict[str, Any], cache: Path | None) -> dict[str, 
         desc = entry.get("descriptor") if isinstance(entry, dict) else None
         if not isinstance(desc, str):
             raise PolicyError(f"{path}: [[datasets]] entry {i} needs a 'descriptor' path")
-        ds = NodeDataset.from_descriptor_file(path.parent / desc, cache_dir=cache)
+        try:
+            ds = NodeDataset.from_descriptor_file(path.parent / desc, cache_dir=cache)
+        except DataError as exc:
+            if errors is None:
+                raise
+            errors[desc] = str(exc)
+            continue
         if ds.name in datasets:
             raise PolicyError(f"{path}: dataset name {ds.name!r} declared twice")
         datasets[ds.name] = ds

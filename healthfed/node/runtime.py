@@ -103,12 +103,17 @@ class Node:
     catalogue: dict[str, Any] = field(default_factory=dict)
     clock: Callable[[], datetime] | None = None
     _warned: bool = field(default=False, repr=False, compare=False)
+    _bounds_checked: set[str] = field(default_factory=set, repr=False, compare=False)
     _checked_cohorts: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> Node:
-        """Build a node from its TOML file; errors name the file and field."""
-        f = read_node_file(path)
+    def from_toml(cls, path: str | Path, dataset_errors: dict[str, str] | None = None) -> Node:
+        """Build a node from its TOML file; errors name the file and field.
+
+        ``dataset_errors``: collect the errors of datasets whose descriptor cannot be
+        loaded there (by descriptor path) and leave those datasets out, instead of raising.
+        """
+        f = read_node_file(path, dataset_errors)
         return cls(
             name=f.name,
             datasets=f.datasets,
@@ -270,7 +275,7 @@ class Node:
             scope = self._check_permit(request, name, dataset_name, raw_params)
             policy = apply_output_rules(policy, scope.output_rules)
         computation = get_computation(name)
-        dataset = self.dataset(dataset_name)
+        dataset = self._usable(self.dataset(dataset_name))
         check_workload(name, raw_params, dataset, policy)  # e.g. rows x epochs
         computation.check_params(raw_params)  # an unknown parameter is refused, never ignored
         params = computation.validate(raw_params, dataset.descriptor, policy)
@@ -281,6 +286,38 @@ class Node:
         if not manual:
             return "ok", self._compute(computation, dataset, params, policy, info)
         return self._airlock(request, computation, dataset, raw_params, params, policy, info)
+
+    def _usable(self, dataset: Any) -> Any:
+        """``dataset``, validated; a refusal that names no value and no path if it is not usable.
+
+        The validation error itself (which file, which line, an example value) is for
+        the steward: it is logged at the node, and ``healthfed node check`` prints it.
+        """
+        validate = getattr(dataset, "validate", None)  # duck-typed datasets validate themselves
+        try:
+            if validate is not None:
+                validate()
+        except DataError as exc:
+            log.warning("site %s: dataset %r is not usable: %s", self.name, dataset.name, exc)
+            why = getattr(exc, "public_reason", None) or "it failed the node's data check"
+            raise DataError(
+                f"site {self.name!r}: dataset {dataset.name!r} is not usable ({why}); "
+                "the site's data steward sees why with `healthfed node check`"
+            ) from None
+        out_of_bounds = getattr(dataset, "out_of_bounds", None)
+        if out_of_bounds is not None and dataset.name not in self._bounds_checked:
+            self._bounds_checked.add(dataset.name)  # once per dataset and process: the log
+            outside = out_of_bounds()
+            if outside:
+                log.warning(
+                    "site %s: dataset %r has values outside the declared bounds in %s: means "
+                    "and SDs include them while histograms and quantiles count them at the "
+                    "bounds; `healthfed node check` shows them",
+                    self.name,
+                    dataset.name,
+                    sorted(outside),
+                )
+        return dataset
 
     def _check_permit(
         self, request: dict[str, Any], computation: str, dataset_name: str, params: Any

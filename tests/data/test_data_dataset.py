@@ -123,10 +123,10 @@ def test_csv_cache_is_reused_then_invalidated(
     assert len(cached) == 1 and not list(cache.glob(".*.tmp"))
 
     calls: list[Path] = []
-    original = NodeDataset._csv_to_cache
+    original = NodeDataset._to_cache
     monkeypatch.setattr(
         NodeDataset,
-        "_csv_to_cache",
+        "_to_cache",
         lambda self, con, path, prefix: (calls.append(path), original(self, con, path, prefix)),
     )
     assert NodeDataset.from_descriptor_file(desc, cache_dir=cache).n_rows == 3

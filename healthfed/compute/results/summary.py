@@ -52,7 +52,9 @@ def _records_numeric(
     missing: int | None,
     parts: list[dict[str, Any]] | None,
     probs: list[float],
-) -> None:
+) -> list[str]:
+    """Append ``v``'s rows; return the quantiles whose bracket is not guaranteed (``p75``)."""
+
     def add(row: str, value: Any) -> None:
         rec.append({"site": site, "variable": v, "row": row, "group": col, "value": value})
 
@@ -72,6 +74,7 @@ def _records_numeric(
         add(_pname(p), None if q is None else q.estimate)
         add(_pname(p) + "_lo", None if q is None else q.lo)
         add(_pname(p) + "_hi", None if q is None else q.hi)
+    return [_pname(q.p) for q in qs or [] if not q.guaranteed]
 
 
 @dataclass
@@ -104,6 +107,9 @@ class SummaryResult:
     perturbation: dict[str, Any] = field(default_factory=dict)
     left_out: dict[str, str] = field(default_factory=dict)
     withheld: dict[str, int] = field(default_factory=dict)
+    #: Quantile brackets that reach a declared bound ("age p75", "age p75 [death_28d=1]",
+    #: "age p75 at hospital_2"): they hold only if no value lay outside the bounds.
+    unguaranteed: list[str] = field(default_factory=list)
 
     @property
     def columns(self) -> list[str]:
@@ -176,6 +182,7 @@ class SummaryResult:
             "withheld": dict(self.withheld),
             "perturbed_cells": self.perturbed_cells,
             "perturbation": dict(self.perturbation),
+            "unguaranteed_brackets": list(self.unguaranteed),
             "pooled": rows(POOLED),
             "per_site": {s: rows(s) for s in self.sites},
         }
@@ -212,10 +219,22 @@ class SummaryResult:
         if self.missing_sites:
             lines.append(f"No answer: {', '.join(self.missing_sites)}")
         if self.quantiles:
-            lines.append(
-                "Quantiles are estimated from merged-bin histograms; brackets [_lo, _hi] "
-                "in to_frame() are guaranteed to contain the pooled sample quantile."
-            )
+            pooled = [u for u in self.unguaranteed if " at " not in u]
+            if not pooled:
+                lines.append(
+                    "Quantiles are estimated from merged-bin histograms; brackets [_lo, _hi] "
+                    "in to_frame() are guaranteed to contain the pooled sample quantile."
+                )
+            else:
+                shown = ", ".join(pooled[:8]) + (
+                    f" and {len(pooled) - 8} more" if len(pooled) > 8 else ""
+                )
+                lines.append(
+                    "Quantiles are estimated from merged-bin histograms; brackets [_lo, _hi] "
+                    "in to_frame() are guaranteed to contain the pooled sample quantile, except "
+                    f"{shown}: their brackets reach a declared bound, so they hold only if no "
+                    "value lies outside the bounds (each site's `healthfed node check` reports such values)."
+                )
         return "\n".join(lines)
 
     def to_text(self) -> str:  # pragma: no cover - overridden
@@ -335,6 +354,7 @@ def combine_summary(
     }
     cols = [OVERALL, *groups]
     rec: list[dict[str, Any]] = []
+    unguaranteed: list[str] = []
     for site in [POOLED, *sites]:
         site_views = pooled_views if site == POOLED else views[site]
         contributing = pooled_sites if site == POOLED else [site]
@@ -348,7 +368,10 @@ def combine_summary(
                 for c in cols:
                     parts = _numeric_parts(replies, views, contributing, v, c)
                     n, missing = t.get(("n", c), 0), t.get(("missing", c), 0)
-                    _records_numeric(rec, site, v, c, n, missing, parts, probs)
+                    for q in _records_numeric(rec, site, v, c, n, missing, parts, probs):
+                        where = "" if c == OVERALL else f" [{meta.get('by')}={c}]"
+                        at = "" if site == POOLED else f" at {site}"
+                        unguaranteed.append(f"{v} {q}{where}{at}")
             else:
                 _records_categorical(rec, site, v, cols, t, binary=kinds.get(v) == "binary")
     if MISSING in groups and pooled_views["N"].get(("N", MISSING), 0) == 0:
@@ -367,6 +390,7 @@ def combine_summary(
         perturbation=perturbation_of(replies, sites),
         left_out=left_out,
         withheld=_withheld(replies, sites),
+        unguaranteed=unguaranteed,
     )
 
 
