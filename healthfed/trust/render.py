@@ -405,6 +405,7 @@ def render_html(r: dict[str, Any]) -> str:
         if s.get("synthetic")
         else ""
     )
+    banner += "".join(f"<p class='warn'>Warning: {esc(w)}.</p>" for w in s.get("warnings", []))
     body = "".join(
         [
             f"<h1>{esc(r['title'])}</h1>",

@@ -242,6 +242,8 @@ class FederatedGLM(BaseEstimator):
         """
         self._check_params()
         hold = validate_holdout({**holdout, "part": "train"}) if holdout else None
+        #: the split fitted on (``None``: every row); saved with the model artefact
+        self.holdout_ = {k: v for k, v in hold.items() if k != "part"} if hold else None
         self.refused_: dict[str, str] = {}
         self.history_: list[dict[str, Any]] = []
         pre, rounds = self._preprocessor(
