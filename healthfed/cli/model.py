@@ -259,11 +259,20 @@ def predict(
     threshold: Annotated[float | None, typer.Option(help="Classification threshold.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Probability, 95% interval, local explanation and out-of-distribution warnings."""
+    """Probability, 95% interval, local explanation and out-of-distribution warnings.
+
+    A value outside the declared bounds or the training range is named with the
+    reason (``ood_reasons`` in --json); with most inputs missing (imputed) no class
+    is given.
+    """
     from healthfed.trust.commands import predict_command
 
     pred = predict_command(model, input, threshold)
-    print(json.dumps(pred.to_dict(), indent=1) if as_json else pred.to_text())
+    if as_json:
+        _warn(pred.warnings)  # loud on stderr too; the JSON holds them and ood_reasons
+        print(json.dumps(pred.to_dict(), indent=1))
+    else:
+        print(pred.to_text())
 
 
 def decide(

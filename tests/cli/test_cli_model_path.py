@@ -161,3 +161,35 @@ def test_report_without_nodes_or_record_names_the_fix(nodes: list[str], tmp_path
     assert r.exit_code == 2
     assert "give --nodes" in r.output
     assert not (tmp_path / "report").exists()
+
+
+def test_predict_warns_by_feature_and_gives_no_class_when_mostly_imputed(
+    nodes: list[str], tmp_path: Path
+) -> None:
+    model = tmp_path / "model"
+    six = "age,sex,vaccination,diabetes,spo2,crp"
+    r = runner.invoke(
+        app,
+        ["train", *nodes, "--target", "death_28d", "--features", six, "--holdout", "0.3",
+         "--out", str(model)],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    patient = tmp_path / "patient.json"
+    patient.write_text(json.dumps({"age": 130, "spo2": 40}))  # 4 of 6 missing
+    r = runner.invoke(
+        app,
+        ["predict", str(model), "--input", str(patient), "--threshold", "0.5", "--json"],
+    )
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert "WARNING: 'age' = 130 is outside its declared bounds [0, 110]" in r.stderr
+    assert "WARNING: 'spo2' = 40 is outside its declared bounds [50, 100]" in r.stderr
+    assert out["classification"] is None
+    assert out["no_class_reason"].startswith("4 of 6 inputs are missing and were imputed")
+    assert out["out_of_distribution"] is True
+    why = {(x["feature"], x["reason"]) for x in out["ood_reasons"]}
+    assert {("age", "outside declared bounds"), ("spo2", "outside declared bounds")} <= why
+    assert len(why) == 6
+    r = runner.invoke(app, ["predict", str(model), "--input", str(patient), "--threshold", "0.5"])
+    assert r.exit_code == 0, r.output
+    assert "NO CLASS: 4 of 6 inputs" in r.stdout and "OUT OF DISTRIBUTION: age" in r.stdout
