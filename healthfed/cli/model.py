@@ -98,13 +98,40 @@ def train(
         out, nodes, engine=engine.value, permit=permit, requester=requester, purpose=purpose
     )
     if hasattr(fitted, "summary_frame"):
-        print(fitted.summary_frame().to_string())
+        print(_coefficient_text(fitted.summary_frame()))
     console.print(f"Sites: {', '.join(getattr(fitted, 'sites_', []))}")
     refused = getattr(fitted, "refused_", None)
     if refused:
         console.print(f"Declined: {refused}")
     console.print(_split_line(artefact.description), highlight=False, markup=False)
     console.print(f"Saved {out} (model hash {artefact.hash[:16]})")
+
+
+def _coefficient_text(frame: Any) -> str:
+    """The coefficient table, narrow: per, ratio (95% CI), p; and what the columns mean."""
+    ratio = next((r for r in ("odds_ratio", "rate_ratio") if r in frame.columns), None)
+    lo, hi = (f"{ratio}_lower", f"{ratio}_upper") if ratio else (frame.columns[5], frame.columns[6])
+    value = ratio or "coef"
+    name = {"odds_ratio": "OR", "rate_ratio": "RR"}.get(ratio or "", "coef")
+    rows = {
+        term: {
+            "per": row.get("per", ""),
+            f"{name} (95% CI)": f"{row[value]:.3g} ({row[lo]:.3g}-{row[hi]:.3g})",
+            "p": f"{row['p']:.3g}",
+        }
+        for term, row in frame.iterrows()
+    }
+    import pandas as pd
+
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "term"
+    what = {"OR": "odds ratio", "RR": "rate ratio", "coef": "coefficient"}[name]
+    return (
+        table.to_string()
+        + f"\n{name}: {what} for one unit of 'per' (a numeric feature: one pooled SD, "
+        "the number in brackets; a level: against the reference level); p: Wald test. "
+        "Intercept: at the pooled means and reference levels."
+    )
 
 
 def _split_line(desc: dict[str, Any]) -> str:
@@ -137,7 +164,7 @@ def _write_evaluation(result: Any, fmt: Format, out: Path | None, scored: dict[s
     elif fmt is Format.csv:
         text = frame.to_csv()
     else:
-        text = frame.to_string()
+        text = result.to_text()
     if out is None:
         print(text)
     else:

@@ -113,6 +113,29 @@ class TrustReport:
     def html_path(self) -> str | None:
         return self.data.get("written_to")
 
+    def _repr_html_(self) -> str:
+        """A notebook summary: title, pooled metrics, warnings, where the page is."""
+        import html
+
+        d = self.data
+        pooled = d.get("performance", {}).get("pooled", {})
+
+        def num(k: str) -> str:
+            v = pooled.get(k)
+            return "n/a" if v is None else f"{v:.3f}"
+
+        parts = [
+            f"<h4>{html.escape(str(d.get('title', 'Trust report')))}</h4>",
+            f"<p>Model <code>{html.escape(str(d.get('provenance', {}).get('model_hash', ''))[:16])}"
+            f"…</code>; evaluation rows: {html.escape(d.get('settings', {}).get('holdout_text', ''))}."
+            f"</p><p>Pooled AUROC {num('auroc')}, Brier {num('brier')}, calibration slope "
+            f"{num('calibration_slope')}.</p>",
+            *(f"<p><b>Warning:</b> {html.escape(w)}</p>" for w in self.warnings),
+        ]
+        if self.html_path:
+            parts.append(f"<p>Full report: <code>{html.escape(self.html_path)}</code></p>")
+        return "".join(parts)
+
     @property
     def warnings(self) -> list[str]:
         """What the reader must know about the numbers (e.g. training rows were scored)."""

@@ -193,3 +193,47 @@ def test_predict_warns_by_feature_and_gives_no_class_when_mostly_imputed(
     r = runner.invoke(app, ["predict", str(model), "--input", str(patient), "--threshold", "0.5"])
     assert r.exit_code == 0, r.output
     assert "NO CLASS: 4 of 6 inputs" in r.stdout and "OUT OF DISTRIBUTION: age" in r.stdout
+
+
+def test_readable_train_evaluate_and_table1_output(nodes: list[str], tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    r = runner.invoke(
+        app,
+        ["train", *nodes, "--target", "death_28d", "--features", "age,sex,crp", "--holdout", "0.3",
+         "--out", str(model)],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    table = r.stdout.split("\nOR: ")[0].splitlines()
+    assert table[0].split() == ["per", "OR", "(95%", "CI)", "p"]
+    age = next(line for line in table if line.startswith("age "))
+    assert "per SD (" in age
+    assert "male vs female" in next(line for line in table if line.startswith("sex_male"))
+    assert "OR: odds ratio for one unit of 'per'" in r.stdout
+    assert max(len(line) for line in table) < 90
+
+    r = runner.invoke(app, ["evaluate", str(model), *[a for n in nodes for a in ("--nodes", n)]])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:3] == ["n", "events", "AUROC"]
+    assert all(len(line) < 90 for line in lines[:6])
+    pooled = next(line for line in lines if line.startswith("pooled"))
+    assert "." not in pooled.split()[1]  # n is an integer
+    assert "n: rows scored; events: rows with the outcome; AUROC:" in r.stdout
+    assert "P >= 0.5 is called positive" in r.stdout
+
+    r = runner.invoke(
+        app,
+        ["stats", "table1", *nodes, "--vars", "age,crp,sex,diabetes", "--by", "death_28d",
+         "--format", "csv"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    head, *rows = r.stdout.strip().splitlines()
+    assert head == (
+        "variable,label,unit,statistic,overall,death_28d = no (0),death_28d = yes (1),smd,note"
+    )
+    n_row = next(x for x in rows if x.startswith("N,")).split(",")
+    assert all(v.isdigit() for v in n_row[4:7])  # integers, not 4500.0
+    age_n = next(x for x in rows if x.startswith("age,") and ",n," in x).split(",")
+    assert age_n[1:3] == ["Age at admission", "years"] and float(age_n[7]) > 0.5  # SMD
+    crp_mean = next(x for x in rows if x.startswith("crp,") and ",mean," in x).split(",")
+    assert crp_mean[2] == "mg/L" and "." not in crp_mean[4]  # SD > 100: whole numbers

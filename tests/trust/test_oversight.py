@@ -254,3 +254,20 @@ def test_predict_gives_no_class_when_most_inputs_are_imputed(saved):
     pred = predict(saved / "model", half, threshold=0.3)  # 4 of 8: still classified, flagged
     assert pred.classification is not None and pred.no_class_reason == ""
     assert pred.out_of_distribution
+
+
+def test_results_have_html_for_notebooks(saved, fed, glm):
+    from healthfed.compute.evaluation import evaluate_classifier
+    from healthfed.trust.report import TrustReport
+
+    rep = TrustReport(json.loads((saved / "r" / "report.json").read_text()))
+    html = rep._repr_html_()
+    assert "Pooled AUROC" in html and rep.data["provenance"]["model_hash"][:16] in html
+    ev = evaluate_classifier(fed, "covid", glm, TARGET, holdout=HOLDOUT)
+    html = ev._repr_html_()
+    assert html.startswith("<table") and "AUROC (95% CI)" in html and "rows scored" in html
+    assert "pooled" in ev.to_text() and "Brier" in ev.to_text()
+    assert list(glm.summary_frame()["per"][:2]) == [
+        "",
+        "per SD (" + f"{glm.preprocessor_.spec_['columns'][0]['scale']:.3g})",
+    ]
