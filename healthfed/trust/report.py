@@ -385,10 +385,16 @@ def save_trained(
     pcols = preprocess_columns(desc["spec"])
     numeric = [f for f in desc["features"] if pcols.get(f, {}).get("type", "numeric") == "numeric"]
     train = {**trained, "part": "train"} if trained else None
-    ref = reference_evidence(rounds, base, numeric, train)
-    held = _held_out_rows(rounds, target, trained)
     split = desc.setdefault("training", {}).setdefault("split", {"method": SPLIT_METHOD})
     split.setdefault("holdout", trained if known else None)
+    desc.setdefault("provenance", {}).update(provenance or {})
+    try:
+        ref = reference_evidence(rounds, base, numeric, train)
+    except ThresholdViolation as exc:  # too few sites answered: save the model without it
+        split["sites"] = {}
+        split["note"] = f"per-site rows and the reference block were not released: {exc}"
+        return save_model(desc, out)
+    held = _held_out_rows(rounds, target, trained)
     split["sites"] = {
         s: {
             "train_rows": ref.train_rows.get(s),
@@ -396,7 +402,6 @@ def save_trained(
         }
         for s in sorted(set(ref.train_rows) | set(held))
     }
-    desc.setdefault("provenance", {}).update(provenance or {})
     complete_model(desc, ref, dataset=dataset, permit=permit, purpose=purpose)
     return save_model(desc, out)
 
