@@ -271,3 +271,11 @@ def test_results_have_html_for_notebooks(saved, fed, glm):
         "",
         "per SD (" + f"{glm.preprocessor_.spec_['columns'][0]['scale']:.3g})",
     ]
+
+
+def test_evaluating_a_split_model_on_every_row_warns(fed, glm):
+    from healthfed.compute.evaluation import evaluate_classifier
+
+    assert glm.holdout_ == HOLDOUT
+    with pytest.warns(UserWarning, match="the training rows included"):
+        evaluate_classifier(fed, "covid", glm, TARGET)
