@@ -81,6 +81,8 @@ def test_table1_csv_integers_labels_units_and_smd(frames: list[pd.DataFrame]) ->
     # the formatted table shows the same headers and the SMD
     text = res.to_text()
     assert "death = yes (1)" in text and "SMD" in text and f"{smd['age']:.2f}" in text
+    assert "age (years), mean (SD)" in text and "icu = yes (1), n (%)" in text
+    assert "SMD: standardised mean difference, death = yes (1) vs death = no (0)" in text
 
 
 def test_without_two_groups_there_is_no_smd(frames: list[pd.DataFrame]) -> None:

@@ -327,6 +327,7 @@ class Table1Result(SummaryResult):
     def _formatted(self) -> pd.DataFrame:
         w = self._wide()
         out: dict[str, dict[str, str]] = {}
+        first: dict[str, str] = {}  # each variable's first row (where its SMD goes)
 
         def get(v: str, r: str, c: str) -> Any:
             try:
@@ -335,47 +336,51 @@ class Table1Result(SummaryResult):
                 return None
             return None if pd.isna(x) else x
 
+        def put(v: str, key: str, c: str, text: str) -> None:
+            first.setdefault(v, key)
+            out.setdefault(key, {})[c] = text
+
         for c in self.columns:
             out.setdefault("N", {})[c] = self._fmt(get("N", "patients", c), 0)
         probs = self.quantiles
         for v in self.variables:
             if self.kinds.get(v) in ("numeric", "integer"):
+                name = f"{v} ({self.unit(v)})" if self.unit(v) else v
                 for c in self.columns:
                     m, s = get(v, "mean", c), get(v, "sd", c)
-                    out.setdefault(f"{v}, mean (SD)", {})[c] = (
-                        SUPP if m is None else f"{m:.1f} ({self._fmt(s)})"
+                    put(
+                        v,
+                        f"{name}, mean (SD)",
+                        c,
+                        SUPP if m is None else f"{m:.1f} ({self._fmt(s)})",
                     )
                     if 0.5 in probs:
                         med = get(v, "p50", c)
                         lo = get(v, "p25", c) if 0.25 in probs else None
                         hi = get(v, "p75", c) if 0.75 in probs else None
                         label = (
-                            f"{v}, median [IQR]"
+                            f"{name}, median [IQR]"
                             if 0.25 in probs and 0.75 in probs
-                            else f"{v}, median"
+                            else f"{name}, median"
                         )
                         text = SUPP if med is None else f"{med:.1f}"
                         if med is not None and 0.25 in probs and 0.75 in probs:
                             text += f" [{self._fmt(lo)}, {self._fmt(hi)}]"
-                        out.setdefault(label, {})[c] = text
-                    out.setdefault(f"{v}, missing", {})[c] = self._fmt(get(v, "missing", c), 0)
+                        put(v, label, c, text)
+                    put(v, f"{name}, missing", c, self._fmt(get(v, "missing", c), 0))
             else:
                 levels = [r for (vv, r) in w.index if vv == v and not r.endswith(" %")]
                 for lv in levels:
+                    shown = lv if lv == MISSING else self.level_label(v, lv)
                     for c in self.columns:
                         n, pct = get(v, lv, c), get(v, f"{lv} %", c)
                         text = SUPP if n is None else f"{int(n)}"
                         if n is not None and pct is not None:
                             text += f" ({pct:.1f}%)"
-                        out.setdefault(f"{v} = {lv}, n (%)", {})[c] = text
+                        put(v, f"{v} = {shown}, n (%)", c, text)
         frame = pd.DataFrame.from_dict(out, orient="index")[self.columns]
         frame.columns = [self.group_header(c) for c in self.columns]
         if self.two_groups() is not None:
-            first: dict[str, str] = {}
-            for key in out:
-                stem = key.split(",")[0].split(" = ")[0]
-                if stem in self.variables and stem not in first:
-                    first[stem] = key
             smd = {key: self.smd(v) for v, key in first.items()}
             frame["SMD"] = ["" if smd.get(k) is None else f"{smd[k]:.2f}" for k in frame.index]
         return frame
@@ -484,6 +489,18 @@ class Table1Result(SummaryResult):
     def to_text_table(self) -> pd.DataFrame:
         """The conventional formatted Table 1 (strings), as :meth:`to_text` prints it."""
         return self._formatted()
+
+    def _footer(self) -> str:
+        text = super()._footer()
+        pair = self.two_groups()
+        if pair is not None:
+            text += (
+                f"\nSMD: standardised mean difference, {self.group_header(pair[1])} vs "
+                f"{self.group_header(pair[0])} (numeric and binary: difference over the pooled SD; "
+                "categorical: Yang & Dalton over its levels); |SMD| > 0.1 is a common flag of "
+                "imbalance."
+            )
+        return text
 
     def to_text(self) -> str:
         return self._formatted().to_string() + "\n\n" + self._footer()
