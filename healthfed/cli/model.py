@@ -219,6 +219,12 @@ def evaluate(
         split = trained
     kind, warnings = scored_rows(art.description, split)
     _warn(warnings)
+    if kind == "held_out" and split:
+        typer.echo(
+            f"Scored: the held-out part of each site's split ({split['fraction']:.0%}, seed "
+            f"{split.get('seed', 0)}), rows the model was not trained on",
+            err=True,
+        )
     with open_federation(nodes, engine, permit, requester, purpose) as fed:
         result = evaluate_classifier(
             fed,

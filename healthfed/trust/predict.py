@@ -75,6 +75,12 @@ class Prediction:
         d["interval"] = list(self.interval) if self.interval is not None else None
         return d
 
+    def _repr_html_(self) -> str:
+        """The prediction as a notebook shows it (the text, warnings first-class)."""
+        import html
+
+        return "<pre style='white-space:pre-wrap'>" + html.escape(self.to_text()) + "</pre>"
+
     def to_text(self) -> str:
         lines = [f"P({'event'}) = {self.probability:.3f}"]
         if self.interval is not None:

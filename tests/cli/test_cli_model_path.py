@@ -114,6 +114,7 @@ def test_evaluate_scores_held_out_rows_by_default_and_warns_otherwise(
     r = runner.invoke(app, ["evaluate", str(model), *node_args, "--format", "json"])
     assert r.exit_code == 0, r.output
     assert "WARNING" not in r.stderr
+    assert "Scored: the held-out part of each site's split (30%, seed 0)" in r.stderr
     out = json.loads(r.stdout)
     assert out["scored_rows"] == "held_out" and out["holdout"] == {"fraction": 0.3, "seed": 0}
     for site, v in split["sites"].items():

@@ -241,6 +241,7 @@ def test_predict_gives_no_class_when_most_inputs_are_imputed(saved):
     assert pred.no_class_reason.startswith("5 of 8 inputs are missing and were imputed")
     assert "no class is given" in " | ".join(pred.warnings)
     assert "NO CLASS: 5 of 8 inputs" in pred.to_text()
+    assert "NO CLASS: 5 of 8 inputs" in pred._repr_html_()
     assert pred.out_of_distribution
     assert {r["feature"] for r in pred.ood_reasons} == {
         "diabetes",
