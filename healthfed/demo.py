@@ -293,7 +293,7 @@ def run_demo(
     tmp = out_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
     os.replace(tmp, out_dir / "summary.json")
-    released.table1.to_frame().to_csv(out_dir / "table1.csv")
+    (out_dir / "table1.csv").write_text(released.table1.to_csv(), encoding="utf-8")
     return DemoResult(
         summary=summary,
         table1=released.table1,

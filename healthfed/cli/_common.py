@@ -118,7 +118,8 @@ def emit(result: Any, fmt: Format, out: Path | None) -> None:
     if fmt is Format.json:
         text = json.dumps(result.to_dict(), indent=2, allow_nan=False)
     elif fmt is Format.csv:
-        text = result.to_frame().to_csv()
+        to_csv = getattr(result, "to_csv", None)  # a readable CSV (Table 1), else the frame
+        text = to_csv() if callable(to_csv) else result.to_frame().to_csv()
     else:
         text = result.to_text()
     if out is None:

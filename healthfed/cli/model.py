@@ -69,42 +69,102 @@ def train(
     requester: RequesterOpt = "researcher",
     purpose: PurposeOpt = None,
 ) -> None:
-    """Train a model across the nodes (no row moves) and save it as an artefact."""
+    """Train a model across the nodes (no row moves) and save it as an artefact.
+
+    The artefact (``--out``) records the split (``--holdout`` share held out of each
+    site's patients, seed 0; the rows each site trained on and held out) and the
+    node files (``nodes.json``), so ``evaluate`` and ``report`` score the held-out
+    rows by default.
+    """
     from healthfed.compute.train import train as train_model
-    from healthfed.trust.artefact import save_model
+    from healthfed.trust.commands import record_nodes
+    from healthfed.trust.report import save_trained
 
     names = split_required(features, "--features", "column")
     split = {"fraction": holdout, "seed": 0} if holdout else None
-    with open_federation(nodes, engine, permit, requester, purpose) as fed:
-        fitted = train_model(
-            fed, dataset, target, names, model, l2=l2, rounds=rounds, holdout=split,
-            progress=model not in EXACT_MODELS, secure_aggregation=secure_aggregation,
-        )  # fmt: skip
     provenance = {
         "dataset": dataset,
         "holdout": split,
         "engine": engine.value,
         "secure_aggregation": secure_aggregation,
     }
-    artefact = save_model(fitted, out, provenance=provenance)
+    with open_federation(nodes, engine, permit, requester, purpose) as fed:
+        fitted = train_model(
+            fed, dataset, target, names, model, l2=l2, rounds=rounds, holdout=split,
+            progress=model not in EXACT_MODELS, secure_aggregation=secure_aggregation,
+        )  # fmt: skip
+        artefact = save_trained(fed, dataset, fitted, out, provenance=provenance, purpose=purpose)
+    record_nodes(
+        out, nodes, engine=engine.value, permit=permit, requester=requester, purpose=purpose
+    )
     if hasattr(fitted, "summary_frame"):
-        print(fitted.summary_frame().to_string())
+        print(_coefficient_text(fitted.summary_frame()))
     console.print(f"Sites: {', '.join(getattr(fitted, 'sites_', []))}")
     refused = getattr(fitted, "refused_", None)
     if refused:
         console.print(f"Declined: {refused}")
+    console.print(_split_line(artefact.description), highlight=False, markup=False)
     console.print(f"Saved {out} (model hash {artefact.hash[:16]})")
 
 
-def _write_evaluation(result: Any, fmt: Format, out: Path | None) -> None:
+def _coefficient_text(frame: Any) -> str:
+    """The coefficient table, narrow: per, ratio (95% CI), p; and what the columns mean."""
+    ratio = next((r for r in ("odds_ratio", "rate_ratio") if r in frame.columns), None)
+    lo, hi = (f"{ratio}_lower", f"{ratio}_upper") if ratio else (frame.columns[5], frame.columns[6])
+    value = ratio or "coef"
+    name = {"odds_ratio": "OR", "rate_ratio": "RR"}.get(ratio or "", "coef")
+    rows = {
+        term: {
+            "per": row.get("per", ""),
+            f"{name} (95% CI)": f"{row[value]:.3g} ({row[lo]:.3g}-{row[hi]:.3g})",
+            "p": f"{row['p']:.3g}",
+        }
+        for term, row in frame.iterrows()
+    }
+    import pandas as pd
+
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "term"
+    what = {"OR": "odds ratio", "RR": "rate ratio", "coef": "coefficient"}[name]
+    return (
+        table.to_string()
+        + f"\n{name}: {what} for one unit of 'per' (a numeric feature: one pooled SD, "
+        "the number in brackets; a level: against the reference level); p: Wald test. "
+        "Intercept: at the pooled means and reference levels."
+    )
+
+
+def _split_line(desc: dict[str, Any]) -> str:
+    """One line: the split the artefact records and the rows per site."""
+    split = desc.get("training", {}).get("split", {})
+    h = split.get("holdout")
+    rows = ", ".join(
+        f"{s} {v.get('train_rows')}/{v.get('held_out_rows')}"
+        for s, v in split.get("sites", {}).items()
+    )
+    head = (
+        f"Split: {h['fraction']:.0%} of each site's patients held out (seed {h['seed']})"
+        if h
+        else "Split: none (trained on every row; evaluation will score training rows)"
+    )
+    return f"{head}; rows trained on/held out: {rows}"
+
+
+def _warn(messages: list[str]) -> None:
+    """Each message on stderr as ``WARNING: ...`` (plain text, no markup)."""
+    for m in messages:
+        typer.echo(f"WARNING: {m}", err=True)
+
+
+def _write_evaluation(result: Any, fmt: Format, out: Path | None, scored: dict[str, Any]) -> None:
     """Print or write an evaluation: its table as text or CSV, or all of it as JSON."""
     frame = result.to_frame()
     if fmt is Format.json:
-        text = json.dumps(result.to_dict(), indent=2, default=str)
+        text = json.dumps({**result.to_dict(), **scored}, indent=2, default=str)
     elif fmt is Format.csv:
         text = frame.to_csv()
     else:
-        text = frame.to_string()
+        text = result.to_text()
     if out is None:
         print(text)
     else:
@@ -118,8 +178,19 @@ def evaluate(
     dataset: DatasetOpt = "covid",
     threshold: Annotated[float, typer.Option(help="Classification threshold.")] = 0.5,
     holdout: Annotated[
-        float | None, typer.Option(help="Evaluate on the held-out share used in training.")
+        float | None,
+        typer.Option(
+            help="Score the held-out part of this split (seed 0) instead of the model's own "
+            "(default: the split recorded in the model)."
+        ),
     ] = None,
+    all_rows: Annotated[
+        bool,
+        typer.Option(
+            "--all-rows",
+            help="Score every row, the training rows included (apparent performance; warned).",
+        ),
+    ] = False,
     engine: EngineOpt = Engine.inprocess,
     fmt: FormatOpt = Format.text,
     out: OutOpt = None,
@@ -127,12 +198,33 @@ def evaluate(
     requester: RequesterOpt = "researcher",
     purpose: PurposeOpt = None,
 ) -> None:
-    """Federated evaluation of a saved classifier: per site and pooled, with 95% CIs."""
+    """Federated evaluation of a saved classifier: per site and pooled, with 95% CIs.
+
+    Scores the held-out rows of the split recorded in the model; says so on
+    stderr (WARNING) whenever the scored rows include rows the model was trained on.
+    """
     from healthfed.compute.evaluation import evaluate_classifier
-    from healthfed.trust.artefact import load_model
+    from healthfed.errors import InvalidArgument
+    from healthfed.trust.artefact import load_model, recorded_split, scored_rows
 
     art = load_model(model)
-    split = {"fraction": holdout, "seed": 0, "part": "test"} if holdout else None
+    if all_rows and holdout is not None:
+        raise InvalidArgument("--all-rows and --holdout exclude each other")
+    known, trained = recorded_split(art.description)
+    if all_rows:
+        split = None
+    elif holdout is not None:
+        split = {"fraction": holdout, "seed": 0}
+    else:
+        split = trained
+    kind, warnings = scored_rows(art.description, split)
+    _warn(warnings)
+    if kind == "held_out" and split:
+        typer.echo(
+            f"Scored: the held-out part of each site's split ({split['fraction']:.0%}, seed "
+            f"{split.get('seed', 0)}), rows the model was not trained on",
+            err=True,
+        )
     with open_federation(nodes, engine, permit, requester, purpose) as fed:
         result = evaluate_classifier(
             fed,
@@ -142,7 +234,8 @@ def evaluate(
             threshold=threshold,
             holdout=split,
         )
-    _write_evaluation(result, fmt, out)
+    scored = {"holdout": split, "scored_rows": kind, "warnings": warnings}
+    _write_evaluation(result, fmt, out, scored)
 
 
 def report(
@@ -150,7 +243,11 @@ def report(
     out: Annotated[Path, typer.Option(help="Folder for report.html and report.json.")],
     nodes: Annotated[
         list[Path] | None,
-        typer.Option("--nodes", help="Node TOML files: re-evaluate across them (repeatable)."),
+        typer.Option(
+            "--nodes",
+            help="Node TOML files to evaluate across (repeatable; default: the nodes the "
+            "model was trained on, from its nodes.json).",
+        ),
     ] = None,
     dataset: Annotated[
         str | None, typer.Option(help="Dataset name at the nodes (default: the model's).")
@@ -160,15 +257,20 @@ def report(
     ] = None,
     threshold: Annotated[float | None, typer.Option(help="Classification threshold.")] = None,
     permit: PermitOpt = None,
-    requester: RequesterOpt = "researcher",
+    requester: Annotated[
+        str | None,
+        typer.Option(help="Who is asking (default: who trained the model, else 'researcher')."),
+    ] = None,
     purpose: PurposeOpt = None,
 ) -> None:
-    """Write the model's trust report (one self-contained HTML page + JSON)."""
+    """Write the model's trust report (one self-contained HTML page + JSON).
+
+    Evaluates on the held-out rows of the split recorded in the model; a warning
+    (stderr and in the report) says when training rows are scored.
+    """
     from healthfed.trust.commands import report_command
 
-    kwargs: dict[str, Any] = {"requester": requester, "purpose": purpose}
-    if permit is not None:
-        kwargs["permit"] = permit
+    kwargs: dict[str, Any] = {"requester": requester, "purpose": purpose, "permit": permit}
     path = report_command(
         model,
         out,
@@ -178,6 +280,9 @@ def report(
         threshold=threshold,
         federation_kwargs=kwargs,
     )
+    data = json.loads(path.with_name("report.json").read_text(encoding="utf-8"))
+    _warn(list(data.get("settings", {}).get("warnings", [])))
+    console.print(f"Model hash {data['provenance']['model_hash'][:16]}")
     console.print(f"Wrote {path} and {path.with_name('report.json')}")
 
 
@@ -187,11 +292,20 @@ def predict(
     threshold: Annotated[float | None, typer.Option(help="Classification threshold.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Probability, 95% interval, local explanation and out-of-distribution warnings."""
+    """Probability, 95% interval, local explanation and out-of-distribution warnings.
+
+    A value outside the declared bounds or the training range is named with the
+    reason (``ood_reasons`` in --json); with most inputs missing (imputed) no class
+    is given.
+    """
     from healthfed.trust.commands import predict_command
 
     pred = predict_command(model, input, threshold)
-    print(json.dumps(pred.to_dict(), indent=1) if as_json else pred.to_text())
+    if as_json:
+        _warn(pred.warnings)  # loud on stderr too; the JSON holds them and ood_reasons
+        print(json.dumps(pred.to_dict(), indent=1))
+    else:
+        print(pred.to_text())
 
 
 def decide(

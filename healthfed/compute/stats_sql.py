@@ -27,6 +27,7 @@ import numpy as np
 
 from healthfed.compute.results import ALL, MISSING
 from healthfed.data.descriptor import ColumnSpec, DatasetDescriptor
+from healthfed.data.harmonise import canonical_unit
 from healthfed.data.sql import quote_ident
 from healthfed.errors import DataError, PolicyDenied
 from healthfed.policy import SitePolicy
@@ -313,5 +314,23 @@ def run_summary(
         "variables": list(variables),
         "kinds": {v: req.specs[v].type for v in variables},
         "by": req.by,
+        "columns": column_labels(desc, [*variables, *([req.by] if req.by else [])]),
     }
     return Release(computation, tables, summaries, meta)
+
+
+def column_labels(desc: DatasetDescriptor, names: list[str]) -> dict[str, Any]:
+    """Public descriptor metadata for result labels: description, unit (canonical), levels.
+
+    The unit is the one the released values are in: the canonical unit of a
+    harmonised variable, else the descriptor's.
+    """
+    out: dict[str, Any] = {}
+    for v in names:
+        spec = desc.column(v)
+        out[v] = {
+            "label": spec.description or None,
+            "unit": canonical_unit(v) or spec.unit,
+            "levels": list(spec.levels) if spec.levels else None,
+        }
+    return out

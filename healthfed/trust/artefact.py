@@ -22,8 +22,15 @@ Layout of ``MODEL/``::
   patient of local explanations), ``ranges`` per numeric feature (declared
   bounds and the pooled central 99% of training values, from disclosure-checked
   quantile brackets), ``levels`` of categorical features, ``required`` features;
-* ``training`` (settings, sites, rows, rounds, refusals) and ``provenance``
-  (permit id, purpose, dataset, dataset versions, code version).
+* ``training`` (settings, sites, rows, rounds, refusals, and ``split``: the
+  ``holdout`` the model was fitted on -- ``{"fraction", "seed"}`` of the
+  deterministic per-patient split, ``null`` for every row -- and, per site, the
+  ``train_rows`` it was fitted on and the ``held_out_rows`` left for testing) and
+  ``provenance`` (permit id, purpose, dataset, dataset versions, code version).
+
+``nodes.json`` (optional, not part of the model hash) records where the model was
+trained -- the node files, relative to the folder -- so that ``healthfed report
+MODEL`` can evaluate it there again.
 
 No pickles: :func:`load_model` parses JSON only and refuses an artefact whose
 ``model.json`` does not match its ``model.sha256``. The model hash is the sha256
@@ -55,10 +62,75 @@ __all__ = [
     "describe_estimator",
     "load_model",
     "model_hash",
+    "recorded_split",
     "save_model",
+    "scored_rows",
 ]
 
 MODEL_FORMAT = "healthfed.model/1"
+SPLIT_METHOD = (
+    "deterministic per-patient split at every site: hash of the patient id and the seed, "
+    "the patients below the fraction held out"
+)
+
+
+def recorded_split(desc: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
+    """``(known, holdout)``: the split a model description records it was fitted on.
+
+    ``known`` is False for a model that does not record it (older artefacts, a
+    description without ``training.split``); ``holdout`` is ``{"fraction", "seed"}``
+    or ``None`` (fitted on every row).
+    """
+    split = (desc.get("training") or {}).get("split")
+    if not isinstance(split, dict) or "holdout" not in split:
+        return False, None
+    h = split["holdout"]
+    return True, ({"fraction": float(h["fraction"]), "seed": int(h.get("seed", 0))} if h else None)
+
+
+def _split_text(h: dict[str, Any]) -> str:
+    return f"{float(h['fraction']):.0%} held out, seed {int(h.get('seed', 0))}"
+
+
+def scored_rows(desc: dict[str, Any], holdout: dict[str, Any] | None) -> tuple[str, list[str]]:
+    """Which rows an evaluation on ``holdout``'s test part (``None``: all rows) scores.
+
+    Returns ``(kind, warnings)``: ``kind`` is ``"held_out"`` (rows the model was not
+    fitted on), ``"training"`` (rows it was fitted on are among them) or
+    ``"unverified"`` (the model does not record its split); ``warnings`` say so in
+    words when the scored rows are not held-out rows.
+    """
+    known, trained = recorded_split(desc)
+    if not known:
+        if holdout is None:
+            return "training", [
+                "scoring every row: the model does not record the split it was trained on, "
+                "so these may be its training rows (apparent, optimistic performance)"
+            ]
+        return "unverified", [
+            f"the model does not record the split it was trained on; the evaluation assumes "
+            f"the held-out part ({_split_text(holdout)}) was not used for training"
+        ]
+    if trained is None:
+        return "training", [
+            "scoring the training rows: the model was trained on every row (no holdout), so "
+            "these metrics are apparent performance and optimistic; train with --holdout "
+            "to evaluate on held-out rows"
+        ]
+    if holdout is None:
+        return "training", [
+            f"scoring every row, including the rows the model was trained on (its split: "
+            f"{_split_text(trained)}); these metrics are optimistic"
+        ]
+    if int(holdout.get("seed", 0)) == trained["seed"] and float(holdout["fraction"]) <= (
+        trained["fraction"] + 1e-12
+    ):
+        return "held_out", []
+    return "training", [
+        f"the evaluation split ({_split_text(holdout)}) differs from the model's training "
+        f"split ({_split_text(trained)}): the scored rows include rows the model was "
+        "trained on; these metrics are optimistic"
+    ]
 
 
 def _clean(value: Any) -> Any:
@@ -145,6 +217,8 @@ def describe_estimator(estimator: Any) -> dict[str, Any]:
         "converged": bool(getattr(estimator, "converged_", True)),
         "n_rows": int(getattr(estimator, "nobs_", 0) or 0) or None,
     }
+    if hasattr(estimator, "holdout_"):
+        training["split"] = {"holdout": estimator.holdout_, "method": SPLIT_METHOD}
     return {
         "spec": spec,
         "estimator": type(estimator).__name__,

@@ -14,6 +14,11 @@ canonical units) with a saved model artefact and returns a :class:`Prediction`:
   required value missing (it is then imputed as the sites did: pooled mean or
   reference level, plus the missing indicator if the model has one), unknown
   fields (ignored). An undeclared category level cannot be encoded and raises.
+  Each warning names the feature; ``out_of_distribution`` is true exactly when
+  ``ood_reasons`` (feature, reason, detail) is not empty.
+* no ``classification`` when more than :data:`MAX_IMPUTED_SHARE` of the model's
+  inputs were imputed (``no_class_reason`` says why): the probability is then
+  mostly the imputed values' and is flagged, not turned into a confident class.
 
 :func:`record_decision` appends the clinician's accept/override (with a reason)
 to a tamper-evident, hash-chained audit log
@@ -36,9 +41,11 @@ from healthfed.governance.audit import AuditLog
 from healthfed.trust.artefact import ModelArtefact, canonical_json, load_model
 from healthfed.trust.explain import linear_contributions, shapley_contributions
 
-__all__ = ["DECISIONS", "Prediction", "predict", "record_decision"]
+__all__ = ["DECISIONS", "MAX_IMPUTED_SHARE", "Prediction", "predict", "record_decision"]
 
 DECISIONS = ("accept", "override")
+#: Above this share of imputed inputs a prediction gets no class (see the module docstring).
+MAX_IMPUTED_SHARE = 0.5
 _Z = 1.959963984540054
 
 
@@ -60,11 +67,19 @@ class Prediction:
     classification: int | None = None
     interval_note: str = ""
     imputed: list[str] = field(default_factory=list)
+    ood_reasons: list[dict[str, Any]] = field(default_factory=list)
+    no_class_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["interval"] = list(self.interval) if self.interval is not None else None
         return d
+
+    def _repr_html_(self) -> str:
+        """The prediction as a notebook shows it (the text, warnings first-class)."""
+        import html
+
+        return "<pre style='white-space:pre-wrap'>" + html.escape(self.to_text()) + "</pre>"
 
     def to_text(self) -> str:
         lines = [f"P({'event'}) = {self.probability:.3f}"]
@@ -74,6 +89,13 @@ class Prediction:
             lines.append(
                 f"classified {'positive' if self.classification else 'negative'} "
                 f"at threshold {self.threshold:g}"
+            )
+        elif self.no_class_reason:
+            lines.append(f"NO CLASS: {self.no_class_reason}")
+        if self.out_of_distribution:
+            lines.append(
+                "OUT OF DISTRIBUTION: "
+                + "; ".join(f"{r['feature']} ({r['reason']})" for r in self.ood_reasons)
             )
         lines.append(
             f"contributions (log-odds vs the reference patient, {self.explanation_method}):"
@@ -89,16 +111,31 @@ def _is_missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def _check_inputs(art: ModelArtefact, patient: dict[str, Any]) -> tuple[list[str], list[str]]:
+def _check_inputs(
+    art: ModelArtefact, patient: dict[str, Any]
+) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """(warnings, imputed features, out-of-distribution reasons) of one patient's input."""
     ref = art.description.get("reference", {})
     ranges = ref.get("ranges", {})
     spec = art.spec["preprocess"]
     cols = {c["name"]: c for c in spec.get("columns", [])} if spec.get("kind") else {}
     warnings: list[str] = []
     imputed: list[str] = []
+    reasons: list[dict[str, Any]] = []
+
+    def flag(feature: str, reason: str, detail: str) -> None:
+        warnings.append(detail)
+        reasons.append({"feature": feature, "reason": reason, "detail": detail})
+
     unknown = sorted(set(patient) - set(art.features))
     if unknown:
         warnings.append(f"unknown field(s) ignored: {', '.join(unknown)}")
+    numeric = [f for f in art.features if cols.get(f, {}).get("type", "numeric") == "numeric"]
+    if numeric and not ranges:
+        warnings.append(
+            "this model records no training ranges or declared bounds: numeric values "
+            "are not checked"
+        )
     for f in art.features:
         v = patient.get(f)
         if _is_missing(v) and not spec.get("kind"):
@@ -117,12 +154,14 @@ def _check_inputs(art: ModelArtefact, patient: dict[str, Any]) -> tuple[list[str
                 else "the pooled training mean"
             )
             if spec.get("missing") == "drop":
-                warnings.append(
+                flag(
+                    f,
+                    "missing",
                     f"required value '{f}' is missing; this model was trained on complete "
-                    f"cases only, so it was imputed with {how} and the prediction is unreliable"
+                    f"cases only, so it was imputed with {how} and the prediction is unreliable",
                 )
             else:
-                warnings.append(f"required value '{f}' is missing; imputed with {how}")
+                flag(f, "missing", f"required value '{f}' is missing; imputed with {how}")
             continue
         c = cols.get(f)
         if c is not None and c["type"] in ("categorical", "binary"):
@@ -140,24 +179,31 @@ def _check_inputs(art: ModelArtefact, patient: dict[str, Any]) -> tuple[list[str
             x = float(v)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             raise DataError(f"patient field {f!r}: {v!r} is not a number") from None
+        if not math.isfinite(x):
+            raise DataError(f"patient field {f!r}: {v!r} is not a finite number")
         r = ranges.get(f)
         if not r:
             continue
         declared = r.get("declared")
         if declared and not declared[0] <= x <= declared[1]:
-            warnings.append(
-                f"'{f}' = {x:g} is outside its declared bounds [{declared[0]:g}, {declared[1]:g}]"
+            flag(
+                f,
+                "outside declared bounds",
+                f"'{f}' = {x:g} is outside its declared bounds [{declared[0]:g}, {declared[1]:g}] "
+                "(no site's descriptor allows it: check the value and its unit)",
             )
         elif (
             r.get("low") is not None
             and r.get("high") is not None
             and not (r["low"] <= x <= r["high"])
         ):
-            warnings.append(
+            flag(
+                f,
+                "outside training range",
                 f"'{f}' = {x:g} is outside the range seen in training "
-                f"(central 99% of training values, [{r['low']:.4g}, {r['high']:.4g}])"
+                f"(central 99% of training values, [{r['low']:.4g}, {r['high']:.4g}])",
             )
-    return warnings, imputed
+    return warnings, imputed, reasons
 
 
 def predict(
@@ -187,7 +233,7 @@ def predict(
     art = model if isinstance(model, ModelArtefact) else load_model(model)
     if not isinstance(patient, dict):
         raise DataError("the patient must be a JSON object of field: value")
-    warnings, imputed = _check_inputs(art, patient)
+    warnings, imputed, reasons = _check_inputs(art, patient)
     frame = pd.DataFrame([{f: patient.get(f) for f in art.features}])
     for f in art.features:
         if all(_is_missing(v) for v in frame[f]):
@@ -218,7 +264,17 @@ def predict(
         note = "no interval: this model has no coefficient covariance"
     if threshold is None:
         threshold = (art.evaluation or {}).get("settings", {}).get("threshold")
-    ood = any(("outside" in w) or ("missing" in w) for w in warnings)
+    classification = None if threshold is None else int(p >= threshold)
+    no_class = ""
+    n_in = len(art.features)
+    if imputed and len(imputed) > MAX_IMPUTED_SHARE * n_in:
+        no_class = (
+            f"{len(imputed)} of {n_in} inputs are missing and were imputed "
+            f"({', '.join(imputed)}): the probability mostly reflects the imputed values, "
+            "so no class is given; do not use it for a decision"
+        )
+        warnings.append(no_class)
+        classification = None
     return Prediction(
         probability=p,
         interval=interval,
@@ -227,13 +283,15 @@ def predict(
         contributions=contrib,
         explanation_method=method,
         warnings=warnings,
-        out_of_distribution=ood,
+        out_of_distribution=bool(reasons),
         model_hash=art.hash,
         input_sha256=hashlib.sha256(canonical_json(patient)).hexdigest(),
         threshold=threshold,
-        classification=None if threshold is None else int(p >= threshold),
+        classification=classification,
         interval_note=note,
         imputed=imputed,
+        ood_reasons=reasons,
+        no_class_reason=no_class,
     )
 
 

@@ -281,6 +281,7 @@ def _explanations(r: dict[str, Any]) -> str:
         rows = [
             [
                 esc(c["term"]),
+                esc(c.get("per") or ""),
                 fmt(c["coef"]),
                 fmt(c["se"]),
                 fmt(c.get("odds_ratio")),
@@ -292,7 +293,7 @@ def _explanations(r: dict[str, Any]) -> str:
         out.append(
             "<h3>Global: coefficients and odds ratios (exact federated GLM, Wald 95% CI)</h3>"
         )
-        out.append(table(["Term", "Coefficient", "SE", "Odds ratio", "95% CI", "p"], rows))
+        out.append(table(["Term", "Per", "Coefficient", "SE", "Odds ratio", "95% CI", "p"], rows))
         out.append(plot_odds_ratios(e["coefficients"]))
     pi = e["permutation_importance"]
     out.append(
@@ -405,6 +406,7 @@ def render_html(r: dict[str, Any]) -> str:
         if s.get("synthetic")
         else ""
     )
+    banner += "".join(f"<p class='warn'>Warning: {esc(w)}.</p>" for w in s.get("warnings", []))
     body = "".join(
         [
             f"<h1>{esc(r['title'])}</h1>",

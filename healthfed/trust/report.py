@@ -37,15 +37,19 @@ from healthfed.compute.importance import (
     combine_information,
     combine_permutation,
 )
+from healthfed.compute.results import DescribeResult, combine_summary
 from healthfed.compute.rounds import RoundOutcome
 from healthfed.compute.subgroups import DATASET_FINGERPRINT, SUBGROUP_METRICS, combine_fingerprint
 from healthfed.errors import InvalidArgument, ThresholdViolation
 from healthfed.trust.artefact import (
+    SPLIT_METHOD,
     ModelArtefact,
     _clean,
     describe_estimator,
     load_model,
+    recorded_split,
     save_model,
+    scored_rows,
 )
 from healthfed.trust.cards import future_ai, model_card, tripod_ai
 from healthfed.trust.fairness import SubgroupResult
@@ -66,9 +70,19 @@ from healthfed.trust.report_sections import (
 )
 from healthfed.trust.report_stats import meta_analysis
 
-__all__ = ["REPORT_FORMAT", "TrustReport", "build_report", "meta_analysis"]
+__all__ = [
+    "REPORT_FORMAT",
+    "ReferenceEvidence",
+    "TrustReport",
+    "build_report",
+    "meta_analysis",
+    "reference_evidence",
+    "save_trained",
+]
 
 REPORT_FORMAT = "healthfed.trust-report/1"
+#: ``build_report(holdout=MODEL_SPLIT)``: evaluate on the split the model was fitted on.
+MODEL_SPLIT = "model"
 DESCRIBE_QUANTILES = [0.005, 0.5, 0.995]
 
 
@@ -99,6 +113,34 @@ class TrustReport:
     def html_path(self) -> str | None:
         return self.data.get("written_to")
 
+    def _repr_html_(self) -> str:
+        """A notebook summary: title, pooled metrics, warnings, where the page is."""
+        import html
+
+        d = self.data
+        pooled = d.get("performance", {}).get("pooled", {})
+
+        def num(k: str) -> str:
+            v = pooled.get(k)
+            return "n/a" if v is None else f"{v:.3f}"
+
+        parts = [
+            f"<h4>{html.escape(str(d.get('title', 'Trust report')))}</h4>",
+            f"<p>Model <code>{html.escape(str(d.get('provenance', {}).get('model_hash', ''))[:16])}"
+            f"…</code>; evaluation rows: {html.escape(d.get('settings', {}).get('holdout_text', ''))}."
+            f"</p><p>Pooled AUROC {num('auroc')}, Brier {num('brier')}, calibration slope "
+            f"{num('calibration_slope')}.</p>",
+            *(f"<p><b>Warning:</b> {html.escape(w)}</p>" for w in self.warnings),
+        ]
+        if self.html_path:
+            parts.append(f"<p>Full report: <code>{html.escape(self.html_path)}</code></p>")
+        return "".join(parts)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the reader must know about the numbers (e.g. training rows were scored)."""
+        return list(self.data.get("settings", {}).get("warnings", []))
+
 
 # --------------------------------------------------------------------------------------
 # the rounds
@@ -115,6 +157,9 @@ class _Asked:
     holdout: dict[str, Any] | None
     n_repeats: int
     synthetic: bool
+    train_split: dict[str, Any] | None = None  # the model's own split (its training rows)
+    split_known: bool = False  # whether the model records it (else: assumed = holdout)
+    scored: tuple[str, tuple[str, ...]] = ("unverified", ())  # scored_rows(): kind, warnings
 
 
 class _CountedRounds:
@@ -152,49 +197,88 @@ def _subgroup_round(
     return sub
 
 
-def _explanation_rounds(
-    rounds: _CountedRounds,
-    base: dict[str, Any],
-    n_repeats: int,
-    test: dict[str, Any] | None,
-    train: dict[str, Any] | None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Permutation importance on the evaluation rows, model information on the training rows."""
+def _importance_round(
+    rounds: _CountedRounds, base: dict[str, Any], n_repeats: int, test: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Permutation importance on the evaluation rows (one round)."""
     pi_params = {**base, "n_repeats": int(n_repeats), "seed": 0}
     if test:
         pi_params["holdout"] = test
-    importance = combine_permutation(rounds(PERMUTATION_IMPORTANCE, pi_params).replies, pi_params)
+    return combine_permutation(rounds(PERMUTATION_IMPORTANCE, pi_params).replies, pi_params)
+
+
+@dataclass
+class ReferenceEvidence:
+    """What a model's reference block is made of (released by three or four rounds).
+
+    ``information``: ``model_information`` on the training rows (reference patient,
+    Fisher information); ``train_rows``: each site's rows in that round -- the rows
+    the model was fitted on (outcome recorded, the training part of the split);
+    ``fingerprint``: ``dataset_fingerprint``; ``ranges``/``medians``: pooled central
+    99% ranges, declared bounds and medians of the numeric features.
+    """
+
+    information: dict[str, Any]
+    train_rows: dict[str, int]
+    fingerprint: dict[str, Any]
+    ranges: dict[str, Any]
+    medians: dict[str, float]
+
+
+def reference_evidence(
+    rounds: _CountedRounds,
+    base: dict[str, Any],
+    numeric: list[str],
+    train: dict[str, Any] | None,
+) -> ReferenceEvidence:
+    """``model_information`` (training rows), ``dataset_fingerprint`` and ``describe`` rounds."""
     info_params = dict(base)
     if train:
         info_params["holdout"] = train
-    info = combine_information(rounds(MODEL_INFORMATION, info_params).replies, info_params)
-    return importance, info
+    out = rounds(MODEL_INFORMATION, info_params)
+    info = combine_information(out.replies, info_params)
+    train_rows = {s: int(r["n_rows"]) for s, r in sorted(out.replies.items())}
+    fingerprint = combine_fingerprint(rounds(DATASET_FINGERPRINT, {}).replies, {})
+    ranges, medians = _numeric_ranges(rounds, numeric)
+    return ReferenceEvidence(info, train_rows, fingerprint, ranges, medians)
 
 
 def _numeric_ranges(
     rounds: _CountedRounds, numeric: list[str]
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    """Pooled central 99% ranges and medians of the numeric features (one ``describe`` round).
+    """Pooled central 99% ranges, declared bounds and medians of the numeric features.
 
-    Without enough sites to release them, no ranges: ``predict`` then warns on nothing.
+    One ``describe`` round. The declared bounds are the histogram grid every site
+    builds over its descriptor's bounds (public metadata); when the sites declare
+    different bounds, the widest. Without enough sites to release the quantiles,
+    no ranges: ``predict`` then warns on nothing.
     """
     ranges: dict[str, Any] = {}
     medians: dict[str, float] = {}
     if not numeric:
         return ranges, medians
-    rounds.count += 1
+    params = {"variables": list(numeric), "quantiles": list(DESCRIBE_QUANTILES)}
     try:
-        d = rounds.federation.describe(rounds.dataset, numeric, quantiles=DESCRIBE_QUANTILES)
+        out = rounds("describe", params)
     except ThresholdViolation:
         return ranges, medians
+    d = combine_summary(out.replies, params, DescribeResult)
     for f in numeric:
+        grids = [r.get("numeric", {}).get(f, {}).get("grid") for r in out.replies.values()]
+        declared = (
+            [min(float(g[0]) for g in grids if g), max(float(g[1]) for g in grids if g)]
+            if any(grids)
+            else None
+        )
         lo, hi, med = d.value(f, "p0.5"), d.value(f, "p99.5"), d.value(f, "p50")
         ranges[f] = {
             "low": lo if lo is not None else d.value(f, "p0.5_lo"),
             "high": hi if hi is not None else d.value(f, "p99.5_hi"),
             "support": [d.value(f, "p0.5_lo"), d.value(f, "p99.5_hi")],
+            "declared": declared,
             "source": "pooled 0.5th and 99.5th percentiles from disclosure-checked "
-            "histograms (all rows of the contributing sites)",
+            "histograms (all rows of the contributing sites); declared bounds from the "
+            "sites' descriptors",
         }
         if med is not None:
             medians[f] = float(med)
@@ -206,7 +290,8 @@ def _gather(federation: Any, desc: dict[str, Any], asked: _Asked) -> ReportEvide
     spec, holdout = desc["spec"], asked.holdout
     rounds = _CountedRounds(federation, asked.dataset)
     test = {**holdout, "part": "test"} if holdout else None
-    train = {**holdout, "part": "train"} if holdout else None
+    split = asked.train_split if asked.split_known else holdout
+    train = {**split, "part": "train"} if split else None
     base: dict[str, Any] = {"model": spec, "target": asked.target}
     if asked.positive is not None:
         base["positive"] = str(asked.positive)
@@ -222,39 +307,121 @@ def _gather(federation: Any, desc: dict[str, Any], asked: _Asked) -> ReportEvide
     rounds.count += ev.rounds
     attributes = ["all", *[a for a in asked.sensitive if a != "all"]]
     sub = _subgroup_round(rounds, base, attributes, asked.threshold, test)
-    importance, info = _explanation_rounds(rounds, base, asked.n_repeats, test, train)
-    fingerprint = combine_fingerprint(rounds(DATASET_FINGERPRINT, {}).replies, {})
+    importance = _importance_round(rounds, base, asked.n_repeats, test)
     features = list(desc["features"])
+    pcols = preprocess_columns(spec)
+    numeric = [f for f in features if pcols.get(f, {}).get("type", "numeric") == "numeric"]
+    ref = reference_evidence(rounds, base, numeric, train)
     mom_params: dict[str, Any] = {"columns": [*features, asked.target], "missing": "indicator"}
     if train:
         mom_params["holdout"] = train
     moments = rounds("preprocess_moments", mom_params)
-    pcols = preprocess_columns(spec)
-    numeric = [f for f in features if pcols.get(f, {}).get("type", "numeric") == "numeric"]
-    ranges, medians = _numeric_ranges(rounds, numeric)
     return ReportEvidence(
         evaluation=ev,
         subgroups=sub,
         attributes=attributes,
         importance=importance,
-        information=info,
-        fingerprint=fingerprint,
+        information=ref.information,
+        fingerprint=ref.fingerprint,
         moments=moments,
-        ranges=ranges,
-        medians=medians,
+        ranges=ref.ranges,
+        medians=ref.medians,
         rounds=rounds.count,
+        train_rows=ref.train_rows,
     )
+
+
+def _held_out_rows(
+    rounds: _CountedRounds, target: str, holdout: dict[str, Any] | None
+) -> dict[str, int | None]:
+    """Each site's held-out rows with the outcome recorded (one ``preprocess_moments`` round).
+
+    A site that releases no count (too few rows, a small missing count) gets ``None``.
+    """
+    if not holdout:
+        return {}
+    params = {
+        "columns": [target],
+        "missing": "indicator",
+        "holdout": {**holdout, "part": "test"},
+    }
+    try:
+        out = rounds("preprocess_moments", params)
+    except ThresholdViolation:
+        return {}
+    rows: dict[str, int | None] = {s: None for s in out.refused}
+    for s, r in out.replies.items():
+        rows[s] = int(r["n_rows"]) - int(r["counts"]["n_missing"][0])
+    return dict(sorted(rows.items()))
+
+
+def save_trained(
+    federation: Any,
+    dataset: str,
+    estimator: Any,
+    out: str | Path,
+    *,
+    provenance: dict[str, Any] | None = None,
+    permit: dict[str, Any] | None = None,
+    purpose: str | None = None,
+) -> ModelArtefact:
+    """Save a freshly fitted classifier as a complete artefact: reference block and split.
+
+    Four rounds on the training sites: ``model_information`` on the training rows
+    (reference patient; per-site training rows; the covariance of a FedAvg model),
+    ``dataset_fingerprint`` (dataset versions), ``describe`` (central 99% ranges and
+    declared bounds, for ``predict``'s warnings) and ``preprocess_moments`` on the
+    held-out part (per-site held-out rows). The artefact's ``training.split``
+    records the holdout and those rows; ``build_report`` and ``healthfed
+    evaluate`` score the held-out part by default.
+    """
+    desc = _model_description(estimator)
+    known, trained = recorded_split(desc)
+    target = str(desc["target"])
+    rounds = _CountedRounds(federation, dataset)
+    base: dict[str, Any] = {"model": desc["spec"], "target": target}
+    if desc.get("positive") is not None:
+        base["positive"] = str(desc["positive"])
+    pcols = preprocess_columns(desc["spec"])
+    numeric = [f for f in desc["features"] if pcols.get(f, {}).get("type", "numeric") == "numeric"]
+    train = {**trained, "part": "train"} if trained else None
+    split = desc.setdefault("training", {}).setdefault("split", {"method": SPLIT_METHOD})
+    split.setdefault("holdout", trained if known else None)
+    desc.setdefault("provenance", {}).update(provenance or {})
+    try:
+        ref = reference_evidence(rounds, base, numeric, train)
+    except ThresholdViolation as exc:  # too few sites answered: save the model without it
+        split["sites"] = {}
+        split["note"] = f"per-site rows and the reference block were not released: {exc}"
+        return save_model(desc, out)
+    held = _held_out_rows(rounds, target, trained)
+    split["sites"] = {
+        s: {
+            "train_rows": ref.train_rows.get(s),
+            "held_out_rows": held.get(s, 0 if not trained else None),
+        }
+        for s in sorted(set(ref.train_rows) | set(held))
+    }
+    complete_model(desc, ref, dataset=dataset, permit=permit, purpose=purpose)
+    return save_model(desc, out)
 
 
 # --------------------------------------------------------------------------------------
 # build
 # --------------------------------------------------------------------------------------
+def _artefact_of(model: Any) -> ModelArtefact | None:
+    """The loaded artefact when ``model`` is one (or its folder), else ``None``."""
+    if isinstance(model, ModelArtefact):
+        return model
+    if isinstance(model, str | Path):
+        return load_model(model)
+    return None
+
+
 def _model_description(model: Any) -> dict[str, Any]:
     """The model's JSON description (a copy), from an estimator, artefact, folder or dict."""
     if isinstance(model, ModelArtefact):
         desc = model.description
-    elif isinstance(model, str | Path):
-        desc = load_model(model).description
     elif isinstance(model, dict) and "spec" in model:
         desc = model
     else:
@@ -262,15 +429,43 @@ def _model_description(model: Any) -> dict[str, Any]:
     return json.loads(json.dumps(_clean(desc)))
 
 
+def _record_split(
+    desc: dict[str, Any], holdout: dict[str, Any] | None, e: ReportEvidence, kind: str
+) -> None:
+    """Write the split the model was fitted on, with each site's rows, into ``desc``."""
+    split = desc.setdefault("training", {}).setdefault("split", {"method": SPLIT_METHOD})
+    split.setdefault("holdout", holdout)
+    split["sites"] = {
+        s: {
+            "train_rows": e.train_rows.get(s),
+            "held_out_rows": int(e.evaluation.metrics[s]["n"])
+            if kind == "held_out" and s in e.evaluation.metrics
+            else None,
+        }
+        for s in sorted(set(e.train_rows) | set(e.evaluation.sites))
+    }
+
+
 def _settings(federation: Any, e: ReportEvidence, asked: _Asked) -> dict[str, Any]:
     """The report's settings: the arguments, the split, the bins and the rounds used."""
     holdout = asked.holdout
-    holdout_text = (
-        f"deterministic per-patient hash split at every site, {holdout['fraction']:.0%} held out "
-        f"(seed {holdout.get('seed', 0)})"
-        if holdout
-        else "none: evaluated on the training rows (apparent performance)"
-    )
+    kind, warnings = asked.scored
+    if holdout:
+        holdout_text = (
+            f"the held-out part of a deterministic per-patient split at every site, "
+            f"{holdout['fraction']:.0%} held out (seed {holdout.get('seed', 0)})"
+        )
+        holdout_text += (
+            ", not used in training"
+            if kind == "held_out"
+            else " (the model does not record its split: not verified)"
+            if kind == "unverified"
+            else ", which includes rows the model was trained on"
+        )
+    else:
+        holdout_text = (
+            "none: evaluated on all rows, including the training rows (apparent performance)"
+        )
     return {
         "dataset": asked.dataset,
         "target": asked.target,
@@ -278,6 +473,9 @@ def _settings(federation: Any, e: ReportEvidence, asked: _Asked) -> dict[str, An
         "threshold": float(asked.threshold),
         "holdout": holdout,
         "holdout_text": holdout_text,
+        "training_split": asked.train_split if asked.split_known else "not recorded",
+        "scored_rows": kind,
+        "warnings": list(warnings),
         "sensitive": list(asked.sensitive),
         "score_bins": e.subgroups.bins,
         "evaluation_bins": e.evaluation.bins,
@@ -331,7 +529,7 @@ def build_report(
     sensitive: tuple[str, ...] | list[str] = ("sex", "age_band"),
     threshold: float = 0.5,
     positive: str | None = None,
-    holdout: dict[str, Any] | None = None,
+    holdout: dict[str, Any] | str | None = "model",
     permit: dict[str, Any] | None = None,
     purpose: str | None = None,
     example_patient: dict[str, Any] | None = None,
@@ -361,7 +559,10 @@ def build_report(
         Probability at or above which a patient is classified positive.
     holdout
         ``{"fraction", "seed"}`` of the training split: the report evaluates on the
-        ``"test"`` part. Without it the report evaluates on all rows (apparent performance).
+        ``"test"`` part. The default ``"model"`` is the split the model records it was
+        fitted on (``training.split``); ``None`` evaluates on all rows. Whenever the
+        scored rows include training rows (or the model does not record its split)
+        the report says so in ``settings.warnings`` (and on its first screen).
     permit, purpose
         The data permit (signed or its body) and/or purpose, for provenance.
     example_patient
@@ -379,20 +580,39 @@ def build_report(
     -------
     TrustReport
     """
-    desc = _model_description(model)
+    art = _artefact_of(model)
+    desc = _model_description(art if art is not None else model)
     target = target or desc.get("target")
     if target is None:
         raise InvalidArgument("argument 'target': the model does not name its outcome; give it")
     positive = positive if positive is not None else desc.get("positive")
-    asked = _Asked(dataset, target, positive, sensitive, threshold, holdout, n_repeats, synthetic)
+    known, trained = recorded_split(desc)
+    if holdout == MODEL_SPLIT:
+        holdout = trained if known else None
+    if isinstance(holdout, str):
+        raise InvalidArgument(f"argument 'holdout' must be a split or None, got {holdout!r}")
+    kind, warns = scored_rows(desc, holdout)
+    asked = _Asked(
+        dataset, target, positive, sensitive, threshold, holdout, n_repeats, synthetic,
+        train_split=trained, split_known=known, scored=(kind, tuple(warns)),
+    )  # fmt: skip
     e = _gather(federation, desc, asked)
-    mhash = complete_model(desc, e, dataset=dataset, permit=permit, purpose=purpose)
+    if art is not None:
+        # The report is about this artefact as saved: its hash is model.sha256. A copy
+        # completed from this run's rounds serves the local explanation only when the
+        # artefact lacks a reference block (older artefacts).
+        mhash = art.hash
+        if not desc.get("reference", {}).get("design_mean"):
+            complete_model(desc, e, dataset=dataset, permit=permit, purpose=purpose)
+    else:
+        _record_split(desc, holdout, e, kind)
+        mhash = complete_model(desc, e, dataset=dataset, permit=permit, purpose=purpose)
     report = _assemble(
         federation, desc, mhash, e, asked, title=title, example_patient=example_patient
     )
     tr = TrustReport(report)
     if save_model_to is not None:
-        saved = save_model(desc, save_model_to, evaluation=tr.to_dict())
+        saved = save_model(art or desc, save_model_to, evaluation=tr.to_dict())
         assert saved.hash == mhash
     if out_dir is not None:
         tr.data["written_to"] = str(Path(out_dir).resolve() / "report.html")

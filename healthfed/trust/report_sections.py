@@ -10,8 +10,8 @@ provenance before its hash is taken. Nothing here talks to the federation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -60,6 +60,15 @@ class ReportEvidence:
     ranges: dict[str, Any]  # pooled central 99% ranges of numeric features
     medians: dict[str, float]  # pooled medians of numeric features
     rounds: int  # federated rounds used
+    train_rows: dict[str, int] = field(default_factory=dict)  # per site: rows fitted on
+
+
+class _Reference(Protocol):
+    """What :func:`complete_model` reads (a ``ReportEvidence`` or ``ReferenceEvidence``)."""
+
+    information: dict[str, Any]
+    ranges: dict[str, Any]
+    fingerprint: dict[str, Any]
 
 
 def preprocess_columns(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -75,7 +84,7 @@ def _round_n(n: float | None) -> int | None:
 # --- the model artefact ------------------------------------------------------------------
 def complete_model(
     desc: dict[str, Any],
-    e: ReportEvidence,
+    e: _Reference,
     *,
     dataset: str,
     permit: dict[str, Any] | None,
@@ -189,20 +198,26 @@ def model_section(desc: dict[str, Any], target: str, positive: Any) -> dict[str,
 
 
 def data_section(desc: dict[str, Any], e: ReportEvidence) -> dict[str, Any]:
-    """Training and evaluation rows and events per site and pooled; missing values."""
+    """Training and evaluation rows and events per site and pooled; missing values.
+
+    Training rows are the rows the model was fitted on: each site's rows with the
+    outcome recorded in the training part of the model's split (the rows of the
+    ``model_information`` round, which builds the training design); evaluation
+    rows are the rows the evaluation scored.
+    """
     features = list(desc["features"])
     ev, mom = e.evaluation, e.moments
     sites: dict[str, dict[str, Any]] = {}
     train_rows = train_events = 0
     missing_pooled: dict[str, Any] = {f: 0 for f in features}
     k_target = len(features)
-    for s in sorted(set(ev.sites) | set(mom.replies) | set(mom.refused)):
+    for s in sorted(set(ev.sites) | set(mom.replies) | set(mom.refused) | set(e.train_rows)):
         entry: dict[str, Any] = {}
         if s in mom.replies:
             r = mom.replies[s]
-            n_s = int(r["n_rows"])
             sums = r["arrays"]["sum"]["data"]
             ev_s = int(round(sums[k_target]))
+            n_s = e.train_rows.get(s, int(r["n_rows"]) - int(r["counts"]["n_missing"][k_target]))
             entry.update(train_rows=n_s, train_events=ev_s)
             train_rows += n_s
             train_events += ev_s
@@ -211,6 +226,9 @@ def data_section(desc: dict[str, Any], e: ReportEvidence) -> dict[str, Any]:
                     missing_pooled[f] += int(m)
         else:
             entry["train_note"] = mom.refused.get(s, "no answer")
+            if s in e.train_rows:
+                entry["train_rows"] = e.train_rows[s]
+                train_rows += e.train_rows[s]
             for f in features:
                 missing_pooled[f] = "not released by every site"
         if s in ev.metrics:

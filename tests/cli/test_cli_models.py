@@ -42,7 +42,7 @@ def test_train_evaluate_report_predict_decide(nodes: list[str], tmp_path: Path) 
          "--holdout", "0.3", "--out", str(model)],
     )  # fmt: skip
     assert r.exit_code == 0, r.output
-    assert "odds_ratio" in r.output and (model / "model.json").exists()
+    assert "OR: odds ratio" in r.output and (model / "model.json").exists()
 
     r = runner.invoke(
         app,

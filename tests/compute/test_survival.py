@@ -237,6 +237,7 @@ def test_estimator_api_and_pickle(fed, frames):
     frame = model.summary_frame()
     assert list(frame.index) == FEATURES
     assert {"coef", "exp(coef)", "se(coef)", "p", "coef lower 95%"} <= set(frame.columns)
+    assert set(frame["per"]) == {"per unit"}  # hazard ratios per unit of the raw covariate
     assert model.conf_int_.shape == (3, 2)
     np.testing.assert_allclose(model.hazard_ratios_.to_numpy(), np.exp(model.coef_))
     clone = pickle.loads(pickle.dumps(model))

@@ -206,3 +206,77 @@ def test_write_demo_report(fed, tmp_path):
         "vaccination",
     }
     assert load_model(tmp_path / "demo" / "model").hash == r["provenance"]["model_hash"]
+
+
+def test_predict_names_features_out_of_bounds_and_why(saved):
+    desc = load_model(saved / "model").description
+    assert desc["reference"]["ranges"]["age"]["declared"] == [0.0, 110.0]
+    assert desc["reference"]["ranges"]["spo2"]["declared"] == [50.0, 100.0]
+    pred = predict(saved / "model", {**PATIENT, "age": 130, "spo2": 40}, threshold=0.3)
+    text = " | ".join(pred.warnings)
+    assert "'age' = 130 is outside its declared bounds [0, 110]" in text
+    assert "'spo2' = 40 is outside its declared bounds [50, 100]" in text
+    assert pred.out_of_distribution
+    assert [(r["feature"], r["reason"]) for r in pred.ood_reasons] == [
+        ("age", "outside declared bounds"),
+        ("spo2", "outside declared bounds"),
+    ]
+    assert pred.to_dict()["ood_reasons"][0]["detail"].startswith("'age' = 130")
+    assert "OUT OF DISTRIBUTION: age (outside declared bounds)" in pred.to_text()
+    # inside the bounds, outside the central 99% seen in training
+    low = desc["reference"]["ranges"]["resp_rate"]["high"] + 1
+    pred = predict(saved / "model", {**PATIENT, "resp_rate": low})
+    assert [(r["feature"], r["reason"]) for r in pred.ood_reasons] == [
+        ("resp_rate", "outside training range")
+    ]
+    # in range: no reasons, not out of distribution
+    pred = predict(saved / "model", PATIENT)
+    assert pred.ood_reasons == [] and not pred.out_of_distribution
+
+
+def test_predict_gives_no_class_when_most_inputs_are_imputed(saved):
+    few = {k: PATIENT[k] for k in ("age", "sex", "vaccination")}  # 5 of 8 missing
+    pred = predict(saved / "model", few, threshold=0.3)
+    assert pred.classification is None
+    assert pred.no_class_reason.startswith("5 of 8 inputs are missing and were imputed")
+    assert "no class is given" in " | ".join(pred.warnings)
+    assert "NO CLASS: 5 of 8 inputs" in pred.to_text()
+    assert "NO CLASS: 5 of 8 inputs" in pred._repr_html_()
+    assert pred.out_of_distribution
+    assert {r["feature"] for r in pred.ood_reasons} == {
+        "diabetes",
+        "ckd",
+        "spo2",
+        "resp_rate",
+        "crp",
+    }
+    assert all(r["reason"] == "missing" for r in pred.ood_reasons)
+    half = {k: v for k, v in PATIENT.items() if k not in ("diabetes", "ckd", "spo2", "crp")}
+    pred = predict(saved / "model", half, threshold=0.3)  # 4 of 8: still classified, flagged
+    assert pred.classification is not None and pred.no_class_reason == ""
+    assert pred.out_of_distribution
+
+
+def test_results_have_html_for_notebooks(saved, fed, glm):
+    from healthfed.compute.evaluation import evaluate_classifier
+    from healthfed.trust.report import TrustReport
+
+    rep = TrustReport(json.loads((saved / "r" / "report.json").read_text()))
+    html = rep._repr_html_()
+    assert "Pooled AUROC" in html and rep.data["provenance"]["model_hash"][:16] in html
+    ev = evaluate_classifier(fed, "covid", glm, TARGET, holdout=HOLDOUT)
+    html = ev._repr_html_()
+    assert html.startswith("<table") and "AUROC (95% CI)" in html and "rows scored" in html
+    assert "pooled" in ev.to_text() and "Brier" in ev.to_text()
+    assert list(glm.summary_frame()["per"][:2]) == [
+        "",
+        "per SD (" + f"{glm.preprocessor_.spec_['columns'][0]['scale']:.3g})",
+    ]
+
+
+def test_evaluating_a_split_model_on_every_row_warns(fed, glm):
+    from healthfed.compute.evaluation import evaluate_classifier
+
+    assert glm.holdout_ == HOLDOUT
+    with pytest.warns(UserWarning, match="the training rows included"):
+        evaluate_classifier(fed, "covid", glm, TARGET)

@@ -9,6 +9,7 @@ the federation's ``min_sites`` rule and raises :class:`~healthfed.errors.TooFewS
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -82,6 +83,15 @@ def evaluate_classifier(
     TooFewSites
         Fewer sites than the federation's minimum contributed to a round.
     """
+    trained = getattr(model, "holdout_", None)
+    if trained and not holdout:
+        warnings.warn(
+            f"evaluate_classifier: the model was fitted on the training part of the split "
+            f"{trained}, and no holdout was given: every row is scored, the training rows "
+            "included (optimistic); pass holdout=model.holdout_",
+            UserWarning,
+            stacklevel=2,
+        )
     base: dict[str, Any] = {
         "model": model_spec(model),
         "target": target,

@@ -54,6 +54,16 @@ METRICS = (
 )
 
 
+#: What the columns of :meth:`EvaluationResult.summary_frame` mean (``{t}``: the threshold).
+SUMMARY_LEGEND = (
+    "n: rows scored; events: rows with the outcome; AUROC: area under the ROC curve "
+    "(0.5 = chance, 1 = perfect; DeLong 95% CI); acc, sens, spec: accuracy, sensitivity and "
+    "specificity when P >= {t} is called positive; Brier: mean squared error of the "
+    "predicted risk (lower is better); slope: calibration slope (1 = ideal, < 1 = risks too "
+    "extreme). All columns, bounds and calibration-in-the-large: --format csv or json."
+)
+
+
 @dataclass
 class EvaluationResult:
     """Per-site and pooled evaluation metrics (rows: sites, then ``"pooled"``).
@@ -98,6 +108,54 @@ class EvaluationResult:
     @property
     def by_site(self) -> Any:
         return self.to_frame().drop(index="pooled")
+
+    def summary_frame(self) -> Any:
+        """The narrow table people read: n, events, AUROC (95% CI), accuracy, sensitivity,
+        specificity, Brier, calibration slope; one row per site plus ``pooled``, as text.
+
+        :data:`SUMMARY_LEGEND` explains the columns.
+        """
+
+        def num(v: Any, d: int = 3) -> str:
+            return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
+
+        rows = {}
+        for r, m in self.metrics.items():
+            rows[r] = {
+                "n": str(int(m["n"])),
+                "events": str(int(m["n_pos"])),
+                "AUROC (95% CI)": f"{num(m.get('auroc'))} "
+                f"({num(m.get('auroc_ci_low'))}-{num(m.get('auroc_ci_high'))})",
+                "acc": num(m.get("accuracy")),
+                "sens": num(m.get("sensitivity")),
+                "spec": num(m.get("specificity")),
+                "Brier": num(m.get("brier")),
+                "slope": num(m.get("calibration_slope"), 2),
+            }
+        frame = pd.DataFrame.from_dict(rows, orient="index")
+        frame.index.name = "site"
+        return frame
+
+    def to_text(self) -> str:
+        """:meth:`summary_frame` and the legend of its columns (the full table: ``to_frame``)."""
+        legend = SUMMARY_LEGEND.replace("{t}", f"{self.threshold:g}")
+        out = self.summary_frame().to_string() + "\n\n" + legend
+        if self.refused:
+            out += "\nDeclined: " + "; ".join(f"{s}: {w}" for s, w in self.refused.items())
+        if self.missing:
+            out += "\nNo answer: " + ", ".join(self.missing)
+        return out
+
+    def _repr_html_(self) -> str:
+        import html
+
+        legend = SUMMARY_LEGEND.replace("{t}", f"{self.threshold:g}")
+        return (
+            self.summary_frame().to_html(border=0)
+            + "<pre style='white-space:pre-wrap'>"
+            + html.escape(legend)
+            + "</pre>"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         def clean(v: float) -> float | None:

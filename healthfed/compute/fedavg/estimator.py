@@ -111,6 +111,8 @@ class _FederatedBinaryClassifier(ClassifierMixin, BaseEstimator):
             )
         self.history_: list[dict[str, Any]] = []
         hold = validate_holdout({**holdout, "part": "train"}) if holdout else None
+        #: the split fitted on (``None``: every row); saved with the model artefact
+        self.holdout_ = {k: v for k, v in hold.items() if k != "part"} if hold else None
         if preprocess is None:
             if not features:
                 raise InvalidArgument("argument 'features': give feature columns or 'preprocess'")

@@ -82,7 +82,12 @@ from healthfed.compute.glm.combine import (
 )
 from healthfed.compute.glm.maths import FAMILIES, sigmoid
 from healthfed.compute.glm.node import GLM_STEP
-from healthfed.compute.preprocess import FederatedPreprocessor, feature_names, transform_frame
+from healthfed.compute.preprocess import (
+    FederatedPreprocessor,
+    feature_names,
+    term_units,
+    transform_frame,
+)
 from healthfed.data.sql import validate_holdout
 from healthfed.errors import DataError, FederationError, InvalidArgument
 
@@ -242,6 +247,8 @@ class FederatedGLM(BaseEstimator):
         """
         self._check_params()
         hold = validate_holdout({**holdout, "part": "train"}) if holdout else None
+        #: the split fitted on (``None``: every row); saved with the model artefact
+        self.holdout_ = {k: v for k, v in hold.items() if k != "part"} if hold else None
         self.refused_: dict[str, str] = {}
         self.history_: list[dict[str, Any]] = []
         pre, rounds = self._preprocessor(
@@ -432,7 +439,11 @@ class FederatedGLM(BaseEstimator):
 
     # --- reporting ------------------------------------------------------------------
     def summary_frame(self, alpha: float = 0.05) -> Any:
-        """Coefficient table: coef, se, z, p, CI (and odds/rate ratios for binomial/Poisson)."""
+        """Coefficient table: per, coef, se, z, p, CI (and odds/rate ratios for binomial/Poisson).
+
+        ``per`` says what one unit of the term is (``per SD (14.8)`` for a numeric
+        column standardised with the pooled SD, ``per unit``, ``male vs female``...).
+        """
         import pandas as pd
         from sklearn.utils.validation import check_is_fitted  # scikit-learn: when needed
 
@@ -453,6 +464,8 @@ class FederatedGLM(BaseEstimator):
             },
             index=pd.Index(["intercept", *self.feature_names_], name="term"),
         )
+        # What one unit of each term is: odds ratios are "per SD" of a standardised column.
+        df.insert(0, "per", ["", *term_units(self.preprocessor_.spec_)])
         ratio = {"binomial": "odds_ratio", "poisson": "rate_ratio"}.get(self.family)
         if ratio:
             df[ratio] = np.exp(self.params_)

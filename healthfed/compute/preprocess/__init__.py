@@ -32,6 +32,7 @@ from healthfed.compute.preprocess.spec import (
     feature_names,
     n_features,
     standardisation_spec,
+    term_units,
     validate_spec,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "data_fingerprint",
     "design_matrix",
     "feature_names",
+    "term_units",
     "n_features",
     "run_moments",
     "standardisation_spec",

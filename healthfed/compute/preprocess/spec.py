@@ -44,6 +44,7 @@ __all__ = [
     "feature_names",
     "n_features",
     "standardisation_spec",
+    "term_units",
     "validate_spec",
 ]
 
@@ -229,6 +230,29 @@ def feature_names(spec: dict[str, Any]) -> list[str]:
         if c["indicator"]:
             names.append(f"{c['name']}_missing")
     return names
+
+
+def term_units(spec: dict[str, Any]) -> list[str]:
+    """What a one-unit change of each design column means, in :func:`feature_names` order.
+
+    A standardised numeric column: ``per SD (<scale>)`` -- its coefficient (and odds
+    ratio) is per pooled standard deviation; an unstandardised one: ``per unit``; a
+    binary column ``1 vs 0``; a categorical level ``<level> vs <reference>``; a
+    missing-value indicator ``missing vs observed``.
+    """
+    units: list[str] = []
+    for c in check_spec(spec)["columns"]:
+        if c["type"] == "categorical":
+            units += [f"{lev} vs {c['levels'][0]}" for lev in c["levels"][1:]]
+        elif c["type"] == "binary":
+            units.append("1 vs 0")
+        elif c.get("scale", 1.0) != 1.0:
+            units.append(f"per SD ({c['scale']:.3g})")
+        else:
+            units.append("per unit")
+        if c["indicator"]:
+            units.append("missing vs observed")
+    return units
 
 
 def n_features(spec: dict[str, Any]) -> int:

@@ -7,6 +7,8 @@ from typing import Any
 
 import pandas as pd
 
+from healthfed.compute.results.pooling import html_table
+
 __all__ = ["DPResult", "SumResult"]
 
 
@@ -32,6 +34,18 @@ class DPResult:
             "public": self.public,
             "sites": self.sites,
         }
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per site plus ``pooled``: the value and each site's ε and δ."""
+        rows = {
+            s: {"value": v, "epsilon": self.epsilon.get(s), "delta": self.delta.get(s)}
+            for s, v in self.per_site.items()
+        }
+        rows["pooled"] = {"value": self.value, "epsilon": None, "delta": None}
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    def _repr_html_(self) -> str:
+        return html_table(self.to_frame(), f"{self.computation}: differentially private")
 
 
 @dataclass
@@ -63,3 +77,6 @@ class SumResult:
 
     def to_text(self) -> str:
         return f"{self.to_frame().to_string()}\nsites in the sum: {', '.join(self.sites) or 'none'}"
+
+    def _repr_html_(self) -> str:
+        return html_table(self.to_frame(), f"sites in the sum: {', '.join(self.sites) or 'none'}")

@@ -23,6 +23,7 @@ __all__ = [
     "SUPP",
     "TOTAL",
     "disclosed_cells",
+    "html_table",
     "perturbation_of",
     "perturbed_cells",
     "pool_counts",
@@ -96,4 +97,14 @@ def pool_moments(parts: list[dict[str, Any]]) -> dict[str, Any]:
         out["max"] = max(p["max"] for p in parts)
     ok = all("hist" in p or "hists" in p for p in parts)
     out["hists"] = [h for p in parts for h in p.get("hists", [p.get("hist")])] if ok else None
+    return out
+
+
+def html_table(frame: Any, notes: str = "") -> str:
+    """A result as notebooks show it (``_repr_html_``): its table, withheld as ``supp.``, notes."""
+    import html
+
+    out = frame.to_html(na_rep=SUPP, border=0)
+    if notes:
+        out += "<pre style='white-space:pre-wrap'>" + html.escape(notes) + "</pre>"
     return out

@@ -29,6 +29,7 @@ from healthfed.compute.results.pooling import (
     TOTAL,
     Cells,
     disclosed_cells,
+    html_table,
     perturbation_of,
     perturbed_cells,
     pool_counts,
@@ -110,6 +111,10 @@ class SummaryResult:
     #: Quantile brackets that reach a declared bound ("age p75", "age p75 [death_28d=1]",
     #: "age p75 at hospital_2"): they hold only if no value lay outside the bounds.
     unguaranteed: list[str] = field(default_factory=list)
+    #: public descriptor metadata per variable (and ``by``): label, unit, levels
+    labels: dict[str, Any] = field(default_factory=dict)
+    #: each site's withheld values by rule (what its reply says)
+    site_withheld: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def columns(self) -> list[str]:
@@ -180,12 +185,94 @@ class SummaryResult:
             "suppressed_cells": self.suppressed_cells,
             "left_out": dict(self.left_out),
             "withheld": dict(self.withheld),
+            "withheld_by_site": self.withheld_by_site(),
+            "withheld_cells": self.withheld_cells(),
+            "labels": dict(self.labels),
             "perturbed_cells": self.perturbed_cells,
             "perturbation": dict(self.perturbation),
             "unguaranteed_brackets": list(self.unguaranteed),
             "pooled": rows(POOLED),
             "per_site": {s: rows(s) for s in self.sites},
         }
+
+    # --- readable output --------------------------------------------------------------
+    def label(self, variable: str) -> str:
+        """The descriptor's description of ``variable`` (else its name)."""
+        return str((self.labels.get(variable) or {}).get("label") or variable)
+
+    def unit(self, variable: str) -> str | None:
+        """The unit the released values of ``variable`` are in (``None``: none declared)."""
+        return (self.labels.get(variable) or {}).get("unit")
+
+    def level_label(self, variable: str | None, level: str) -> str:
+        """A level as the descriptor names it (a binary's ``0``/``1`` by its declared levels)."""
+        if variable is None:
+            return level
+        levels = (self.labels.get(variable) or {}).get("levels")
+        binary = self.kinds.get(variable, "binary") == "binary"
+        if binary and level in ("0", "1"):
+            if levels and len(levels) == 2 and list(levels) != ["0", "1"]:
+                return str(levels[int(level)])
+            return f"{'yes' if level == '1' else 'no'} ({level})"
+        return level
+
+    def group_header(self, group: str) -> str:
+        """Column header of a group: ``overall`` or ``<by> = <level>``."""
+        if group == OVERALL or self.by is None:
+            return group
+        if group == MISSING:
+            return f"{self.by} missing"
+        return f"{self.by} = {self.level_label(self.by, group)}"
+
+    def withheld_by_site(self) -> dict[str, str]:
+        """Why each site withheld values, in words (from the rules its reply counts)."""
+        out: dict[str, str] = {}
+        for site, counts in self.site_withheld.items():
+            parts = [f"{n} {WITHHELD_WHY.get(k, k)}" for k, n in counts.items() if n]
+            if parts:
+                out[site] = "; ".join(parts)
+        for site, why in self.left_out.items():
+            out[site] = why
+        return out
+
+    def withheld_cells(self) -> list[dict[str, Any]]:
+        """Every pooled value that is withheld: where, which site(s) withheld it, why.
+
+        A pooled value is withheld as soon as one contributing site withheld its
+        part; ``sites`` names them, ``why`` gives each one's rules (the site does
+        not say which rule withheld which cell: that would tell more about it).
+        """
+        pooled: dict[tuple[str, str, str], Any] = {}
+        by_site: dict[tuple[str, str, str], list[str]] = {}
+        for r in self.records:
+            key = (r["variable"], r["row"], r["group"])
+            if r["site"] == POOLED:
+                pooled[key] = r["value"]
+            elif r["value"] is None and r["site"] not in self.left_out:
+                by_site.setdefault(key, []).append(r["site"])
+        why = self.withheld_by_site()
+        out = []
+        for key, value in pooled.items():
+            if value is not None or key[2] not in self.columns or key[1].endswith(" %"):
+                continue
+            count_row = "n" if self.kinds.get(key[0]) in ("numeric", "integer") else key[1]
+            sites = [
+                s
+                for s in by_site.get(key, [])
+                if self.value(key[0], count_row, key[2], site=s) != 0
+            ]
+            if not sites:
+                continue
+            out.append(
+                {
+                    "variable": key[0],
+                    "row": key[1],
+                    "group": key[2],
+                    "sites": sites,
+                    "why": {s: why.get(s, "statistics of too few patients") for s in sites},
+                }
+            )
+        return out
 
     def _fmt(self, x: Any, digits: int = 1) -> str:
         if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -206,6 +293,9 @@ class SummaryResult:
                 "Withheld, by rule: "
                 + ", ".join(f"{v} {WITHHELD_WHY.get(k, k)}" for k, v in why.items())
             )
+        by_site = {s: w for s, w in self.withheld_by_site().items() if s not in self.left_out}
+        if by_site:
+            lines.append("Withheld by site: " + "; ".join(f"{s}: {w}" for s, w in by_site.items()))
         if self.left_out:
             lines.append(
                 "Left out of the pooled values (pooled over the other sites): "
@@ -253,9 +343,10 @@ class Table1Result(SummaryResult):
     ``to_text()`` is the conventional formatted table.
     """
 
-    def to_text(self) -> str:
+    def _formatted(self) -> pd.DataFrame:
         w = self._wide()
         out: dict[str, dict[str, str]] = {}
+        first: dict[str, str] = {}  # each variable's first row (where its SMD goes)
 
         def get(v: str, r: str, c: str) -> Any:
             try:
@@ -264,41 +355,174 @@ class Table1Result(SummaryResult):
                 return None
             return None if pd.isna(x) else x
 
+        def put(v: str, key: str, c: str, text: str) -> None:
+            first.setdefault(v, key)
+            out.setdefault(key, {})[c] = text
+
         for c in self.columns:
             out.setdefault("N", {})[c] = self._fmt(get("N", "patients", c), 0)
         probs = self.quantiles
         for v in self.variables:
             if self.kinds.get(v) in ("numeric", "integer"):
+                name = f"{v} ({self.unit(v)})" if self.unit(v) else v
                 for c in self.columns:
                     m, s = get(v, "mean", c), get(v, "sd", c)
-                    out.setdefault(f"{v}, mean (SD)", {})[c] = (
-                        SUPP if m is None else f"{m:.1f} ({self._fmt(s)})"
+                    put(
+                        v,
+                        f"{name}, mean (SD)",
+                        c,
+                        SUPP if m is None else f"{m:.1f} ({self._fmt(s)})",
                     )
                     if 0.5 in probs:
                         med = get(v, "p50", c)
                         lo = get(v, "p25", c) if 0.25 in probs else None
                         hi = get(v, "p75", c) if 0.75 in probs else None
                         label = (
-                            f"{v}, median [IQR]"
+                            f"{name}, median [IQR]"
                             if 0.25 in probs and 0.75 in probs
-                            else f"{v}, median"
+                            else f"{name}, median"
                         )
                         text = SUPP if med is None else f"{med:.1f}"
                         if med is not None and 0.25 in probs and 0.75 in probs:
                             text += f" [{self._fmt(lo)}, {self._fmt(hi)}]"
-                        out.setdefault(label, {})[c] = text
-                    out.setdefault(f"{v}, missing", {})[c] = self._fmt(get(v, "missing", c), 0)
+                        put(v, label, c, text)
+                    put(v, f"{name}, missing", c, self._fmt(get(v, "missing", c), 0))
             else:
                 levels = [r for (vv, r) in w.index if vv == v and not r.endswith(" %")]
                 for lv in levels:
+                    shown = lv if lv == MISSING else self.level_label(v, lv)
                     for c in self.columns:
                         n, pct = get(v, lv, c), get(v, f"{lv} %", c)
                         text = SUPP if n is None else f"{int(n)}"
                         if n is not None and pct is not None:
                             text += f" ({pct:.1f}%)"
-                        out.setdefault(f"{v} = {lv}, n (%)", {})[c] = text
+                        put(v, f"{v} = {shown}, n (%)", c, text)
         frame = pd.DataFrame.from_dict(out, orient="index")[self.columns]
-        return frame.to_string() + "\n\n" + self._footer()
+        frame.columns = [self.group_header(c) for c in self.columns]
+        if self.two_groups() is not None:
+            smd = {key: self.smd(v) for v, key in first.items()}
+            frame["SMD"] = ["" if smd.get(k) is None else f"{smd[k]:.2f}" for k in frame.index]
+        return frame
+
+    # --- the readable table: labels, units, rounding, SMD, why cells are withheld -------
+    def two_groups(self) -> list[str] | None:
+        """The two groups an SMD compares (``by`` with exactly two non-missing levels)."""
+        groups = [g for g in self.groups if g != MISSING]
+        return groups if self.by is not None and len(groups) == 2 else None
+
+    def smd(self, variable: str) -> float | None:
+        """Standardised mean difference of ``variable`` between the two groups of ``by``.
+
+        Numeric: ``(m1 - m0) / sqrt((s1^2 + s0^2) / 2)``; binary: the same on the
+        proportions; categorical: Yang & Dalton's multivariate SMD over the levels
+        (first level the reference). ``None`` without exactly two groups or when a
+        value it needs is withheld. Computed from the released pooled values only.
+        """
+        pair = self.two_groups()
+        if pair is None:
+            return None
+        g0, g1 = pair
+        if self.kinds.get(variable) in ("numeric", "integer"):
+            m0, m1 = self.value(variable, "mean", g0), self.value(variable, "mean", g1)
+            s0, s1 = self.value(variable, "sd", g0), self.value(variable, "sd", g1)
+            if None in (m0, m1, s0, s1):
+                return None
+            pooled = math.sqrt((s0**2 + s1**2) / 2.0)
+            return None if pooled == 0 else (m1 - m0) / pooled
+        return _categorical_smd(self, variable, g0, g1)
+
+    def to_table(self) -> pd.DataFrame:
+        """Table 1 for people: one row per statistic, labels and units from the descriptors.
+
+        Columns ``variable``, ``label``, ``unit``, ``statistic``, then ``overall`` and
+        one column per group of ``by`` (headed ``<by> = <level>``), ``smd`` (two
+        groups only, on each variable's first row) and ``note`` (which site withheld
+        a value and why). Counts are integers; percentages have one decimal; means,
+        SDs and quantiles three significant digits of the variable's SD. A withheld
+        value is empty (never 0).
+        """
+        rows: list[dict[str, Any]] = []
+        cols = self.columns
+        heads = [self.group_header(c) for c in cols]
+        pair = self.two_groups()
+        withheld: dict[tuple[str, str], list[str]] = {}
+        for cell in self.withheld_cells():
+            withheld.setdefault((cell["variable"], cell["row"]), []).append(
+                f"{self.group_header(cell['group'])}: withheld by {', '.join(cell['sites'])}"
+            )
+
+        def add(var: str, stat: str, row: str, conv: Any, first: bool) -> None:
+            rec: dict[str, Any] = {
+                "variable": var,
+                "label": "patients" if var == "N" else self.label(var),
+                "unit": None if var == "N" else self.unit(var),
+                "statistic": stat,
+            }
+            for c, h in zip(cols, heads, strict=True):
+                v = self.value(var, row, c)
+                rec[h] = None if v is None else conv(v)
+            if pair is not None:
+                d = self.smd(var) if first and var != "N" else None
+                rec["smd"] = None if d is None else round(d, 3)
+            notes = withheld.get((var, row), [])
+            rec["note"] = "; ".join(notes) or None
+            rows.append(rec)
+
+        add("N", "n", "patients", int, True)
+        for v in self.variables:
+            if self.kinds.get(v) in ("numeric", "integer"):
+                digits = _decimals(self.value(v, "sd"))
+
+                def num(x: float, d: int = digits) -> float | int:
+                    return round(float(x), d) if d else int(round(float(x)))
+
+                add(v, "n", "n", int, True)
+                add(v, "missing", "missing", int, False)
+                add(v, "mean", "mean", num, False)
+                add(v, "SD", "sd", num, False)
+                for p in self.quantiles:
+                    name = _pname(p)
+                    add(v, name, name, num, False)
+                    add(v, f"{name} bracket low", f"{name}_lo", num, False)
+                    add(v, f"{name} bracket high", f"{name}_hi", num, False)
+            else:
+                levels = [
+                    r["row"]
+                    for r in self.records
+                    if r["site"] == POOLED and r["variable"] == v and r["group"] == OVERALL
+                    and not r["row"].endswith(" %")
+                ]  # fmt: skip
+                for i, lv in enumerate(levels):
+                    name = "missing" if lv == MISSING else self.level_label(v, lv)
+                    add(v, f"n: {name}", lv, int, i == 0)
+                    add(v, f"%: {name}", f"{lv} %", lambda x: round(float(x), 1), False)
+        return pd.DataFrame(rows, dtype=object)  # ints stay ints, withheld stays None
+
+    def to_csv(self) -> str:
+        """:meth:`to_table` as CSV (integers as integers, withheld values empty)."""
+        return self.to_table().to_csv(index=False)
+
+    def _repr_html_(self) -> str:
+        return html_table(self.to_text_table(), self._footer())
+
+    def to_text_table(self) -> pd.DataFrame:
+        """The conventional formatted Table 1 (strings), as :meth:`to_text` prints it."""
+        return self._formatted()
+
+    def _footer(self) -> str:
+        text = super()._footer()
+        pair = self.two_groups()
+        if pair is not None:
+            text += (
+                f"\nSMD: standardised mean difference, {self.group_header(pair[1])} vs "
+                f"{self.group_header(pair[0])} (numeric and binary: difference over the pooled SD; "
+                "categorical: Yang & Dalton over its levels); |SMD| > 0.1 is a common flag of "
+                "imbalance."
+            )
+        return text
+
+    def to_text(self) -> str:
+        return self._formatted().to_string() + "\n\n" + self._footer()
 
 
 class DescribeResult(SummaryResult):
@@ -329,6 +553,9 @@ class DescribeResult(SummaryResult):
         return (
             self.to_frame().to_string(float_format=lambda x: f"{x:.2f}") + "\n\n" + self._footer()
         )
+
+    def _repr_html_(self) -> str:
+        return html_table(self.to_frame().round(3), self._footer())
 
 
 def combine_summary(
@@ -391,6 +618,8 @@ def combine_summary(
         left_out=left_out,
         withheld=_withheld(replies, sites),
         unguaranteed=unguaranteed,
+        labels=dict(meta.get("columns") or {}),
+        site_withheld={s: dict(replies[s].get("withheld") or {}) for s in sites},
     )
 
 
@@ -495,3 +724,56 @@ def _numeric_cell(reply: dict[str, Any], v: str, col: str) -> dict[str, Any] | N
     if col not in t["cols"]:
         return None
     return block["cells"][t["cols"].index(col)]
+
+
+def _decimals(sd: Any) -> int:
+    """Decimals giving three significant digits of the SD (1 to 4; 2 without an SD)."""
+    if sd is None or not isinstance(sd, int | float) or not math.isfinite(sd) or sd <= 0:
+        return 2
+    return int(min(4, max(0, 2 - math.floor(math.log10(sd)))))
+
+
+def _categorical_smd(res: SummaryResult, v: str, g0: str, g1: str) -> float | None:
+    """Yang & Dalton's SMD of a categorical/binary variable (reference: first level)."""
+    import numpy as np
+
+    levels = [
+        r["row"]
+        for r in res.records
+        if r["site"] == POOLED and r["variable"] == v and r["group"] == OVERALL
+        and not r["row"].endswith(" %") and r["row"] != MISSING
+    ]  # fmt: skip
+    props = []
+    for g in (g0, g1):
+        counts = [res.value(v, lv, g) for lv in levels]
+        if any(c is None for c in counts):
+            return None
+        if res.kinds.get(v) == "binary":  # level "1" only; its share of the observed values
+            pct, missing = res.value(v, f"{levels[0]} %", g), res.value(v, MISSING, g)
+            if not levels or pct is None or missing is None:
+                return None
+            n1 = float(counts[0])  # type: ignore[arg-type]
+            if n1 == 0:
+                props.append(np.zeros(1))
+                continue
+            observed = n1 * 100.0 / pct - missing  # the column's patients minus the missing
+            if observed <= 0:
+                return None
+            props.append(np.array([n1 / observed]))
+            continue
+        total = float(sum(counts))
+        if total <= 0:
+            return None
+        props.append(np.array(counts[1:], dtype=float) / total)
+    p0, p1 = props
+    if p0.size == 0:
+        return None
+    d = p1 - p0
+
+    def cov(p: Any) -> Any:
+        return np.diag(p) - np.outer(p, p)
+
+    S = (cov(p0) + cov(p1)) / 2.0
+    val = float(d @ np.linalg.pinv(S) @ d)
+    smd = math.sqrt(max(val, 0.0))
+    return smd if p0.size > 1 else math.copysign(smd, float(d[0]))

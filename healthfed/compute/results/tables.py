@@ -19,6 +19,7 @@ from healthfed.compute.results.pooling import (
     SUPP,
     TOTAL,
     disclosed_cells,
+    html_table,
     perturbation_of,
     perturbed_cells,
     pool_counts,
@@ -121,6 +122,9 @@ class CrosstabResult:
             "per_site": {s: table(s) for s in self.sites},
         }
 
+    def _repr_html_(self) -> str:
+        return html_table(self.to_frame(), self.to_text().split("\n\n", 1)[-1])
+
     def to_text(self) -> str:
         df = self.to_frame().astype(object).where(lambda d: d.notna(), SUPP)
         return (
@@ -184,6 +188,9 @@ class CountResult:
             "perturbed_cells": self.perturbed_cells,
             "perturbation": dict(self.perturbation),
         }
+
+    def _repr_html_(self) -> str:
+        return html_table(self.to_frame(), self.to_text())
 
     def to_text(self) -> str:
         what = (

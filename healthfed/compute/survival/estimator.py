@@ -425,7 +425,11 @@ class FederatedCoxPH(BaseEstimator):
         return np.exp(self.predict_log_partial_hazard(X))
 
     def summary_frame(self) -> pd.DataFrame:
-        """Coefficients, hazard ratios, standard errors, CIs, z and p (lifelines' column names)."""
+        """Coefficients, hazard ratios, standard errors, CIs, z and p (lifelines' column names).
+
+        ``per`` says what one unit is: covariates are not standardised, so every
+        hazard ratio is per unit of its covariate.
+        """
         check_is_fitted(self, "coef_")
         ci = 100 * (1 - self.alpha)
         z = self.coef_ / self.bse_
@@ -443,6 +447,8 @@ class FederatedCoxPH(BaseEstimator):
             },
             index=pd.Index([str(f) for f in self.feature_names_in_], name="covariate"),
         )
+        # Covariates enter on their own scale (no standardisation): a hazard ratio is per unit.
+        frame.insert(0, "per", "per unit")
         return frame
 
     def concordance(
