@@ -187,7 +187,18 @@ def permit_apply(
         list[str], typer.Option(help="Catalogue id (site/dataset) or dataset name (repeatable).")
     ],
     variables: Annotated[str, typer.Option("--vars", help="Comma-separated variables.")],
-    computation: Annotated[list[str], typer.Option(help="Computation name (repeatable).")],
+    analysis: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--analysis",
+            help="Analysis to be granted, repeatable or comma-separated: table1, descriptives, "
+            "dp_statistics, glm, cox, fedavg, evaluation, trust_report.",
+        ),
+    ] = None,
+    computation: Annotated[
+        list[str] | None,
+        typer.Option(help="A registered computation by name (older permits; prefer --analysis)."),
+    ] = None,
     declare_no_prohibited_use: Annotated[
         bool,
         typer.Option(
@@ -211,7 +222,8 @@ def permit_apply(
         "no_prohibited_use": declare_no_prohibited_use,
         "datasets": dataset,
         "variables": split_csv(variables),
-        "computations": computation,
+        "analyses": [n for a in analysis or [] for n in split_csv(a)],
+        "computations": [n for c in computation or [] for n in split_csv(c)],
         "data_form": form,
         "period_start": start,
         "period_end": end,
