@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from healthfed.cli._common import Engine, console
 
@@ -64,4 +65,6 @@ def _print_result(result: DemoResult) -> None:
     if result.report_path is not None:
         console.print(f"Trust report of the COVID-19 model: {result.report_path}")
     elif result.report_refused:
-        console.print(f"[yellow]No trust report: the nodes refused:[/] {result.report_refused}")
+        console.print(
+            f"[yellow]No trust report: the nodes refused:[/] {escape(str(result.report_refused))}"
+        )

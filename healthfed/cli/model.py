@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from healthfed.cli._common import (
     DatasetOpt,
@@ -92,7 +93,7 @@ def train(
     console.print(f"Sites: {', '.join(getattr(fitted, 'sites_', []))}")
     refused = getattr(fitted, "refused_", None)
     if refused:
-        console.print(f"Declined: {refused}")
+        console.print(f"Declined: {escape(str(refused))}")
     console.print(f"Saved {out} (model hash {artefact.hash[:16]})")
 
 

@@ -50,6 +50,7 @@ from healthfed.data.cache import (
     write_stamp,
 )
 from healthfed.data.column_sql import binary_expr, double_expr, str_expr
+from healthfed.data.csv_diagnose import csv_read_error
 from healthfed.data.descriptor import DatasetDescriptor, load_descriptor
 from healthfed.data.harmonise import conversion
 from healthfed.data.sql import quote_ident, sql_literal
@@ -290,7 +291,14 @@ class NodeDataset:
         ]
         if not d.csv_header:
             opts.append(f"names = [{', '.join(sql_literal(c) for c in d.columns)}]")
-        return f"read_csv({sql_literal(str(d.path))}, {', '.join(opts)})"
+        if d.csv_encoding != "utf-8":
+            opts.append(f"encoding = {sql_literal(d.csv_encoding)}")
+        source = f"read_csv({sql_literal(str(d.path))}, {', '.join(opts)})"
+        numeric = [quote_ident(c) for c, spec in d.columns.items() if spec.is_numeric]
+        if d.csv_decimal == "," and numeric:  # 1,5 -> 1.5 before the numbers are cast
+            swaps = ", ".join(f"replace({q}, ',', '.') AS {q}" for q in numeric)
+            source = f"(SELECT * REPLACE ({swaps}) FROM {source})"
+        return source
 
     def _csv_to_cache(self, con: duckdb.DuckDBPyConnection, cached: Path, prefix: str) -> None:
         """Validate the CSV, then write it as typed Parquet atomically (temp file + rename)."""
@@ -316,7 +324,7 @@ class NodeDataset:
             )
             os.replace(tmp, cached)
         except duckdb.Error as exc:
-            raise DataError(f"{self._label}: cannot convert the CSV to Parquet: {exc}") from None
+            raise DataError(csv_read_error(self._label, self.descriptor, exc)) from None
         except OSError as exc:
             raise DataError(f"{self._label}: cannot write the CSV cache {cached}: {exc}") from None
         finally:
@@ -329,6 +337,8 @@ class NodeDataset:
         try:
             rows = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
         except duckdb.Error as exc:
+            if what == "CSV":
+                raise DataError(csv_read_error(self._label, self.descriptor, exc)) from None
             raise DataError(f"{self._label}: cannot read as {what}: {exc}") from None
         types = {str(r[0]): str(r[1]) for r in rows}
         missing = [c for c in self.descriptor.columns if c not in types]
