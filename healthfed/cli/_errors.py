@@ -56,6 +56,12 @@ def _one_line(message: str) -> str:
 class HandledErrorsGroup(TyperGroup):
     """The top-level group: every command (and sub-group) runs inside its ``invoke``."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from healthfed.cli._conventions import apply_conventions
+
+        apply_conventions(self)  # -h, --json, examples and exit codes on every command
+
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; turn a handled error into its message and exit code."""
         try:

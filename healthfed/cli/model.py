@@ -34,6 +34,7 @@ from healthfed.cli._common import (
     open_federation,
     split_required,
 )
+from healthfed.errors import InvalidArgument
 
 __all__ = ["decide", "evaluate", "predict", "report", "train"]
 
@@ -69,7 +70,7 @@ def train(
     permit: PermitOpt = None,
     requester: RequesterOpt = "researcher",
     purpose: PurposeOpt = None,
-) -> None:
+) -> dict[str, Any]:
     """Train a model across the nodes (no row moves) and save it as an artefact."""
     from healthfed.compute.train import train as train_model
     from healthfed.trust.artefact import save_model
@@ -79,7 +80,7 @@ def train(
     with open_federation(nodes, engine, permit, requester, purpose) as fed:
         fitted = train_model(
             fed, dataset, target, names, model, l2=l2, rounds=rounds, holdout=split,
-            progress=model not in EXACT_MODELS, secure_aggregation=secure_aggregation,
+            progress=False, secure_aggregation=secure_aggregation,  # one line per round instead
         )  # fmt: skip
     provenance = {
         "dataset": dataset,
@@ -95,6 +96,12 @@ def train(
     if refused:
         console.print(f"Declined: {escape(str(refused))}")
     console.print(f"Saved {out} (model hash {artefact.hash[:16]})")
+    return {
+        "model": str(out),
+        "hash": artefact.hash,
+        "sites": list(getattr(fitted, "sites_", [])),
+        "declined": dict(refused or {}),
+    }
 
 
 def _write_evaluation(result: Any, fmt: Format, out: Path | None) -> None:
@@ -113,9 +120,24 @@ def _write_evaluation(result: Any, fmt: Format, out: Path | None) -> None:
         console.print(f"Wrote {out}")
 
 
+#: Node files come as arguments on every command (``nodes/*.toml``); ``--nodes`` (repeatable)
+#: is still accepted after a model folder.
+NodeFilesAfterModel = Annotated[
+    list[Path] | None, typer.Argument(help="Node TOML files, one per hospital.")
+]
+NodesAlsoOpt = Annotated[
+    list[Path] | None, typer.Option("--nodes", help="Node TOML file (repeatable; or as arguments).")
+]
+
+
+def _node_files(args: list[Path] | None, opts: list[Path] | None) -> list[Path]:
+    return [*(args or []), *(opts or [])]
+
+
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Model artefact folder.")],
-    nodes: Annotated[list[Path], typer.Option("--nodes", help="Node TOML files (repeatable).")],
+    node_files: NodeFilesAfterModel = None,
+    nodes: NodesAlsoOpt = None,
     dataset: DatasetOpt = "covid",
     threshold: Annotated[float, typer.Option(help="Classification threshold.")] = 0.5,
     holdout: Annotated[
@@ -132,6 +154,11 @@ def evaluate(
     from healthfed.compute.evaluation import evaluate_classifier
     from healthfed.trust.artefact import load_model
 
+    nodes = _node_files(node_files, nodes)
+    if not nodes:
+        raise InvalidArgument(
+            "evaluate needs the node files: healthfed evaluate MODEL NODE_FILE..."
+        )
     art = load_model(model)
     split = {"fraction": holdout, "seed": 0, "part": "test"} if holdout else None
     with open_federation(nodes, engine, permit, requester, purpose) as fed:
@@ -149,10 +176,8 @@ def evaluate(
 def report(
     model: Annotated[Path, typer.Argument(help="Model artefact folder (model.json).")],
     out: Annotated[Path, typer.Option(help="Folder for report.html and report.json.")],
-    nodes: Annotated[
-        list[Path] | None,
-        typer.Option("--nodes", help="Node TOML files: re-evaluate across them (repeatable)."),
-    ] = None,
+    node_files: NodeFilesAfterModel = None,
+    nodes: NodesAlsoOpt = None,
     dataset: Annotated[
         str | None, typer.Option(help="Dataset name at the nodes (default: the model's).")
     ] = None,
@@ -163,7 +188,7 @@ def report(
     permit: PermitOpt = None,
     requester: RequesterOpt = "researcher",
     purpose: PurposeOpt = None,
-) -> None:
+) -> dict[str, Any]:
     """Write the model's trust report (one self-contained HTML page + JSON)."""
     from healthfed.trust.commands import report_command
 
@@ -173,13 +198,14 @@ def report(
     path = report_command(
         model,
         out,
-        nodes or None,
+        _node_files(node_files, nodes) or None,
         dataset=dataset,
         sensitive=sensitive,
         threshold=threshold,
         federation_kwargs=kwargs,
     )
     console.print(f"Wrote {path} and {path.with_name('report.json')}")
+    return {"html": str(path), "json": str(path.with_name("report.json"))}
 
 
 def predict(
@@ -205,7 +231,7 @@ def decide(
     patient_ref: Annotated[
         str | None, typer.Option(help="Local pseudonymous patient reference.")
     ] = None,
-) -> None:
+) -> dict[str, Any]:
     """Record a clinician's accept/override of the model's prediction in the audit log."""
     from healthfed.trust.commands import decide_command
 
@@ -215,3 +241,4 @@ def decide(
         f"Recorded {rec['decision']} as record {rec['seq']} (hash {rec['hash'][:12]}...) "
         f"in {audit_log}"
     )
+    return {"prediction": pred.to_dict(), "record": rec}

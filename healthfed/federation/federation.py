@@ -112,6 +112,9 @@ class Federation:
         self._hub: Any = None
         self._own_hub = False
         self._on_close = on_close
+        #: Called after every round that released something, as ``on_round(computation,
+        #: dataset, outcome)``; the command line prints progress with it.
+        self.on_round: Callable[[str, str, RoundOutcome], None] | None = None
         if permit is not None:
             self.with_permit(permit)
         if hub is not None:
@@ -361,6 +364,8 @@ class Federation:
                 refusals=outcome.refused,
                 checks=outcome.checks,
             )
+        if self.on_round is not None:
+            self.on_round(computation, dataset, outcome)
         return outcome
 
     def _release(
