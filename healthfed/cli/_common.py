@@ -10,6 +10,7 @@ import itertools
 import json
 import sys
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -39,6 +40,7 @@ __all__ = [
     "emit",
     "open_federation",
     "progress",
+    "round_progress",
     "split_csv",
     "split_required",
 ]
@@ -121,16 +123,22 @@ def open_federation(
         progress(f"Flower federation of {len(nodes)} site(s) ready after {_since(start)}")
     else:
         fed = Federation.from_node_files(nodes, **kwargs)
+    fed.on_round = round_progress(start)
+    return fed
+
+
+def round_progress(start: float | None = None) -> Callable[[str, str, Any], None]:
+    """A federation's ``on_round``: one line per round on stderr."""
+    since = time.monotonic() if start is None else start
     rounds = itertools.count(1)
 
     def on_round(computation: str, dataset: str, outcome: Any) -> None:
         progress(
             f"round {next(rounds)}: {computation} on {dataset!r} answered by "
-            f"{len(outcome.contributed)} site(s) ({_since(start)} so far)"
+            f"{len(outcome.contributed)} site(s) ({_since(since)} so far)"
         )
 
-    fed.on_round = on_round
-    return fed
+    return on_round
 
 
 def _since(start: float) -> str:

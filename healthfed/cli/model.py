@@ -32,6 +32,7 @@ from healthfed.cli._common import (
     RequesterOpt,
     console,
     open_federation,
+    round_progress,
     split_required,
 )
 from healthfed.errors import InvalidArgument
@@ -192,7 +193,11 @@ def report(
     """Write the model's trust report (one self-contained HTML page + JSON)."""
     from healthfed.trust.commands import report_command
 
-    kwargs: dict[str, Any] = {"requester": requester, "purpose": purpose}
+    kwargs: dict[str, Any] = {
+        "requester": requester,
+        "purpose": purpose,
+        "on_round": round_progress(),
+    }
     if permit is not None:
         kwargs["permit"] = permit
     path = report_command(

@@ -80,6 +80,9 @@ class Federation:
     hub
         A :class:`~healthfed.hub.Hub` (or its folder): pooled results are released
         through its checks and recorded in its register.
+    on_round
+        Called after every round that released something, as ``on_round(computation,
+        dataset, outcome)`` (the command line prints progress with it).
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class Federation:
         permit: Any = None,
         purpose: str | None = None,
         hub: Any = None,
+        on_round: Callable[[str, str, RoundOutcome], None] | None = None,
     ) -> None:
         self._transport = transport
         self.sites = list(sites)
@@ -114,7 +118,7 @@ class Federation:
         self._on_close = on_close
         #: Called after every round that released something, as ``on_round(computation,
         #: dataset, outcome)``; the command line prints progress with it.
-        self.on_round: Callable[[str, str, RoundOutcome], None] | None = None
+        self.on_round = on_round
         if permit is not None:
             self.with_permit(permit)
         if hub is not None:
