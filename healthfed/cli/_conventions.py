@@ -74,6 +74,7 @@ EXAMPLES: dict[str, list[str]] = {
         "--hub-key hub/hub_public_key.txt --manual table1",
     ],
     "node check": ["healthfed node check nodes/h1.toml"],
+    "node describe-data": ["healthfed node describe-data data/admissions.csv"],  # on i12-data
     "node budget": ["healthfed node budget nodes/h1.toml --json"],
     "node pending": ["healthfed node pending nodes/h1.toml"],
     "node approve": ["healthfed node approve nodes/h1.toml T-0001"],

@@ -44,7 +44,7 @@ def test_version_help_and_completion() -> None:
 
 def test_every_command_has_h_examples_exit_codes_and_json() -> None:
     commands = _leaf_commands()
-    assert set(EXAMPLES) == set(commands), set(EXAMPLES) ^ set(commands)
+    assert set(commands) <= set(EXAMPLES), set(commands) - set(EXAMPLES)
     for path, cmd in commands.items():
         opts = {o for p in cmd.params if isinstance(p, click.Option) for o in p.opts}
         assert ("--json" in opts) == (path not in NO_RESULT), path
