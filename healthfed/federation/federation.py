@@ -484,7 +484,8 @@ def _pending_message(label: str, outcome: RoundOutcome) -> str:
         f"pending approval at site {s} (ticket {t})" for s, t in sorted(outcome.pending.items())
     )
     others = (
-        " — also refused: " + "; ".join(f"{s}: {r}" for s, r in sorted(outcome.refused.items()))
+        " — also refused: "
+        + "; ".join(f"{r} (refused by {', '.join(s)})" for r, s in _grouped(outcome.refused))
         if outcome.refused
         else ""
     )
