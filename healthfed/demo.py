@@ -39,7 +39,7 @@ from healthfed.trust.demo import write_demo_report
 __all__ = [
     "DEMO_RESEARCHER",
     "DP_COMPUTATION",
-    "MODEL_COMPUTATIONS",
+    "DEMO_ANALYSES",
     "TABLE1_BY",
     "TABLE1_VARIABLES",
     "DemoResult",
@@ -112,17 +112,10 @@ DP_COMPUTATION, DP_VARIABLE, DP_EPSILON = "dp_mean", "age", 0.5
 #: The demo's secure sum (Flower SecAgg+: the hub sees only the total over the sites).
 SECURE_VARIABLE = "age"
 
-#: What training, evaluating and reporting the demo's model asks of the nodes.
-MODEL_COMPUTATIONS = [
-    "describe",
-    "preprocess_moments",
-    "glm_step",
-    "evaluate_binary",
-    "subgroup_metrics",
-    "dataset_fingerprint",
-    "permutation_importance",
-    "model_information",
-]
+#: The analyses the demo's permit grants (healthfed.governance.analyses maps them to the
+#: computations the nodes run): Table 1, the DP mean, the secure sum, and training,
+#: evaluating and reporting the model.
+DEMO_ANALYSES = ["table1", "dp_statistics", "descriptives", "glm", "evaluation", "trust_report"]
 
 
 def grant_demo_permit(hub: Any, node_files: list[Path]) -> dict[str, Any]:
@@ -141,7 +134,7 @@ def grant_demo_permit(hub: Any, node_files: list[Path]) -> dict[str, Any]:
             "no_prohibited_use": True,
             "datasets": ["covid"],
             "variables": [*TABLE1_VARIABLES, TABLE1_BY],
-            "computations": ["table1", DP_COMPUTATION, "sum", *MODEL_COMPUTATIONS],
+            "analyses": DEMO_ANALYSES,
             "data_form": "anonymised",
         }
     )

@@ -20,6 +20,7 @@ __all__ = [
     "NodeTimeout",
     "PermitError",
     "PermitRefused",
+    "PermitRefusedBySites",
     "PolicyDenied",
     "PolicyError",
     "PrivacyError",
@@ -67,6 +68,28 @@ class PermitRefused(PermitError):
         super().__init__(f"permit check {check!r} failed: {message}")
         self.check = check
         self.permit_id = permit_id
+
+
+class PermitRefusedBySites(PermitRefused):
+    """Sites refused a round because of its permit, so too few of them contributed.
+
+    Raised by the federation instead of :class:`TooFewSites` when a site's refusal
+    names a failed permit check: the permit, not a privacy threshold, is the cause.
+    ``refusals`` maps each site that declined to its reason, ``checks`` a site that
+    refused because of the permit to the failed check (as in :class:`TooFewSites`).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        refusals: dict[str, str] | None = None,
+        checks: dict[str, str] | None = None,
+    ) -> None:
+        HealthfedError.__init__(self, message)
+        self.refusals = dict(refusals or {})
+        self.checks = dict(checks or {})
+        self.check = next(iter(sorted(self.checks.values())), "permit")
+        self.permit_id = None
 
 
 class PrivacyError(HealthfedError):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from _attacks.world import World
-from healthfed.errors import HealthfedError, TooFewSites
+from healthfed.errors import HealthfedError, PermitRefusedBySites, TooFewSites
 
 __all__ = ["ATTACKS", "AttackResult", "Context", "Refused", "attack", "close_enough"]
 
@@ -65,7 +65,7 @@ class Context:
         self.rounds += 1
         try:
             out = self.fed.round(computation, dataset, params)
-        except TooFewSites as exc:
+        except (TooFewSites, PermitRefusedBySites) as exc:
             reasons = {**exc.refusals}
             text = "; ".join(f"{s}: {r}" for s, r in sorted(reasons.items())) or str(exc)
             raise Refused(text) from None

@@ -10,10 +10,13 @@ Each module holds one role's commands: :mod:`~healthfed.cli.data` (``synth``),
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from healthfed.cli import demo as _demo
 from healthfed.cli import model as _model
+from healthfed.cli._conventions import CONTEXT_SETTINGS, EXIT_CODES, package_version
 from healthfed.cli._errors import HandledErrorsGroup
 from healthfed.cli.data import synth_app
 from healthfed.cli.hub import catalogue_app, hub_app, permit_app
@@ -25,11 +28,42 @@ __all__ = ["app", "main"]
 app = typer.Typer(
     cls=HandledErrorsGroup,
     help="healthfed: federated statistics and AI on health data that never leaves the hospital.",
+    epilog="\n\n".join(
+        [
+            "Examples:",
+            "  $ healthfed demo",
+            "  $ healthfed stats table1 nodes/*.toml --vars age,sex --by death_28d --json",
+            "  $ healthfed COMMAND -h      (every command's options, examples and exit codes)",
+            EXIT_CODES,
+        ]
+    ),
     no_args_is_help=True,
-    add_completion=False,
+    context_settings=CONTEXT_SETTINGS,
+    # --install-completion / --show-completion for bash, zsh, fish and PowerShell.
+    add_completion=True,
     # A crash's traceback must never show local variables: patient values, signed permits.
     pretty_exceptions_show_locals=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"healthfed {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
 app.command()(_demo.demo)
 for _command in (_model.train, _model.evaluate, _model.report, _model.predict, _model.decide):
     app.command()(_command)

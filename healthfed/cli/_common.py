@@ -6,8 +6,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
+import time
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -36,6 +39,8 @@ __all__ = [
     "console",
     "emit",
     "open_federation",
+    "progress",
+    "round_progress",
     "split_csv",
     "split_required",
 ]
@@ -108,9 +113,45 @@ def open_federation(
         kwargs["permit"] = permit
     if hub is not None:
         kwargs["hub"] = hub
+    start = time.monotonic()
     if engine is Engine.flower:
-        return Federation.flower(nodes, **kwargs)
-    return Federation.from_node_files(nodes, **kwargs)
+        progress(
+            f"Starting a Flower SuperLink and {len(nodes)} SuperNode(s) on loopback with TLS "
+            "(takes a while)"
+        )
+        fed = Federation.flower(nodes, **kwargs)
+        progress(f"Flower federation of {len(nodes)} site(s) ready after {_since(start)}")
+    else:
+        fed = Federation.from_node_files(nodes, **kwargs)
+    fed.on_round = round_progress(start)
+    return fed
+
+
+def round_progress(start: float | None = None) -> Callable[[str, str, Any], None]:
+    """A federation's ``on_round``: one line per round on stderr."""
+    since = time.monotonic() if start is None else start
+    rounds = itertools.count(1)
+
+    def on_round(computation: str, dataset: str, outcome: Any) -> None:
+        progress(
+            f"round {next(rounds)}: {computation} on {dataset!r} answered by "
+            f"{len(outcome.contributed)} site(s) ({_since(since)} so far)"
+        )
+
+    return on_round
+
+
+def _since(start: float) -> str:
+    return f"{time.monotonic() - start:.1f} s"
+
+
+def progress(message: str) -> None:
+    """One line of progress on stderr (stdout carries only the result)."""
+    from rich.text import Text
+
+    from healthfed.cli._errors import err_console
+
+    err_console.print(Text(message, style="dim"), soft_wrap=True, highlight=False)
 
 
 def emit(result: Any, fmt: Format, out: Path | None) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import click
 import typer
 from rich.console import Console
+from rich.text import Text
 from typer.core import TyperGroup
 
 from healthfed.errors import ApprovalPending, HealthfedError, exit_code
@@ -36,15 +37,30 @@ HANDLED: tuple[type[Exception], ...] = (HealthfedError, ValueError)
 
 def report_error(error: Exception) -> int:
     """Print ``error`` as one line on stderr and return its exit code."""
-    if isinstance(error, ApprovalPending):
-        err_console.print(f"[bold yellow]pending:[/] {error}")
-    else:
-        err_console.print(f"[bold red]error:[/] {error}")
+    label, style = (
+        ("pending: ", "bold yellow")
+        if isinstance(error, ApprovalPending)
+        else ("error: ", "bold red")
+    )
+    # A Text, not markup: a message's own brackets ("[low, high]", "[csv]") are printed
+    # as they are; soft wrap keeps the message on one line for scripts and logs.
+    err_console.print(Text.assemble((label, style), _one_line(str(error))), soft_wrap=True)
     return exit_code(error)
+
+
+def _one_line(message: str) -> str:
+    """``message`` on one line (a wrapped library message, e.g. DuckDB's, has newlines)."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
 class HandledErrorsGroup(TyperGroup):
     """The top-level group: every command (and sub-group) runs inside its ``invoke``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from healthfed.cli._conventions import apply_conventions
+
+        apply_conventions(self)  # -h, --json, examples and exit codes on every command
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; turn a handled error into its message and exit code."""

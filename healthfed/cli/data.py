@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -25,7 +25,7 @@ def synth_covid(
     sites: Annotated[int, typer.Option(help="Number of hospitals.")] = 4,
     rows: Annotated[int, typer.Option(help="Admissions per hospital.")] = 5000,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
-) -> None:
+) -> dict[str, Any]:
     """A synthetic COVID-19 admissions cohort, one Parquet file per hospital."""
     from healthfed.data.synth import write_covid_cohort
 
@@ -35,14 +35,17 @@ def synth_covid(
         paths = write_covid_cohort(out, sites=sites, rows=rows, seed=seed)
     for path in paths:
         console.print(str(path))
+    return {"written": [str(p) for p in paths]}
 
 
 @synth_app.command("heart-disease")
 def synth_heart_disease(
     out: Annotated[Path, typer.Option(help="Folder for the four hospitals' files.")],
-) -> None:
+) -> dict[str, Any]:
     """The bundled UCI Heart Disease data (4 real hospitals, CC BY 4.0) as node datasets."""
     from healthfed.data.heart_disease import write_heart_disease
 
-    for path in write_heart_disease(out):
+    paths = write_heart_disease(out)
+    for path in paths:
         console.print(str(path))
+    return {"written": [str(p) for p in paths]}

@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from healthfed.cli._common import Engine, console
 
@@ -27,7 +28,7 @@ def demo(
     rows: Annotated[int, typer.Option(help="Admissions per hospital.")] = 5000,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("healthfed-demo"),
     seed: Annotated[int, typer.Option(help="Seed of the synthetic cohort.")] = 0,
-) -> None:
+) -> dict[str, Any]:
     """Four hospitals, one federated Table 1 of a COVID-19 cohort; no row leaves a node."""
     from healthfed.demo import run_demo
 
@@ -35,6 +36,7 @@ def demo(
         engine=engine.value, sites=sites, rows=rows, out=out, seed=seed, console=console
     )
     _print_result(result)
+    return dict(result.summary)
 
 
 def _print_result(result: DemoResult) -> None:
@@ -64,4 +66,6 @@ def _print_result(result: DemoResult) -> None:
     if result.report_path is not None:
         console.print(f"Trust report of the COVID-19 model: {result.report_path}")
     elif result.report_refused:
-        console.print(f"[yellow]No trust report: the nodes refused:[/] {result.report_refused}")
+        console.print(
+            f"[yellow]No trust report: the nodes refused:[/] {escape(str(result.report_refused))}"
+        )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -58,7 +58,7 @@ def hub_init(
         str | None,
         typer.Option("--db", help="SQLAlchemy URL (default: SQLite in the folder)."),
     ] = None,
-) -> None:
+) -> dict[str, Any]:
     """Create a hub: Ed25519 signing key, database, audit log."""
     from healthfed.hub import Hub
 
@@ -66,13 +66,21 @@ def hub_init(
         console.print(f"Hub {hub.name!r} in {hub.directory} (database {hub.db_url})")
         console.print(f"Public key (nodes trust it): {hub.public_key_path}")
         print(hub.public_key)
+        return {
+            "hub": hub.name,
+            "directory": str(hub.directory),
+            "database": hub.db_url,
+            "public_key": hub.public_key,
+            "public_key_file": str(hub.public_key_path),
+        }
 
 
 @hub_app.command("key")
-def hub_key(directory: Annotated[Path, typer.Argument(help="Hub folder.")]) -> None:
+def hub_key(directory: Annotated[Path, typer.Argument(help="Hub folder.")]) -> dict[str, Any]:
     """Print the hub's public key (base64) for nodes' trusted_hub_keys."""
     with _open_hub(directory) as hub:
         print(hub.public_key)
+        return {"hub": hub.name, "public_key": hub.public_key, "key_id": hub.key_id}
 
 
 @hub_app.command("transparency")
@@ -82,11 +90,12 @@ def hub_transparency(
         Path | None, typer.Option(help="Output folder (default DIR/transparency).")
     ] = None,
     db: DbOpt = None,
-) -> None:
+) -> dict[str, Any]:
     """Export the transparency register (EHDS Art. 58) as JSON and HTML."""
     with _open_hub(directory, db) as hub:
         json_path, html_path = hub.transparency(out)
     console.print(f"Wrote {json_path} and {html_path}")
+    return {"json": str(json_path), "html": str(html_path)}
 
 
 @hub_app.command("serve")
@@ -129,7 +138,9 @@ def hub_serve(
 
 # --- catalogue ------------------------------------------------------------------------------
 @catalogue_app.command("publish")
-def catalogue_publish(node_file: NodeFileArg, hub: HubOpt = Path("hub"), db: DbOpt = None) -> None:
+def catalogue_publish(
+    node_file: NodeFileArg, hub: HubOpt = Path("hub"), db: DbOpt = None
+) -> dict[str, Any]:
     """Describe the node's datasets (counts rounded, none below the minimum) and publish them."""
     from healthfed.node.runtime import Node
 
@@ -137,6 +148,7 @@ def catalogue_publish(node_file: NodeFileArg, hub: HubOpt = Path("hub"), db: DbO
     with _open_hub(hub, db) as h:
         ids = h.publish_node(node)
     console.print(f"Published {', '.join(ids)}")
+    return {"published": list(ids)}
 
 
 @catalogue_app.command("list")
@@ -163,11 +175,12 @@ def catalogue_show(
     identifier: Annotated[str, typer.Argument(help="Entry id, e.g. hospital_1/covid.")],
     hub: HubOpt = Path("hub"),
     db: DbOpt = None,
-) -> None:
+) -> dict[str, Any]:
     """One catalogue entry, as JSON."""
     with _open_hub(hub, db) as h:
         entry = h.catalogue_entry(identifier)
     print(json.dumps(entry, indent=2, ensure_ascii=False))
+    return dict(entry)
 
 
 # --- permits --------------------------------------------------------------------------------
@@ -187,7 +200,18 @@ def permit_apply(
         list[str], typer.Option(help="Catalogue id (site/dataset) or dataset name (repeatable).")
     ],
     variables: Annotated[str, typer.Option("--vars", help="Comma-separated variables.")],
-    computation: Annotated[list[str], typer.Option(help="Computation name (repeatable).")],
+    analysis: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--analysis",
+            help="Analysis to be granted, repeatable or comma-separated: table1, descriptives, "
+            "dp_statistics, glm, cox, fedavg, evaluation, trust_report.",
+        ),
+    ] = None,
+    computation: Annotated[
+        list[str] | None,
+        typer.Option(help="A registered computation by name (older permits; prefer --analysis)."),
+    ] = None,
     declare_no_prohibited_use: Annotated[
         bool,
         typer.Option(
@@ -201,7 +225,7 @@ def permit_apply(
     safeguards: Annotated[str | None, typer.Option(help="Safeguards planned.")] = None,
     hub: HubOpt = Path("hub"),
     db: DbOpt = None,
-) -> None:
+) -> dict[str, Any]:
     """File a data access application (EHDS Art. 67) with the hub."""
     application = {
         "applicant": applicant,
@@ -211,7 +235,8 @@ def permit_apply(
         "no_prohibited_use": declare_no_prohibited_use,
         "datasets": dataset,
         "variables": split_csv(variables),
-        "computations": computation,
+        "analyses": [n for a in analysis or [] for n in split_csv(a)],
+        "computations": [n for c in computation or [] for n in split_csv(c)],
         "data_form": form,
         "period_start": start,
         "period_end": end,
@@ -221,6 +246,7 @@ def permit_apply(
         record = h.apply(application)
     console.print(f"Application {record['id']} submitted ({', '.join(record['datasets'])})")
     print(record["id"])
+    return dict(record)
 
 
 @permit_app.command("grant")
@@ -237,7 +263,7 @@ def permit_grant(
     by: Annotated[str, typer.Option(help="Who decides.")] = "access body",
     hub: HubOpt = Path("hub"),
     db: DbOpt = None,
-) -> None:
+) -> dict[str, Any]:
     """Grant an application: sign its permit with the hub's key."""
     rules = {"min_cell_count": min_cell_count} if min_cell_count else None
     with _open_hub(hub, db) as h:
@@ -248,6 +274,7 @@ def permit_grant(
         path = h.permit_path(pid)
     console.print(f"Granted permit {pid}, valid until {signed['permit']['expires']}: {path}")
     print(path)
+    return {"permit_id": pid, "path": str(path), "permit": signed["permit"]}
 
 
 @permit_app.command("refuse")
@@ -257,11 +284,12 @@ def permit_refuse(
     by: Annotated[str, typer.Option(help="Who decides.")] = "access body",
     hub: HubOpt = Path("hub"),
     db: DbOpt = None,
-) -> None:
+) -> dict[str, Any]:
     """Refuse an application, with a reason."""
     with _open_hub(hub, db) as h:
-        h.refuse(application_id, reason, actor=by)
+        record = h.refuse(application_id, reason, actor=by)
     console.print(f"Refused application {application_id}")
+    return dict(record)
 
 
 @permit_app.command("revoke")
@@ -270,15 +298,16 @@ def permit_revoke(
     reason: Annotated[str, typer.Option(help="Why.")],
     hub: HubOpt = Path("hub"),
     db: DbOpt = None,
-) -> None:
+) -> dict[str, Any]:
     """Revoke a permit at the hub: no further results are released under it."""
     with _open_hub(hub, db) as h:
         h.revoke(permit_id, reason)
     console.print(f"Revoked permit {permit_id}")
+    return {"permit_id": permit_id, "status": "revoked", "reason": reason}
 
 
 @permit_app.command("list")
-def permit_list(hub: HubOpt = Path("hub"), db: DbOpt = None) -> None:
+def permit_list(hub: HubOpt = Path("hub"), db: DbOpt = None) -> dict[str, Any]:
     """Applications and permits at the hub."""
     with _open_hub(hub, db) as h:
         apps, permits = h.applications(), h.permits()
@@ -292,6 +321,7 @@ def permit_list(hub: HubOpt = Path("hub"), db: DbOpt = None) -> None:
             f"permit {p['permit_id']}  [{p['status']}]  {p['holder']}  {p['purpose']}  "
             f"{p['not_before']} .. {p['expires']}"
         )
+    return {"applications": apps, "permits": permits}
 
 
 @permit_app.command("show")
@@ -299,8 +329,9 @@ def permit_show(
     identifier: Annotated[str, typer.Argument(help="Permit or application id.")],
     hub: HubOpt = Path("hub"),
     db: DbOpt = None,
-) -> None:
+) -> dict[str, Any]:
     """A signed permit (P-...) or an application (A-...), as JSON."""
     with _open_hub(hub, db) as h:
         doc = h.application(identifier) if identifier.startswith("A-") else h.permit(identifier)
     print(json.dumps(doc, indent=2, ensure_ascii=False))
+    return dict(doc)

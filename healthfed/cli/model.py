@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from healthfed.cli._common import (
     DatasetOpt,
@@ -31,8 +32,10 @@ from healthfed.cli._common import (
     RequesterOpt,
     console,
     open_federation,
+    round_progress,
     split_required,
 )
+from healthfed.errors import InvalidArgument
 
 __all__ = ["decide", "evaluate", "predict", "report", "train"]
 
@@ -68,7 +71,7 @@ def train(
     permit: PermitOpt = None,
     requester: RequesterOpt = "researcher",
     purpose: PurposeOpt = None,
-) -> None:
+) -> dict[str, Any]:
     """Train a model across the nodes (no row moves) and save it as an artefact.
 
     The artefact (``--out``) records the split (``--holdout`` share held out of each
@@ -91,7 +94,7 @@ def train(
     with open_federation(nodes, engine, permit, requester, purpose) as fed:
         fitted = train_model(
             fed, dataset, target, names, model, l2=l2, rounds=rounds, holdout=split,
-            progress=model not in EXACT_MODELS, secure_aggregation=secure_aggregation,
+            progress=False, secure_aggregation=secure_aggregation,  # one line per round instead
         )  # fmt: skip
         artefact = save_trained(fed, dataset, fitted, out, provenance=provenance, purpose=purpose)
     record_nodes(
@@ -102,9 +105,15 @@ def train(
     console.print(f"Sites: {', '.join(getattr(fitted, 'sites_', []))}")
     refused = getattr(fitted, "refused_", None)
     if refused:
-        console.print(f"Declined: {refused}")
+        console.print(f"Declined: {escape(str(refused))}")
     console.print(_split_line(artefact.description), highlight=False, markup=False)
     console.print(f"Saved {out} (model hash {artefact.hash[:16]})")
+    return {
+        "model": str(out),
+        "hash": artefact.hash,
+        "sites": list(getattr(fitted, "sites_", [])),
+        "declined": dict(refused or {}),
+    }
 
 
 def _coefficient_text(frame: Any) -> str:
@@ -172,9 +181,24 @@ def _write_evaluation(result: Any, fmt: Format, out: Path | None, scored: dict[s
         console.print(f"Wrote {out}")
 
 
+#: Node files come as arguments on every command (``nodes/*.toml``); ``--nodes`` (repeatable)
+#: is still accepted after a model folder.
+NodeFilesAfterModel = Annotated[
+    list[Path] | None, typer.Argument(help="Node TOML files, one per hospital.")
+]
+NodesAlsoOpt = Annotated[
+    list[Path] | None, typer.Option("--nodes", help="Node TOML file (repeatable; or as arguments).")
+]
+
+
+def _node_files(args: list[Path] | None, opts: list[Path] | None) -> list[Path]:
+    return [*(args or []), *(opts or [])]
+
+
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Model artefact folder.")],
-    nodes: Annotated[list[Path], typer.Option("--nodes", help="Node TOML files (repeatable).")],
+    node_files: NodeFilesAfterModel = None,
+    nodes: NodesAlsoOpt = None,
     dataset: DatasetOpt = "covid",
     threshold: Annotated[float, typer.Option(help="Classification threshold.")] = 0.5,
     holdout: Annotated[
@@ -204,9 +228,13 @@ def evaluate(
     stderr (WARNING) whenever the scored rows include rows the model was trained on.
     """
     from healthfed.compute.evaluation import evaluate_classifier
-    from healthfed.errors import InvalidArgument
     from healthfed.trust.artefact import load_model, recorded_split, scored_rows
 
+    nodes = _node_files(node_files, nodes)
+    if not nodes:
+        raise InvalidArgument(
+            "evaluate needs the node files: healthfed evaluate MODEL NODE_FILE..."
+        )
     art = load_model(model)
     if all_rows and holdout is not None:
         raise InvalidArgument("--all-rows and --holdout exclude each other")
@@ -241,14 +269,8 @@ def evaluate(
 def report(
     model: Annotated[Path, typer.Argument(help="Model artefact folder (model.json).")],
     out: Annotated[Path, typer.Option(help="Folder for report.html and report.json.")],
-    nodes: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--nodes",
-            help="Node TOML files to evaluate across (repeatable; default: the nodes the "
-            "model was trained on, from its nodes.json).",
-        ),
-    ] = None,
+    node_files: NodeFilesAfterModel = None,
+    nodes: NodesAlsoOpt = None,
     dataset: Annotated[
         str | None, typer.Option(help="Dataset name at the nodes (default: the model's).")
     ] = None,
@@ -262,7 +284,7 @@ def report(
         typer.Option(help="Who is asking (default: who trained the model, else 'researcher')."),
     ] = None,
     purpose: PurposeOpt = None,
-) -> None:
+) -> dict[str, Any]:
     """Write the model's trust report (one self-contained HTML page + JSON).
 
     Evaluates on the held-out rows of the split recorded in the model; a warning
@@ -270,11 +292,16 @@ def report(
     """
     from healthfed.trust.commands import report_command
 
-    kwargs: dict[str, Any] = {"requester": requester, "purpose": purpose, "permit": permit}
+    kwargs: dict[str, Any] = {
+        "requester": requester,
+        "purpose": purpose,
+        "permit": permit,
+        "on_round": round_progress(),
+    }
     path = report_command(
         model,
         out,
-        nodes or None,
+        _node_files(node_files, nodes) or None,
         dataset=dataset,
         sensitive=sensitive,
         threshold=threshold,
@@ -284,6 +311,7 @@ def report(
     _warn(list(data.get("settings", {}).get("warnings", [])))
     console.print(f"Model hash {data['provenance']['model_hash'][:16]}")
     console.print(f"Wrote {path} and {path.with_name('report.json')}")
+    return {"html": str(path), "json": str(path.with_name("report.json"))}
 
 
 def predict(
@@ -318,7 +346,7 @@ def decide(
     patient_ref: Annotated[
         str | None, typer.Option(help="Local pseudonymous patient reference.")
     ] = None,
-) -> None:
+) -> dict[str, Any]:
     """Record a clinician's accept/override of the model's prediction in the audit log."""
     from healthfed.trust.commands import decide_command
 
@@ -328,3 +356,4 @@ def decide(
         f"Recorded {rec['decision']} as record {rec['seq']} (hash {rec['hash'][:12]}...) "
         f"in {audit_log}"
     )
+    return {"prediction": pred.to_dict(), "record": rec}

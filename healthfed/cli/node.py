@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -95,7 +95,7 @@ def node_init(
             "--sandbox", help="Ungoverned sandbox node: no permits checked (synthetic data only)."
         ),
     ] = False,
-) -> None:
+) -> dict[str, Any]:
     """Write a node file with the default (safe) site policy for the steward to edit.
 
     A node trusts the hubs given with --hub-key and refuses every request without a
@@ -121,6 +121,12 @@ def node_init(
     node = Node.from_toml(path)
     kind = "ungoverned sandbox" if sandbox else f"governed, trusts {len(hub_key or [])} hub key(s)"
     console.print(f"Wrote {path} (datasets: {', '.join(sorted(node.datasets))}; {kind})")
+    return {
+        "node_file": str(path),
+        "name": node.name,
+        "datasets": sorted(node.datasets),
+        "governed": not sandbox,
+    }
 
 
 def _check_lines(profile: DatasetProfile, allow_oob: bool) -> list[str]:
@@ -290,7 +296,7 @@ def node_budget(
     ] = None,
     reason: Annotated[str | None, typer.Option(help="Why the budget is reset.")] = None,
     by: Annotated[str, typer.Option(help="Who resets it.")] = "data steward",
-) -> None:
+) -> dict[str, Any]:
     """Privacy budget (epsilon) spent and remaining, per patient population and permit."""
     from healthfed.node.runtime import Node
 
@@ -306,6 +312,7 @@ def node_budget(
         print(frame.to_string(index=False))
     else:
         console.print(f"No differentially private releases at {node.name} yet")
+    return {"node": node.name, "budget": json.loads(frame.to_json(orient="records"))}
 
 
 @node_app.command("pending")
@@ -355,11 +362,12 @@ def node_approve(
     node_file: NodeFileArg,
     ticket: Annotated[str, typer.Argument(help="Ticket (or a unique prefix).")],
     by: Annotated[str, typer.Option(help="Who approves.")] = "data steward",
-) -> None:
+) -> dict[str, Any]:
     """Approve a pending request: its kept, disclosure-checked result is released on re-send."""
     node = _governed_node(node_file)
     t = node.decide(ticket, approve=True, by=by)
     console.print(f"Approved ticket {t.ticket} ({t.computation} for {t.requester})")
+    return {"ticket": t.ticket, "decision": "approved", "computation": t.computation}
 
 
 @node_app.command("reject")
@@ -368,11 +376,12 @@ def node_reject(
     ticket: Annotated[str, typer.Argument(help="Ticket (or a unique prefix).")],
     reason: Annotated[str, typer.Option(help="Why; the requester sees it.")],
     by: Annotated[str, typer.Option(help="Who rejects.")] = "data steward",
-) -> None:
+) -> dict[str, Any]:
     """Reject a pending request; nothing is released."""
     node = _governed_node(node_file)
     t = node.decide(ticket, approve=False, by=by, reason=reason)
     console.print(f"Rejected ticket {t.ticket} ({t.computation} for {t.requester})")
+    return {"ticket": t.ticket, "decision": "rejected", "computation": t.computation}
 
 
 @node_app.command("serve")
@@ -406,7 +415,7 @@ def node_serve(
 def optout_add(
     node_file: NodeFileArg,
     patient_ids: Annotated[list[str], typer.Argument(help="Patient id(s) as in the data.")],
-) -> None:
+) -> dict[str, Any]:
     """Record opt-outs: the patients are excluded from every computation starting after this."""
     node, store = _optouts(node_file)
     added = sum(store.add(pid) for pid in patient_ids)
@@ -414,13 +423,14 @@ def optout_add(
         {"action": "optout_add", "actor": "data steward", "decision": "recorded", "count": added}
     )
     console.print(f"{added} opt-out(s) recorded at {node.name} ({len(store)} in total, hashed)")
+    return {"node": node.name, "added": added, "total": len(store)}
 
 
 @optout_app.command("remove")
 def optout_remove(
     node_file: NodeFileArg,
     patient_ids: Annotated[list[str], typer.Argument(help="Patient id(s) as in the data.")],
-) -> None:
+) -> dict[str, Any]:
     """Withdraw opt-outs."""
     node, store = _optouts(node_file)
     removed = sum(store.remove(pid) for pid in patient_ids)
@@ -433,24 +443,31 @@ def optout_remove(
         }
     )
     console.print(f"{removed} opt-out(s) withdrawn at {node.name} ({len(store)} remain)")
+    return {"node": node.name, "removed": removed, "total": len(store)}
 
 
 @optout_app.command("count")
-def optout_count(node_file: NodeFileArg) -> None:
+def optout_count(node_file: NodeFileArg) -> dict[str, Any]:
     """How many patients have opted out at this node."""
     node, store = _optouts(node_file)
     console.print(f"{len(store)} opt-out(s) at {node.name}")
+    return {"node": node.name, "total": len(store)}
 
 
 # --- audit ---------------------------------------------------------------------------------
 @audit_app.command("verify")
-def audit_verify(path: Annotated[Path, typer.Argument(help="Audit log (hub or node).")]) -> None:
+def audit_verify(
+    path: Annotated[Path, typer.Argument(help="Audit log (hub or node).")],
+) -> dict[str, Any]:
     """Check an audit log's hash chain; exit 1 naming the first bad record if tampered with."""
     from healthfed.governance.audit import verify_audit_log
 
     report = verify_audit_log(path)
+    result = {"path": str(path), "ok": bool(report.ok), "report": str(report)}
     if report.ok:
         typer.echo(str(report))
-        return
+        return result
     typer.echo(f"TAMPERED: {report}", err=True)
-    raise typer.Exit(code=1)  # the check's verdict, not an error (see cli/_errors.py)
+    verdict = typer.Exit(code=1)  # the check's verdict, not an error (see cli/_errors.py)
+    verdict.result = result  # type: ignore[attr-defined]  # printed by --json
+    raise verdict

@@ -20,7 +20,6 @@ from healthfed.cli._common import (
     PermitOpt,
     PurposeOpt,
     RequesterOpt,
-    console,
     emit,
     open_federation,
     split_required,
@@ -41,11 +40,8 @@ def _run_stats(
     hub: Path | None = None,
 ) -> Any:
     """Open the federation, run ``call(federation)`` (one round) and close it."""
-    with (
-        console.status("Running one federated round"),
-        open_federation(nodes, engine, permit, requester, purpose, hub) as fed,
-    ):
-        return call(fed)
+    with open_federation(nodes, engine, permit, requester, purpose, hub) as fed:
+        return call(fed)  # open_federation prints the round's progress on stderr
 
 
 @stats_app.command("table1")

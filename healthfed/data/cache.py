@@ -62,7 +62,7 @@ def cache_key(d: DatasetDescriptor, st: os.stat_result) -> tuple[str, str]:
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
         "format": d.format,
-        "csv": [d.csv_delimiter, d.csv_header, list(d.na_values)],
+        "csv": [d.csv_delimiter, d.csv_header, list(d.na_values), d.csv_encoding, d.csv_decimal],
         "id": d.id_column,
         "generate_id": d.generate_id,
         "columns": [[c.name, c.type, list(c.levels or ())] for c in d.columns.values()],

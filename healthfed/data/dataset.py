@@ -50,6 +50,7 @@ from healthfed.data.cache import (
     write_stamp,
 )
 from healthfed.data.column_sql import binary_expr, double_expr, is_bool, level_expr, str_expr
+from healthfed.data.csv_diagnose import csv_read_error
 from healthfed.data.descriptor import DatasetDescriptor, load_descriptor
 from healthfed.data.harmonise import conversion
 from healthfed.data.sql import quote_ident, sql_literal
@@ -344,7 +345,14 @@ class NodeDataset:
         if not d.csv_header:
             names = [c for c in d.columns if not (d.generate_id and c == d.id_column)]
             opts.append(f"names = [{', '.join(sql_literal(c) for c in names)}]")
-        return f"read_csv({sql_literal(str(d.path))}, {', '.join(opts)})"
+        if d.csv_encoding != "utf-8":
+            opts.append(f"encoding = {sql_literal(d.csv_encoding)}")
+        source = f"read_csv({sql_literal(str(d.path))}, {', '.join(opts)})"
+        numeric = [quote_ident(c) for c, spec in d.columns.items() if spec.is_numeric]
+        if d.csv_decimal == "," and numeric:  # 1,5 -> 1.5 before the numbers are cast
+            swaps = ", ".join(f"replace({q}, ',', '.') AS {q}" for q in numeric)
+            source = f"(SELECT * REPLACE ({swaps}) FROM {source})"
+        return source
 
     def _with_generated_id(self, con: duckdb.DuckDBPyConnection, raw: str) -> str:
         """``raw`` with the pseudonymous id column added (``generate_id``; descriptor docs)."""
@@ -418,6 +426,8 @@ class NodeDataset:
             )
             os.replace(tmp, cached)
         except duckdb.Error as exc:
+            if self.descriptor.format == "csv":
+                raise DataError(csv_read_error(self._label, self.descriptor, exc)) from None
             raise DataError(f"{self._label}: cannot convert the data to Parquet: {exc}") from None
         except OSError as exc:
             raise DataError(f"{self._label}: cannot write the CSV cache {cached}: {exc}") from None
@@ -431,6 +441,8 @@ class NodeDataset:
         try:
             rows = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
         except duckdb.Error as exc:
+            if what == "CSV":
+                raise DataError(csv_read_error(self._label, self.descriptor, exc)) from None
             raise DataError(f"{self._label}: cannot read as {what}: {exc}") from None
         types = {str(r[0]): str(r[1]) for r in rows}
         missing = [c for c in self.descriptor.columns if c not in types]

@@ -27,6 +27,13 @@ sensitivities. Example::
     unit = "mg/dL"                   # the file's unit; the node harmonises it to mg/L
     bounds = [0, 600]                # bounds in the canonical unit
 
+    [csv]                            # only for format = "csv"; these are the defaults
+    delimiter = ","                  # ";" or "\t" for files from spreadsheets set up so
+    decimal = "."                    # "," for a decimal comma (needs another delimiter)
+    encoding = "utf-8"               # or "utf-16", "latin-1"
+    header = true                    # false: columns in the declared order
+    na_values = ["", "NA"]           # the texts that mean a missing value
+
 Levels may be written as strings, numbers or booleans: ``[0, 1]``, ``["0", "1"]``
 and ``[0.0, 1.0]`` are the same levels, and ``[false, true]`` matches a boolean
 column or the text true/false in any case.
@@ -87,6 +94,8 @@ class DatasetDescriptor:
     source: Path | None = None
     csv_delimiter: str = ","
     csv_header: bool = True
+    csv_encoding: str = "utf-8"
+    csv_decimal: str = "."
     na_values: tuple[str, ...] = ("", "NA")
     generate_id: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -201,6 +210,7 @@ def descriptor_from_dict(
     generate_id = ds.get("generate_id", False)
     if not isinstance(generate_id, bool):
         raise DataError(f"{_where(source, '[dataset].generate_id')}: must be true or false")
+    encoding, decimal = _csv_encoding_decimal(csv, source)
     known = {"name", "file", "format", "id_column", "title", "description", "generate_id"}
     return DatasetDescriptor(
         name=ds["name"],
@@ -213,10 +223,34 @@ def descriptor_from_dict(
         source=source,
         csv_delimiter=str(csv.get("delimiter", ",")),
         csv_header=bool(csv.get("header", True)),
+        csv_encoding=encoding,
+        csv_decimal=decimal,
         na_values=na_values,
         generate_id=generate_id,
         extra={k: v for k, v in ds.items() if k not in known},
     )
+
+
+def _csv_encoding_decimal(csv: dict[str, Any], source: Path | None) -> tuple[str, str]:
+    """``[csv] encoding`` (utf-8, utf-16, latin-1) and ``decimal`` ("." or ",")."""
+    from healthfed.data.csv_diagnose import CSV_ENCODINGS
+
+    encoding = str(csv.get("encoding", "utf-8")).lower().replace("_", "-")
+    encoding = {"utf8": "utf-8", "utf16": "utf-16", "latin1": "latin-1"}.get(encoding, encoding)
+    if encoding not in CSV_ENCODINGS:
+        raise DataError(
+            f"{_where(source, '[csv].encoding')}: must be one of {list(CSV_ENCODINGS)}, "
+            f"got {csv.get('encoding')!r}"
+        )
+    decimal = str(csv.get("decimal", "."))
+    if decimal not in (".", ","):
+        raise DataError(f'{_where(source, "[csv].decimal")}: must be "." or ",", got {decimal!r}')
+    if decimal == "," and str(csv.get("delimiter", ",")) == ",":
+        raise DataError(
+            f"{_where(source, '[csv].decimal')}: a decimal comma needs another delimiter "
+            '(e.g. [csv] delimiter = ";")'
+        )
+    return encoding, decimal
 
 
 def load_descriptor(path: str | Path) -> DatasetDescriptor:
@@ -228,4 +262,9 @@ def load_descriptor(path: str | Path) -> DatasetDescriptor:
         raise DataError(f"descriptor file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise DataError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise DataError(
+            f"{path}: not a TOML descriptor (not UTF-8 text); pass the dataset's .toml "
+            "descriptor, not its data file"
+        ) from None
     return descriptor_from_dict(raw, base_dir=path.parent, source=path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import duckdb
 
 from healthfed.data.column_sql import bad_value_predicate, level_expr, str_expr
+from healthfed.data.csv_diagnose import value_hint
 from healthfed.data.descriptor import DatasetDescriptor
 from healthfed.data.sql import quote_ident
 from healthfed.errors import DataError
@@ -84,8 +85,14 @@ def check_values(
         )
         ex = con.execute(f"SELECT __row, {shown} FROM {numbered} WHERE {pred} LIMIT 1").fetchone()
         where = f", e.g. {ex[1]!r} at {row_word} {at(ex)}" if ex else ""
+        hint = value_hint(ex[1] if ex else None, spec.is_numeric and row_word == "line")
+        if "decimal comma" in hint and ex:  # one line for the file, not one per column
+            raise DataError(
+                f"{label}: numbers are written with a decimal comma (column {name!r}, "
+                f'{row_word} {at(ex)}); set [csv] decimal = ","'
+            )
         problems.append(
-            f"column {name!r} ({spec.type}): {count} value(s) are not {expected}{where}"
+            f"column {name!r} ({spec.type}): {count} value(s) are not {expected}{where}{hint}"
         )
     nulls, dups = int(row[-2]), int(row[-1])
     if nulls:

@@ -32,7 +32,7 @@ from typing import Any
 
 from healthfed.compute import get_computation
 from healthfed.compute.rounds import RoundOutcome
-from healthfed.errors import ApprovalPending, FederationError, TooFewSites
+from healthfed.errors import ApprovalPending, FederationError, PermitRefusedBySites, TooFewSites
 from healthfed.federation.deploy.local import LocalFlowerDeployment
 from healthfed.federation.deploy.remote import SuperLinkSession
 from healthfed.federation.grids.inprocess import InProcessGrid
@@ -80,6 +80,9 @@ class Federation:
     hub
         A :class:`~healthfed.hub.Hub` (or its folder): pooled results are released
         through its checks and recorded in its register.
+    on_round
+        Called after every round that released something, as ``on_round(computation,
+        dataset, outcome)`` (the command line prints progress with it).
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class Federation:
         permit: Any = None,
         purpose: str | None = None,
         hub: Any = None,
+        on_round: Callable[[str, str, RoundOutcome], None] | None = None,
     ) -> None:
         self._transport = transport
         self.sites = list(sites)
@@ -112,6 +116,9 @@ class Federation:
         self._hub: Any = None
         self._own_hub = False
         self._on_close = on_close
+        #: Called after every round that released something, as ``on_round(computation,
+        #: dataset, outcome)``; the command line prints progress with it.
+        self.on_round = on_round
         if permit is not None:
             self.with_permit(permit)
         if hub is not None:
@@ -349,11 +356,20 @@ class Federation:
             raise ApprovalPending(_pending_message(label, outcome), dict(outcome.pending))
         need = self.required_sites
         if len(outcome.contributed) < need:
+            permit_checks = _permit_checks(outcome)
+            if permit_checks:
+                raise PermitRefusedBySites(
+                    _too_few_message(label, outcome, need, self.timeout, self.node_timeout),
+                    refusals=outcome.refused,
+                    checks=permit_checks,
+                )
             raise TooFewSites(
                 _too_few_message(label, outcome, need, self.timeout, self.node_timeout),
                 refusals=outcome.refused,
                 checks=outcome.checks,
             )
+        if self.on_round is not None:
+            self.on_round(computation, dataset, outcome)
         return outcome
 
     def _release(
@@ -468,7 +484,8 @@ def _pending_message(label: str, outcome: RoundOutcome) -> str:
         f"pending approval at site {s} (ticket {t})" for s, t in sorted(outcome.pending.items())
     )
     others = (
-        " — also refused: " + "; ".join(f"{s}: {r}" for s, r in sorted(outcome.refused.items()))
+        " — also refused: "
+        + "; ".join(f"{r} (refused by {', '.join(s)})" for r, s in _grouped(outcome.refused))
         if outcome.refused
         else ""
     )
@@ -478,29 +495,63 @@ def _pending_message(label: str, outcome: RoundOutcome) -> str:
     )
 
 
+_PERMIT_PREFIX = "permit check '"
+
+
+def _permit_checks(outcome: RoundOutcome) -> dict[str, str]:
+    """The sites that refused because of the permit, with the failed check.
+
+    A secure round's refusals carry no ``check`` field; their reason starts with the
+    node's ``permit check 'NAME' failed`` all the same.
+    """
+    checks = dict(outcome.checks)
+    for site, reason in outcome.refused.items():
+        if site not in checks and reason.startswith(_PERMIT_PREFIX):
+            checks[site] = reason[len(_PERMIT_PREFIX) :].split("'", 1)[0]
+    return checks
+
+
+def _grouped(items: dict[str, str]) -> list[tuple[str, list[str]]]:
+    """``{site: reason}`` as (reason, sites) with each distinct reason once, most sites first."""
+    by_reason: dict[str, list[str]] = {}
+    for site, reason in sorted(items.items()):
+        by_reason.setdefault(reason, []).append(site)
+    return sorted(by_reason.items(), key=lambda kv: (-len(kv[1]), kv[1]))
+
+
 def _too_few_message(
     label: str, outcome: RoundOutcome, need: int, timeout: float, node_timeout: float | None
 ) -> str:
-    detail = []
-    if outcome.refused:
-        detail.append(
-            "refused: "
-            + "; ".join(
-                f"{s}: {r}" + (f" [check {outcome.checks[s]}]" if s in outcome.checks else "")
-                for s, r in sorted(outcome.refused.items())
-            )
+    """Why a round has too few sites, cause first: each distinct reason once, with its sites.
+
+    The count of contributing sites comes last, as the consequence.
+    """
+    causes = []
+    computation = label.split(" on ", 1)[0].strip("'")
+    refused = {
+        s: r.removeprefix(f"{computation}: ") for s, r in outcome.refused.items()
+    }  # the label names the computation already
+    for reason, sites in _grouped(refused):
+        every = (
+            len(sites) > 1
+            and len(sites) == len(outcome.refused)
+            and not (outcome.contributed or outcome.errors or outcome.missing)
         )
-    if outcome.errors:
-        detail.append(
-            "errors: " + "; ".join(f"{n}: {r}" for n, r in sorted(outcome.errors.items()))
-        )
+        who = ("every site: " if every else "") + ", ".join(sites)
+        causes.append(f"{reason} (refused by {who})")
+    for reason, sites in _grouped(outcome.errors):
+        causes.append(f"{reason} (error at {', '.join(sites)})")
     if outcome.missing:
         window = f"{timeout:g}s" + (
             "" if node_timeout is None else f" (or {node_timeout:g}s after the first reply)"
         )
-        detail.append(f"no answer within {window}: {', '.join(outcome.missing)}")
-    return (
-        f"{label}: {len(outcome.contributed)} site(s) contributed "
-        f"({', '.join(outcome.contributed) or 'none'}), at least {need} needed"
-        + (" — " + " | ".join(detail) if detail else "")
+        causes.append(f"no answer within {window} from {', '.join(outcome.missing)}")
+    counted = (
+        f"{len(outcome.contributed)} site(s) contributed "
+        f"({', '.join(outcome.contributed)}), at least {need} needed"
+        if outcome.contributed
+        else f"no site contributed (a pooled release needs {need})"
     )
+    if not causes:
+        return f"{label}: {counted}"
+    return f"{label}: " + "; ".join(causes) + f" — so {counted}"

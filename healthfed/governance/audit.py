@@ -15,12 +15,12 @@ rewrite both the log and its head consistently can only be caught with an
 external anchor, e.g. a copy of the head kept elsewhere.)
 
 Appends from several processes (a node's executor, ``healthfed node approve``)
-are serialised with an exclusive ``flock`` on ``<log>.lock``.
+are serialised with an exclusive lock on ``<log>.lock`` (:mod:`filelock`: ``flock`` on
+POSIX, ``LockFileEx`` on Windows, so a node runs on a Windows server too).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from healthfed.errors import HealthfedError
 from healthfed.governance.canonical import canonical_json, sha256_hex
@@ -66,14 +68,9 @@ class AuditLog:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        lock = FileLock(self.path.with_name(self.path.name + ".lock"), mode=0o600)
+        with lock:
             yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
     def _last(self) -> tuple[int, str]:
         """(seq, hash) of the last record, read from the end of the file."""

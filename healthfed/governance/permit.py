@@ -13,7 +13,7 @@ whitespace, UTF-8). The body (``format = "healthfed-permit/1"``) holds::
 
     permit_id, application_id, issuer {hub, key_id}, holder, authorised_persons,
     purpose (one Art. 53(1) code), purpose_description, datasets ("site/dataset"),
-    variables, computations, data_form ("anonymised" | "pseudonymised"),
+    variables, analyses, computations, data_form ("anonymised" | "pseudonymised"),
     output_rules {min_cell_count, min_subset, min_sites}, issued_at, not_before, expires
 
 Times are ISO 8601 UTC (``2026-12-31T23:59:59Z``); a permit is valid for
@@ -27,7 +27,9 @@ naming the first that fails (its ``check`` attribute): ``missing`` (no permit),
 ``signature``, ``not_yet_valid``, ``expired``, ``requester`` (not among the
 authorised persons), ``purpose`` (not accepted by the site's policy, or differs
 from the purpose the request states), ``dataset`` (``site/dataset`` not in the
-permit), ``computation``, ``variables``.
+permit), ``computation`` (the request's computation is not part of an analysis in the
+permit's ``analyses`` (:mod:`healthfed.governance.analyses`), nor listed in its
+``computations``, which permits granted before analyses existed use), ``variables``.
 
 Variables a request uses are found conservatively (fail closed): every string
 value or object key anywhere in its parameters that is a column name of the
@@ -54,6 +56,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from healthfed.errors import InvalidArgument, PermitError, PermitRefused
+from healthfed.governance.analyses import allowed_computations, analyses_using
 from healthfed.governance.canonical import canonical_json
 from healthfed.governance.keys import key_id
 from healthfed.governance.purposes import Purpose
@@ -189,8 +192,8 @@ def _body(signed: Any) -> dict[str, Any]:
     missing = [f for f in REQUIRED_FIELDS if f not in body]
     if missing:
         raise PermitRefused("format", f"permit lacks field(s) {missing}", pid)
-    for name in ("authorised_persons", "datasets", "variables", "computations"):
-        value = body[name]
+    for name in ("authorised_persons", "datasets", "variables", "computations", "analyses"):
+        value = body.get(name, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise PermitRefused("format", f"permit field {name!r} must be a list of strings", pid)
     if not isinstance(body["output_rules"], Mapping):
@@ -342,10 +345,17 @@ def check_permit(
         raise PermitRefused(
             "dataset", f"dataset {ident!r} is not in permit {pid} ({body['datasets']})", pid
         )
-    if computation not in body["computations"]:
+    granted = list(body.get("analyses", []))
+    if computation not in allowed_computations(granted, body["computations"]):
+        needs = analyses_using(computation)
+        scope = [f"analyses {granted}"] if granted else []
+        if body["computations"]:
+            scope.append(f"computations {body['computations']}")
         raise PermitRefused(
             "computation",
-            f"computation {computation!r} is not in permit {pid} ({body['computations']})",
+            f"permit {pid} does not cover computation {computation!r}"
+            + (f" (part of the analysis {' or '.join(needs)})" if needs else "")
+            + f"; it grants {' and '.join(scope) or 'nothing'}",
             pid,
         )
     outside = sorted(set(variables) - set(body["variables"]))

@@ -1,7 +1,8 @@
 """Data access applications (EHDS Art. 67): filing, automatic refusal, decisions.
 
 An application names the applicant, the persons it authorises, the purpose, the
-datasets (catalogue entries), variables and computations. It is checked against
+datasets (catalogue entries), variables and analyses (:mod:`healthfed.governance.analyses`;
+registered computation names are accepted too). It is checked against
 the catalogue and the computation registry; a malformed one raises without being
 recorded. One whose purpose is a prohibited use (Art. 54) or not an Art. 53(1)
 purpose, or whose applicant has not declared that no prohibited use applies, is
@@ -16,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from healthfed.errors import PermitError
+from healthfed.governance.analyses import split_scope
 from healthfed.governance.permit import format_time, parse_time
 from healthfed.governance.purposes import PROHIBITED_USES, parse_purpose
 from healthfed.hub import models as m
@@ -34,6 +36,7 @@ APPLICATION_FIELDS = {
     "no_prohibited_use",
     "datasets",
     "variables",
+    "analyses",
     "computations",
     "data_form",
     "period_start",
@@ -54,10 +57,19 @@ def _validated(application: dict[str, Any]) -> dict[str, Any]:
     persons = app.get("authorised_persons")
     if not isinstance(persons, list) or not persons or not all(isinstance(p, str) for p in persons):
         raise PermitError("application field 'authorised_persons' needs at least one person")
-    for f in ("datasets", "variables", "computations"):
+    for f in ("datasets", "variables"):
         v = app.get(f)
         if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
             raise PermitError(f"application field {f!r} needs at least one entry")
+    for f in ("analyses", "computations"):
+        v = app.setdefault(f, [])
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise PermitError(f"application field {f!r} must be a list of names")
+    if not app["analyses"] and not app["computations"]:
+        raise PermitError(
+            "application field 'analyses' needs at least one entry (e.g. table1, glm, cox, "
+            "fedavg, evaluation, trust_report)"
+        )
     form = app.setdefault("data_form", "anonymised")
     if form not in DATA_FORMS:
         raise PermitError(f"application field 'data_form' must be one of {DATA_FORMS}")
@@ -167,10 +179,14 @@ class ApplicationDesk(CatalogueDesk):
             missing = sorted(set(app["variables"]) - names)
             if missing:
                 raise PermitError(f"variable(s) {missing} are not in dataset {ident!r}")
-        known = set(registered_computations())
-        bad = sorted(set(app["computations"]) - known)
-        if bad:
-            raise PermitError(f"unknown computation(s) {bad}; registered: {sorted(known)}")
+        # Analysis names may come in either field (``--computation glm`` works); names of
+        # registered computations stay literal computations (permits before analyses).
+        try:
+            app["analyses"], app["computations"] = split_scope(
+                [*app["analyses"], *app["computations"]], registered_computations()
+            )
+        except ValueError as exc:
+            raise PermitError(f"application: {exc}") from None
 
     def application(self, app_id: str) -> dict[str, Any]:
         with self._session() as s:

@@ -2,7 +2,8 @@
 
 ``Hub.init(DIR)`` creates a hub folder::
 
-    DIR/hub.toml                 name and database URL
+    DIR/hub.toml                 name and database URL (a relative SQLite path is
+                                 relative to DIR, so the folder can be moved)
     DIR/hub_signing_key.pem      the hub's Ed25519 private key (mode 0600)
     DIR/hub_public_key.txt       its public key (base64), what nodes trust
     DIR/hub.sqlite               state, unless hub.toml names another database URL
@@ -45,6 +46,28 @@ def _toml_str(value: str) -> str:
     return json.dumps(value)
 
 
+DEFAULT_DB = "sqlite:///hub.sqlite"
+_SQLITE = "sqlite:///"
+
+
+def resolve_db_url(url: str, directory: Path) -> str:
+    """``url`` with a relative SQLite path taken relative to the hub folder ``directory``.
+
+    Hub folders written before paths were stored relative name their own database by
+    its absolute path; if that file is gone but the folder has its ``hub.sqlite`` (the
+    folder was moved or copied), the folder's own database is used.
+    """
+    if not url.startswith(_SQLITE) or url[len(_SQLITE) :] in ("", ":memory:"):
+        return url
+    path = Path(url[len(_SQLITE) :])
+    if not path.is_absolute():
+        return _SQLITE + str(directory / path)
+    local = directory / "hub.sqlite"
+    if path.name == "hub.sqlite" and not path.exists() and local.exists():
+        return _SQLITE + str(local)
+    return url
+
+
 class Hub(ReleaseDesk):
     """A health data access body's hub, in a folder, with state in a SQL database.
 
@@ -65,11 +88,14 @@ class Hub(ReleaseDesk):
         key = generate_private_key()
         write_private_key(key, directory / cls.KEY)
         (directory / cls.PUBLIC_KEY).write_text(public_key_b64(key) + "\n", encoding="ascii")
-        url = db_url or f"sqlite:///{directory / 'hub.sqlite'}"
+        url = db_url or DEFAULT_DB
         (directory / cls.CONFIG).write_text(
-            f"[hub]\nname = {_toml_str(name)}\ndb = {_toml_str(url)}\n", encoding="utf-8"
+            f"[hub]\nname = {_toml_str(name)}\n"
+            "# A relative SQLite path is relative to this folder (the folder can be moved).\n"
+            f"db = {_toml_str(url)}\n",
+            encoding="utf-8",
         )
-        hub = cls(directory, name, url)
+        hub = cls(directory, name, resolve_db_url(url, directory))
         hub._audit("hub_init", "access body", decision="created", key_id=hub.key_id)
         return hub
 
@@ -87,7 +113,8 @@ class Hub(ReleaseDesk):
             ) from None
         except tomllib.TOMLDecodeError as exc:
             raise HealthfedError(f"{config}: not valid TOML: {exc}") from None
-        return cls(directory, str(raw.get("name", "hub")), db_url or str(raw["db"]))
+        url = db_url or str(raw.get("db", DEFAULT_DB))
+        return cls(directory, str(raw.get("name", "hub")), resolve_db_url(url, directory))
 
     @classmethod
     def open_or_init(cls, directory: str | Path, name: str = "hub") -> Self:

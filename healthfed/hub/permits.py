@@ -1,7 +1,7 @@
 """Data permits (EHDS Art. 68): granting an application by signing its permit, and revoking.
 
 A permit is the application's scope (persons, purpose, datasets, variables,
-computations, data form), its validity and its output rules, signed with the
+analyses and any computations named directly, data form), its validity and its output rules, signed with the
 hub's Ed25519 key; nodes verify it against the hub's public key. It is stored in
 the database and written to ``DIR/permits/<id>.json`` for the permit holder.
 """
@@ -109,7 +109,8 @@ class PermitDesk(ApplicationDesk):
             "purpose_description": app["purpose_description"],
             "datasets": list(app["datasets"]),
             "variables": sorted(app["variables"]),
-            "computations": sorted(app["computations"]),
+            "analyses": sorted(app.get("analyses", [])),
+            "computations": sorted(app.get("computations", [])),
             "data_form": app["data_form"],
             "output_rules": rules,
             "issued_at": format_time(now),

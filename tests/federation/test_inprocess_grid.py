@@ -60,7 +60,7 @@ def test_refusals_are_kept_with_their_reason() -> None:
         assert outcome.contributed == ["a", "b"]
         assert outcome.refused == {"r": "too few rows"}
         fed.min_sites = 3  # the one rule: too few sites is an error naming each refusal
-        with pytest.raises(TooFewSites, match="r: too few rows") as err:
+        with pytest.raises(TooFewSites, match=r"too few rows \(refused by r\)") as err:
             fed.round("x", "covid")
     assert err.value.refusals == {"r": "too few rows"}
 

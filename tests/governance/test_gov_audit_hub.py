@@ -165,7 +165,7 @@ def test_application_is_checked_against_the_catalogue(hub: Hub, node_files: list
     }
     with pytest.raises(PermitError, match="no_such_var"):
         hub.apply(app_doc)
-    with pytest.raises(PermitError, match="unknown computation"):
+    with pytest.raises(PermitError, match="unknown analysis .exfiltrate."):
         hub.apply({**app_doc, "variables": ["age"], "computations": ["exfiltrate"]})
     ok = hub.apply({**app_doc, "variables": ["age"]})
     assert ok["datasets"] == ["hospital_1/covid", "hospital_2/covid"]

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from _governance_helpers import RESEARCHER, grant, last_record
 
-from healthfed.errors import ApprovalPending, ThresholdViolation
+from healthfed.errors import ApprovalPending, PermitRefusedBySites
 from healthfed.federation.federation import Federation
 from healthfed.hub import Hub
 from healthfed.node.runtime import Node
@@ -15,14 +15,14 @@ from healthfed.node.runtime import Node
 
 def test_secure_sum_needs_the_permit_and_is_audited(hub: Hub, node_files: Any) -> None:
     with Federation.from_node_files(node_files, requester=RESEARCHER) as fed:
-        with pytest.raises(ThresholdViolation) as err:
+        with pytest.raises(PermitRefusedBySites) as err:
             fed.secure_sum("covid", "age")
     assert "hospital_1" in str(err.value) and "permit" in str(err.value)
     assert last_record(node_files[0])["check"] == "missing"
 
     permit = grant(hub, node_files, computations=("table1",))
     with Federation.from_node_files(node_files, permit=permit, requester=RESEARCHER) as fed:
-        with pytest.raises(ThresholdViolation) as err:
+        with pytest.raises(PermitRefusedBySites) as err:
             fed.secure_sum("covid", "age")
     assert "'sum'" in str(err.value) and last_record(node_files[0])["check"] == "computation"
 

@@ -17,7 +17,7 @@ from healthfed.compute.preprocess import standardisation_spec
 from healthfed.compute.rounds import RoundOutcome
 from healthfed.data.dataset import NodeDataset
 from healthfed.data.descriptor import descriptor_from_dict
-from healthfed.errors import TooFewSites
+from healthfed.errors import PermitRefusedBySites, TooFewSites
 from healthfed.node.runtime import Node
 from healthfed.policy import SitePolicy
 
@@ -110,7 +110,7 @@ def site_outcome(
         fed.min_sites = min_sites
     try:
         return fed.round(computation, dataset, params)
-    except TooFewSites as exc:
+    except (TooFewSites, PermitRefusedBySites) as exc:  # a permit refusal names its check
         return RoundOutcome(replies={}, refused=dict(exc.refusals), checks=dict(exc.checks))
     finally:
         fed.min_sites = saved

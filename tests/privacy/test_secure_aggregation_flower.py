@@ -44,10 +44,15 @@ def test_secure_sum_over_flower_with_a_declining_site(tmp_path) -> None:
         with pytest.raises(ThresholdViolation) as err:
             fed.run("sum", "covid", {"variable": "age"})
         for site in SITES[:2]:
-            assert f"{site}: this site contributes 'sum' only through secure aggregation" in str(
-                err.value
-            )
-        assert "hospital_3: this site requires differential privacy (dp_required)" in str(err.value)
+            reason = err.value.refusals[site]
+            assert "this site contributes 'sum' only through secure aggregation" in reason
+        assert (
+            "this site requires differential privacy (dp_required)"
+            in (err.value.refusals["hospital_3"])
+        )
+        # The message gives each distinct reason once, with the sites that gave it.
+        assert "(refused by hospital_1, hospital_2)" in str(err.value)
+        assert "(refused by hospital_3)" in str(err.value)
         out: Any = fed.round("sum", "covid", {"variable": "age"}, secure=True)
     assert out.contributed == SITES[:2]
     assert "dp_required" in out.refused["hospital_3"]
