@@ -6,7 +6,7 @@ column, a type (numeric, integer, binary, categorical, id), the levels of a
 binary or categorical column, and bounds: the observed range *rounded outward*
 (to a multiple of a round step that splits it into at least 4, so age 18..97 gives
 [10, 100] and CRP 0.2..587 gives [0, 600]). For a CSV it also proposes the
-delimiter and the missing-value spellings it found (``NA``, ``N/A``, ``.``,
+delimiter, a decimal comma and the missing-value spellings it found (``NA``, ``N/A``, ``.``,
 ``null`` ...). The result is descriptor TOML (it loads with
 :func:`~healthfed.data.descriptor.load_descriptor`) with comments saying what to
 review: declared bounds are meant to be public knowledge (they fix histogram grids
@@ -107,8 +107,34 @@ def _sniff(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, bool]:
     return str(row[0]), bool(row[1])
 
 
+def _decimal_comma(con: duckdb.DuckDBPyConnection, source: str, names: list[str]) -> bool:
+    """True when some column's values are numbers written with a decimal comma (``50,5``)
+    and no column mixes them with other text: the CSV then needs ``decimal = ","``."""
+    comma = r"^\s*[+-]?[0-9]+,[0-9]+\s*$"
+    found = False
+    for name in names:
+        v = f"CAST({quote_ident(name)} AS VARCHAR)"
+        row = con.execute(
+            f"SELECT count(*) FILTER (WHERE regexp_matches({v}, {sql_literal(comma)})), "
+            f"count(*) FILTER (WHERE {v} IS NOT NULL AND trim({v}) <> '' "
+            f"AND NOT regexp_matches({v}, {sql_literal(comma)}) AND lower(trim({v})) NOT IN "
+            f"({', '.join(sql_literal(t) for t in NA_TOKENS)}) "
+            f"AND TRY_CAST({v} AS DOUBLE) IS NULL) FROM {source}"
+        ).fetchone()
+        assert row is not None
+        commas, other_text = int(row[0]), int(row[1])
+        if commas and other_text == 0:
+            found = True
+    return found
+
+
 def _analyse(
-    con: duckdb.DuckDBPyConnection, source: str, name: str, sql_type: str, csv: bool
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    name: str,
+    sql_type: str,
+    csv: bool,
+    decimal_comma: bool = False,
 ) -> _Column:
     q = quote_ident(name)
     if is_bool(sql_type):
@@ -123,7 +149,7 @@ def _analyse(
         text = f"CAST({q} AS VARCHAR)"
     tokens = ", ".join(sql_literal(t) for t in NA_TOKENS)
     na = f"(v IS NULL OR lower(trim(v)) IN ({tokens}))" if csv else "(v IS NULL)"
-    num = "TRY_CAST(v AS DOUBLE)"
+    num = "TRY_CAST(replace(v, ',', '.') AS DOUBLE)" if decimal_comma else "TRY_CAST(v AS DOUBLE)"
     if is_bool(sql_type):
         num = "CAST(NULL AS DOUBLE)"
     row = con.execute(
@@ -294,7 +320,10 @@ def propose_descriptor(
             types = [(str(r[0]), str(r[1])) for r in rows]
         except duckdb.Error as exc:
             raise DataError(f"{path}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from None
-        columns = [_analyse(con, source, n, t, fmt == "csv") for n, t in types]
+        comma = (
+            fmt == "csv" and delimiter != "," and _decimal_comma(con, source, [n for n, _ in types])
+        )
+        columns = [_analyse(con, source, n, t, fmt == "csv", comma) for n, t in types]
     finally:
         con.close()
     if not columns or columns[0].n == 0:
@@ -332,10 +361,12 @@ def propose_descriptor(
     if note:
         lines.append(note)
     na = sorted({t for c in columns for t in c.na_found} | {"", "NA"})
-    if fmt == "csv" and (delimiter != "," or na != ["", "NA"]):
+    if fmt == "csv" and (delimiter != "," or na != ["", "NA"] or comma):
         lines += ["", "[csv]"]
         if delimiter != ",":
             lines.append(f"delimiter = {_toml_value(delimiter)}")
+        if comma:
+            lines.append('decimal = ","  # numbers written with a decimal comma')
         if na != ["", "NA"]:
             lines.append(f"na_values = {_toml_value(na)}  # missing-value spellings found")
     for c in columns:

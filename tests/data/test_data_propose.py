@@ -158,3 +158,19 @@ def test_generate_id_refuses_a_file_that_has_the_column(tmp_path: Path) -> None:
         ds.validate()
     with pytest.raises(DataError, match="generate_id.*true or false"):
         descriptor_from_dict({**raw, "dataset": {**raw["dataset"], "generate_id": "yes"}}, tmp_path)
+
+
+def test_a_decimal_comma_file_gets_decimal_and_numeric_columns(tmp_path: Path) -> None:
+    """A spreadsheet export (``;`` and ``50,5``): the proposal says ``decimal = ","`` and the
+    numbers are numbers, read back the same as from the frame."""
+    df = frame()
+    data = tmp_path / "site.csv"
+    df.to_csv(data, index=False, sep=";", decimal=",", na_rep="NA")
+    raw, ds = _load(tmp_path, data, name="site")
+    assert raw["csv"]["delimiter"] == ";" and raw["csv"]["decimal"] == ","
+    cols = raw["columns"]
+    assert cols["crp"]["type"] == "numeric"
+    assert cols["crp"]["bounds"] == list(nice_bounds(df["crp"].min(), df["crp"].max()))
+    profile = ds.profile()
+    assert profile.n_rows == 200 and profile.out_of_bounds == []
+    assert profile.columns["crp"].missing == int(df["crp"].isna().sum())
