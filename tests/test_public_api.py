@@ -28,3 +28,21 @@ def test_every_module_imports_and_its_all_resolves(module: str) -> None:
     mod = importlib.import_module(module)
     for name in getattr(mod, "__all__", []):
         assert hasattr(mod, name), f"{module}.__all__ names {name!r}, which it does not define"
+
+
+def test_the_node_side_imports_no_hub_side_libraries() -> None:
+    """The data worker (executor + installed ClientApp, every computation registered)
+    and the SuperNode entry import neither scikit-learn nor scipy: those serve the
+    researcher's estimators and, lazily, a few audits (cold start pays per worker)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, healthfed.federation.deploy.__main__, healthfed.federation.deploy.executor, "
+        "healthfed.federation.client_app, healthfed.compute\n"
+        "from healthfed.compute import registered_computations\n"
+        "assert 'glm_step' in registered_computations()\n"
+        "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

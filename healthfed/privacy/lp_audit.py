@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linprog
 
 from healthfed.privacy.cell_constraints import CellSystem
 
@@ -59,6 +58,8 @@ def first_determined(sys: CellSystem, supp: np.ndarray) -> int | None:
             for m, c in zip(members, coef, strict=True):
                 A[r, index[m]] += c
             b[r] = rhs
+        from scipy.optimize import linprog  # scipy only when a table needs the audit
+
         for v in comp:
             obj = np.zeros(len(comp))
             obj[index[v]] = 1.0

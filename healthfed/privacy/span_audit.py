@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from math import comb
 
 import numpy as np
-import scipy.linalg
 
 __all__ = ["MAX_CANDIDATES", "Disclosure", "disclosed_small_set"]
 
@@ -149,6 +148,8 @@ def _small_zero_one_vector(
 
     Vectors equal to one cohort's own small set (``own``, atom indices) are skipped.
     """
+    import scipy.linalg  # scipy only when an audit gets this far (not on import)
+
     d = basis.shape[1]
     _, _, pivots = scipy.linalg.qr(basis.T, pivoting=True, mode="economic")
     pivots = pivots[:d]

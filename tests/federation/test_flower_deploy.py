@@ -111,6 +111,29 @@ def test_round_trip_reaches_both_sites_over_tls_on_loopback(
 
 
 @pytest.mark.flower
+def test_nodes_share_the_cores_for_blas(deployment: LocalFlowerDeployment) -> None:
+    """Every node process gets BLAS thread limits: the cores shared among the local nodes
+    (unless the caller's environment sets them), so 2+ nodes do not oversubscribe."""
+    import os
+
+    from healthfed.federation.deploy.processes import BLAS_THREAD_VARS, blas_thread_env
+
+    preset = [v for v in BLAS_THREAD_VARS if v in os.environ]
+    expected = str(max(1, (os.cpu_count() or 1) // 2))
+    nodes = [p for p in deployment._procs if p.role.startswith("supernode-")]
+    assert len(nodes) == 2
+    for proc in nodes:
+        raw = Path(f"/proc/{proc.popen.pid}/environ").read_bytes().split(b"\0")
+        env = dict(kv.decode().split("=", 1) for kv in raw if b"=" in kv)
+        for var in BLAS_THREAD_VARS:
+            assert env.get(var) == (os.environ[var] if preset else expected), (var, env.get(var))
+    superlink = next(p for p in deployment._procs if p.role == "superlink")
+    raw = Path(f"/proc/{superlink.popen.pid}/environ").read_bytes()
+    assert preset or b"OPENBLAS_NUM_THREADS" not in raw  # only the nodes are limited
+    assert blas_thread_env(None) == {}
+
+
+@pytest.mark.flower
 def test_pushed_app_with_other_code_is_refused_and_never_runs(
     deployment: LocalFlowerDeployment, tmp_path: Path
 ) -> None:

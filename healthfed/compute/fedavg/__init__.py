@@ -15,6 +15,11 @@ builds the same design matrix. Importing this package registers ``local_train``
 and ``feature_moments``.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from healthfed.compute.fedavg.combine import (
     STRATEGIES,
     ServerOptimizer,
@@ -27,7 +32,6 @@ from healthfed.compute.fedavg.dp_training import (
     round_dp,
     validate_dp_training,
 )
-from healthfed.compute.fedavg.estimator import FedAvgLogisticRegression, FederatedMLPClassifier
 from healthfed.compute.fedavg.models import (
     MODEL_KINDS,
     init_weights,
@@ -55,6 +59,9 @@ from healthfed.compute.fedavg.params import (
     _int_param,  # shared with healthfed.compute.evaluation's request checks
     validate_model_params,
 )
+
+if TYPE_CHECKING:
+    from healthfed.compute.fedavg.estimator import FedAvgLogisticRegression, FederatedMLPClassifier
 
 __all__ = [
     "DP_LEVELS",
@@ -89,3 +96,20 @@ __all__ = [
     "validate_local_train",
     "validate_model_params",
 ]
+
+
+# The researcher's estimators (scikit-learn, scipy) are imported on first use (PEP 562):
+# a node imports this package to register its computations and needs none of them.
+_LAZY = {
+    "FedAvgLogisticRegression": "healthfed.compute.fedavg.estimator",
+    "FederatedMLPClassifier": "healthfed.compute.fedavg.estimator",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -7,10 +7,17 @@
 disclosure rules and the penalty). Importing this package registers ``glm_step``.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from healthfed.compute.glm.combine import combine_glm_step
-from healthfed.compute.glm.estimator import FederatedGLM, FederatedLogisticRegression
 from healthfed.compute.glm.maths import FAMILIES, glm_derivatives, glm_start, weighted_gram
 from healthfed.compute.glm.node import GLM_STEP, run_glm_step, validate_glm_step
+
+if TYPE_CHECKING:
+    from healthfed.compute.glm.estimator import FederatedGLM, FederatedLogisticRegression
 
 __all__ = [
     "FAMILIES",
@@ -24,3 +31,20 @@ __all__ = [
     "validate_glm_step",
     "weighted_gram",
 ]
+
+
+# The researcher's estimators (scikit-learn, scipy) are imported on first use (PEP 562):
+# a node imports this package to register its computations and needs none of them.
+_LAZY = {
+    "FederatedGLM": "healthfed.compute.glm.estimator",
+    "FederatedLogisticRegression": "healthfed.compute.glm.estimator",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -102,9 +102,13 @@ hub's pooling), :mod:`.computations` (the registered computations),
 :class:`FederatedCoxPH`) and :mod:`.cox_rounds` (one Cox fit's rounds).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from healthfed.compute.survival.combine import CIndexResult, KaplanMeierResult
 from healthfed.compute.survival.computations import CINDEX, COX_RISK_SETS, COX_STRATIFIED, KM_COUNTS
-from healthfed.compute.survival.estimator import FederatedCoxPH, concordance_index, kaplan_meier
 from healthfed.compute.survival.maths import (
     breslow_from_risk_sets,
     breslow_stratum_terms,
@@ -117,6 +121,9 @@ from healthfed.compute.survival.maths import (
     risk_set_sums,
 )
 from healthfed.compute.survival.node import GRID_TOO_FINE
+
+if TYPE_CHECKING:
+    from healthfed.compute.survival.estimator import FederatedCoxPH, concordance_index, kaplan_meier
 
 __all__ = [
     "CINDEX",
@@ -139,3 +146,21 @@ __all__ = [
     "newton_step",
     "risk_set_sums",
 ]
+
+
+# The researcher's estimators (scikit-learn, scipy) are imported on first use (PEP 562):
+# a node imports this package to register its computations and needs none of them.
+_LAZY = {
+    "FederatedCoxPH": "healthfed.compute.survival.estimator",
+    "concordance_index": "healthfed.compute.survival.estimator",
+    "kaplan_meier": "healthfed.compute.survival.estimator",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

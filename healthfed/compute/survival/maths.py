@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as _stats
 
 from healthfed.errors import DataError, FederationError, HealthfedError, PolicyDenied
 
@@ -328,6 +327,8 @@ def km_from_counts(
     at_risk: np.ndarray, events: np.ndarray, alpha: float = 0.05
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Survival, Greenwood standard error and log-log CI (as lifelines) from step counts."""
+    from scipy import stats as _stats  # scipy only for the hub's intervals
+
     n = np.asarray(at_risk, dtype=float)
     d = np.asarray(events, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -25,6 +25,7 @@ Measured against flwr 1.42 (see ``docs/flower-deployment.md``):
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import sys
@@ -47,6 +48,7 @@ from healthfed.federation.deploy.control import SuperLinkControl
 from healthfed.federation.deploy.processes import (
     LOOPBACK,
     Proc,
+    blas_thread_env,
     free_port,
     safe_name,
     spawn,
@@ -86,6 +88,12 @@ class LocalFlowerDeployment:
         Start the session ServerApp (:meth:`session_run`) as soon as the SuperLink
         answers, while the SuperNodes start: the first round does not wait for it
         (about 3 s of a cold start).
+    node_blas_threads
+        BLAS threads of each node's processes (``OPENBLAS_NUM_THREADS`` and the like;
+        an environment that sets one already wins). Default: this machine's cores
+        shared among the nodes (at least 1), as the in-process engine does: every
+        node on one machine running a BLAS thread per core oversubscribes the cores
+        (OpenBLAS threads spin while they wait). ``0``: no limit.
 
     Examples
     --------
@@ -104,6 +112,7 @@ class LocalFlowerDeployment:
         node_kind: str = "healthfed",
         worker_idle: float | None = None,
         open_session: bool = False,
+        node_blas_threads: int | None = None,
     ) -> None:
         if node_kind not in NODE_KINDS:
             raise FederationError(f"node_kind must be one of {NODE_KINDS}, got {node_kind!r}")
@@ -122,6 +131,12 @@ class LocalFlowerDeployment:
         self.node_kind = node_kind
         self.worker_idle = worker_idle
         self.open_session = open_session
+        cores = os.cpu_count() or 1
+        self.node_blas_threads = (
+            max(1, cores // len(self.node_files))
+            if node_blas_threads is None
+            else node_blas_threads
+        )
         self.superlink_address = ""
         self.tls: TlsFiles | None = None
         self.last_round_s: float | None = None
@@ -148,9 +163,14 @@ class LocalFlowerDeployment:
         self.close()
 
     def _spawn(
-        self, role: str, argv: list[str], home: Path, pythonpath: Sequence[str] = ()
+        self,
+        role: str,
+        argv: list[str],
+        home: Path,
+        pythonpath: Sequence[str] = (),
+        extra_env: dict[str, str] | None = None,
     ) -> Proc:
-        proc = spawn(role, argv, home, self.work_dir / "logs", pythonpath)
+        proc = spawn(role, argv, home, self.work_dir / "logs", pythonpath, extra_env)
         self._procs.append(proc)
         return proc
 
@@ -225,10 +245,11 @@ class LocalFlowerDeployment:
                 clientapp_ref=self.clientapp_ref,
                 worker_idle=self.worker_idle,
             )
+            blas = blas_thread_env(self.node_blas_threads or None)
             if self.node_kind == "healthfed":  # the SuperNode spawns its own worker
-                self._spawn(role, argv, home, self.node_pythonpath)
+                self._spawn(role, argv, home, self.node_pythonpath, blas)
                 continue
-            self._spawn(role, argv, home)
+            self._spawn(role, argv, home, extra_env=blas)
             self._spawn(
                 f"node-exec-{i}-{safe_name(name)}",
                 node_exec_argv(
@@ -236,6 +257,7 @@ class LocalFlowerDeployment:
                 ),
                 home,
                 self.node_pythonpath,
+                blas,
             )
 
     def _wait(self, ready: Any, procs: Sequence[Proc], what: str) -> None:

@@ -81,9 +81,23 @@ class Proc:
             )
 
 
-def flower_env(home: Path, pythonpath: Sequence[str] = ()) -> dict[str, str]:
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def blas_thread_env(threads: int | None) -> dict[str, str]:
+    """BLAS/OpenMP thread limits for a process (``{}``: ``None``, or the caller's
+    environment already sets one of them, which then wins)."""
+    if threads is None or any(v in os.environ for v in BLAS_THREAD_VARS):
+        return {}
+    return dict.fromkeys(BLAS_THREAD_VARS, str(max(1, int(threads))))
+
+
+def flower_env(
+    home: Path, pythonpath: Sequence[str] = (), extra: dict[str, str] | None = None
+) -> dict[str, str]:
     """Environment for one Flower process: no telemetry, own ``FLWR_HOME``, this venv first."""
     env = {k: v for k, v in os.environ.items() if k not in _STRIPPED_ENV}
+    env.update(extra or {})
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join([*pythonpath, env.get("PYTHONPATH", "")])
     env.update(_FLOWER_ENV)
@@ -95,7 +109,12 @@ def flower_env(home: Path, pythonpath: Sequence[str] = ()) -> dict[str, str]:
 
 
 def spawn(
-    role: str, argv: list[str], home: Path, log_dir: Path, pythonpath: Sequence[str] = ()
+    role: str,
+    argv: list[str],
+    home: Path,
+    log_dir: Path,
+    pythonpath: Sequence[str] = (),
+    extra_env: dict[str, str] | None = None,
 ) -> Proc:
     """Start ``argv`` in its own session, output to ``log_dir/<role>.log``, cwd ``home``."""
     log = log_dir / f"{role}.log"
@@ -107,7 +126,7 @@ def spawn(
             stdin=subprocess.DEVNULL,
             stdout=fh,
             stderr=subprocess.STDOUT,
-            env=flower_env(home, pythonpath),
+            env=flower_env(home, pythonpath, extra_env),
             cwd=str(home),
             start_new_session=True,  # own process group: stop_procs() signals the group
         )
