@@ -131,6 +131,15 @@ def test_evaluate_scores_held_out_rows_by_default_and_warns_otherwise(
     assert r.exit_code == 0, r.output
     assert "differs from the model's training split" in r.stderr
 
+    # Without node files: the nodes the model was trained on (nodes.json), like `report`.
+    r = runner.invoke(app, ["evaluate", str(model), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert f"the {len(nodes)} the model was trained on (nodes.json)" in r.stderr
+    assert json.loads(r.stdout)["scored_rows"] == "held_out"
+    (model / "nodes.json").unlink()
+    r = runner.invoke(app, ["evaluate", str(model)])
+    assert r.exit_code == 2 and "has no nodes.json" in r.output
+
 
 def test_a_model_trained_on_every_row_is_reported_as_apparent_performance(
     nodes: list[str], tmp_path: Path
