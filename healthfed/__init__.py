@@ -11,8 +11,7 @@ start fast even though the package spans DuckDB, Flower, SQLAlchemy and matplotl
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from healthfed._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -71,13 +70,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'healthfed' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())
 
 
 def __dir__() -> list[str]:

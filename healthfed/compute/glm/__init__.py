@@ -9,9 +9,9 @@ disclosure rules and the penalty). Importing this package registers ``glm_step``
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from healthfed._lazy import lazy_getattr
 from healthfed.compute.glm.combine import combine_glm_step
 from healthfed.compute.glm.maths import FAMILIES, glm_derivatives, glm_start, weighted_gram
 from healthfed.compute.glm.node import GLM_STEP, run_glm_step, validate_glm_step
@@ -41,10 +41,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

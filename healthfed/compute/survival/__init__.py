@@ -104,9 +104,9 @@ hub's pooling), :mod:`.computations` (the registered computations),
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from healthfed._lazy import lazy_getattr
 from healthfed.compute.survival.combine import CIndexResult, KaplanMeierResult
 from healthfed.compute.survival.computations import CINDEX, COX_RISK_SETS, COX_STRATIFIED, KM_COUNTS
 from healthfed.compute.survival.maths import (
@@ -157,10 +157,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
