@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import pytest
 import typer
+from _cli_helpers import sandbox_nodes
 from typer.testing import CliRunner
 
 from healthfed.cli import app
@@ -116,15 +117,7 @@ def test_json_results_on_stdout_and_messages_on_stderr(study: dict[str, Path]) -
 
 
 def test_federated_commands_print_progress_on_stderr(tmp_path: Path) -> None:
-    runner.invoke(app, ["synth", "covid", "--sites", "2", "--rows", "400", "--out", str(tmp_path)])
-    nodes = []
-    for i in (1, 2):
-        node = tmp_path / f"n{i}.toml"
-        runner.invoke(
-            app, ["node", "init", str(node), "--name", f"h{i}", "--dataset",
-                  str(tmp_path / f"hospital_{i}.toml"), "--sandbox"]
-        )  # fmt: skip
-        nodes.append(str(node))
+    nodes = sandbox_nodes(tmp_path, sites=2, rows=400)
     r = runner.invoke(app, ["stats", "table1", *nodes, "--vars", "age", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["computation"] == "table1"
@@ -152,15 +145,7 @@ def test_federated_commands_print_progress_on_stderr(tmp_path: Path) -> None:
 
 @pytest.mark.flower
 def test_flower_engine_says_what_it_is_waiting_for(tmp_path: Path) -> None:
-    runner.invoke(app, ["synth", "covid", "--sites", "2", "--rows", "300", "--out", str(tmp_path)])
-    nodes = []
-    for i in (1, 2):
-        node = tmp_path / f"n{i}.toml"
-        runner.invoke(
-            app, ["node", "init", str(node), "--name", f"h{i}", "--dataset",
-                  str(tmp_path / f"hospital_{i}.toml"), "--sandbox"]
-        )  # fmt: skip
-        nodes.append(str(node))
+    nodes = sandbox_nodes(tmp_path, sites=2, rows=300)
     r = runner.invoke(app, ["stats", "sum", *nodes, "--var", "age", "--engine", "flower", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["n"] > 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from _cli_helpers import sandbox_nodes
 from typer.testing import CliRunner
 
 from healthfed.cli import app
@@ -20,21 +21,7 @@ FEATURES = "age,sex,spo2,crp"
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     root = tmp_path_factory.mktemp("model-path")
-    r = runner.invoke(
-        app, ["synth", "covid", "--sites", "3", "--rows", "900", "--out", str(root / "d")]
-    )
-    assert r.exit_code == 0, r.output
-    files = []
-    for k in (1, 2, 3):
-        node = root / "nodes" / f"h{k}.toml"
-        r = runner.invoke(
-            app,
-            ["node", "init", str(node), "--name", f"h{k}", "--sandbox",
-             "--dataset", str(root / "d" / f"hospital_{k}.toml")],
-        )  # fmt: skip
-        assert r.exit_code == 0, r.output
-        files.append(str(node))
-    return files
+    return sandbox_nodes(root, sites=3, rows=900, node_dir=root / "nodes")
 
 
 def _rows(node_file: str, holdout: dict | None) -> int:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from _cli_helpers import sandbox_nodes
 from typer.testing import CliRunner
 
 from healthfed.cli import app
@@ -16,22 +17,7 @@ FEATURES = "age,sex,vaccination,spo2,crp,diabetes"
 
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    root = tmp_path_factory.mktemp("models")
-    r = runner.invoke(
-        app, ["synth", "covid", "--sites", "3", "--rows", "1500", "--out", str(root / "d")]
-    )
-    assert r.exit_code == 0, r.output
-    files = []
-    for k in (1, 2, 3):
-        node = root / f"h{k}.toml"
-        r = runner.invoke(
-            app,
-            ["node", "init", str(node), "--name", f"h{k}", "--sandbox",
-             "--dataset", str(root / "d" / f"hospital_{k}.toml")],
-        )  # fmt: skip
-        assert r.exit_code == 0, r.output
-        files.append(str(node))
-    return files
+    return sandbox_nodes(tmp_path_factory.mktemp("models"), sites=3, rows=1500)
 
 
 def test_train_evaluate_report_predict_decide(nodes: list[str], tmp_path: Path) -> None:
