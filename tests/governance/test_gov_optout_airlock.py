@@ -29,6 +29,11 @@ def _count(node_files: list[Path], permit: dict[str, Any]) -> Any:
         return fed.count("covid")
 
 
+def _table1(node_files: list[Path], permit: dict[str, Any]) -> Any:
+    with Federation.from_node_files(node_files, permit=permit, requester=RESEARCHER) as fed:
+        return fed.table1("covid", ["age", "sex"], by="death_28d")
+
+
 def test_opted_out_patients_are_excluded_and_the_count_is_audited_rounded(
     node_files: list[Path], permit: dict[str, Any]
 ) -> None:
@@ -78,18 +83,14 @@ def test_manual_approval_pending_then_approve_releases(hub: Hub, make_nodes: Any
     node_files = make_nodes(approval={"table1": "manual"})
     permit = grant(hub, node_files)
 
-    def table1() -> Any:
-        with Federation.from_node_files(node_files, permit=permit, requester=RESEARCHER) as fed:
-            return fed.table1("covid", ["age", "sex"], by="death_28d")
-
     with pytest.raises(ApprovalPending) as err:
-        table1()
+        _table1(node_files, permit)
     tickets = err.value.tickets
     assert sorted(tickets) == ["hospital_1", "hospital_2"]
     assert f"pending approval at site hospital_1 (ticket {tickets['hospital_1']})" in str(err.value)
     # Re-sending before approval: still pending, same ticket (nothing released).
     with pytest.raises(ApprovalPending) as again:
-        table1()
+        _table1(node_files, permit)
     assert again.value.tickets == tickets
     assert last_record(node_files[0])["decision"] == "pending"
     # The steward's view shows requester, permit, computation, parameters and checks.
@@ -102,7 +103,7 @@ def test_manual_approval_pending_then_approve_releases(hub: Hub, make_nodes: Any
         r = runner.invoke(app, ["node", "approve", str(path), tickets[site], "--by", "steward"])
         assert r.exit_code == 0, flat(r)
     assert last_record(node_files[0])["action"] == "approve"
-    t1 = table1()
+    t1 = _table1(node_files, permit)
     assert t1.sites == ["hospital_1", "hospital_2"] and t1.n_total == 600
     rec = last_record(node_files[0])
     assert rec["decision"] == "released" and rec["ticket"] == tickets["hospital_1"]
@@ -119,20 +120,16 @@ def test_an_approved_result_computed_before_an_opt_out_is_not_released_again(
     node_files = make_nodes(approval={"table1": "manual"})
     permit = grant(hub, node_files)
 
-    def table1() -> Any:
-        with Federation.from_node_files(node_files, permit=permit, requester=RESEARCHER) as fed:
-            return fed.table1("covid", ["age", "sex"], by="death_28d")
-
     with pytest.raises(ApprovalPending) as err:
-        table1()
+        _table1(node_files, permit)
     tickets = err.value.tickets
     for path, site in zip(node_files, ("hospital_1", "hospital_2"), strict=True):
         assert runner.invoke(app, ["node", "approve", str(path), tickets[site]]).exit_code == 0
-    table1()  # released once, as approved
+    _table1(node_files, permit)  # released once, as approved
     r = runner.invoke(app, ["node", "optout", "add", str(node_files[0]), "hospital_1-0000042"])
     assert r.exit_code == 0, flat(r)
     with pytest.raises((ApprovalPending, ThresholdViolation)) as after:
-        table1()
+        _table1(node_files, permit)
     records = Node.from_toml(node_files[0]).audit.records()[-2:]
     assert records[0]["decision"] == "superseded", records
     assert records[0]["ticket"] == tickets["hospital_1"]
