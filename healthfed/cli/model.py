@@ -232,17 +232,17 @@ def evaluate(
 
     nodes = _node_files(node_files, nodes)
     if not nodes:  # the nodes it was trained on, as `report` does
-        from healthfed.trust.commands import NODES_FILE, recorded_nodes
+        from healthfed.trust.commands import NODES_FILE, trained_nodes
 
-        recorded = recorded_nodes(model)
-        if recorded is None:
+        asked: dict[str, Any] = {"permit": permit, "requester": requester, "purpose": purpose}
+        record = trained_nodes(model, asked)
+        if record is None:
             raise InvalidArgument(
                 f"evaluate needs the node files: healthfed evaluate MODEL NODE_FILE... "
                 f"({model} has no {NODES_FILE} naming the nodes it was trained on)"
             )
-        nodes = list(recorded["node_files"])
-        permit = permit if permit is not None else recorded.get("permit")
-        purpose = purpose if purpose is not None else recorded.get("purpose")
+        nodes, asked = record
+        permit, requester, purpose = asked["permit"], asked["requester"], asked["purpose"]
         typer.echo(f"Nodes: the {len(nodes)} the model was trained on ({NODES_FILE})", err=True)
     art = load_model(model)
     if all_rows and holdout is not None:

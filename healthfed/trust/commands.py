@@ -24,6 +24,7 @@ __all__ = [
     "predict_command",
     "read_patient",
     "recorded_nodes",
+    "trained_nodes",
     "record_nodes",
     "report_command",
 ]
@@ -85,6 +86,21 @@ def recorded_nodes(model: str | Path) -> dict[str, Any] | None:
     return dict(body)
 
 
+def trained_nodes(
+    model: str | Path, asked: dict[str, Any]
+) -> tuple[list[Path], dict[str, Any]] | None:
+    """The node files the model was trained on (``nodes.json``) and ``asked`` with its unset
+    ``permit``/``requester``/``purpose`` taken from that record; ``None`` without a record."""
+    recorded = recorded_nodes(model)
+    if recorded is None:
+        return None
+    filled = dict(asked)
+    for key in ("permit", "requester", "purpose"):
+        if filled.get(key) is None and recorded.get(key) is not None:
+            filled[key] = recorded[key]
+    return list(recorded["node_files"]), filled
+
+
 def read_patient(path: str | Path) -> dict[str, Any]:
     """A patient's raw values from a JSON object file (``-`` is not supported: use a file)."""
     p = Path(path)
@@ -123,16 +139,13 @@ def report_command(
     if not node_files:
         if art.evaluation is not None:
             return _render_stored(art, model, out)
-        recorded = recorded_nodes(model)
-        if recorded is None:
+        trained = trained_nodes(model, kwargs)
+        if trained is None:
             raise DataError(
                 f"{model}: no evaluation.json and no {NODES_FILE} (where the model was "
                 "trained); give --nodes to evaluate it"
             )
-        node_files = recorded["node_files"]
-        for key in ("permit", "requester", "purpose"):
-            if kwargs.get(key) is None and recorded.get(key) is not None:
-                kwargs[key] = recorded[key]
+        node_files, kwargs = trained
     kwargs = {k: v for k, v in kwargs.items() if v is not None or k == "purpose"}
     stored = art.evaluation or {}
     settings = stored.get("settings", {})
