@@ -23,14 +23,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CSV_ENCODINGS", "csv_read_error", "value_hint"]
+__all__ = ["CSV_ENCODINGS", "DECIMAL_COMMA", "csv_read_error", "value_hint"]
 
 #: Encodings a descriptor's ``[csv] encoding`` may name (those DuckDB reads natively).
 CSV_ENCODINGS = ("utf-8", "utf-16", "latin-1")
 
 _SAMPLE = 1 << 16
 _OTHER_DELIMITERS = (";", "\t", "|", ",")
-_DECIMAL_COMMA = re.compile(r"^-?[0-9]+,[0-9]+$")
+#: A number written with a decimal comma (``-1,5``); also what ``describe-data`` looks for.
+DECIMAL_COMMA = r"^-?[0-9]+,[0-9]+$"
+_DECIMAL_COMMA = re.compile(DECIMAL_COMMA)
 _NA_MARKERS = {".", "-", "?", "na", "n/a", "nan", "null", "none", "missing", "unknown", "#n/a"}
 
 

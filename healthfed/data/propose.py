@@ -34,6 +34,7 @@ from typing import Any
 import duckdb
 
 from healthfed.data.column_sql import is_bool, is_float, is_int
+from healthfed.data.csv_diagnose import DECIMAL_COMMA
 from healthfed.data.dataset import _toml_key, _toml_value
 from healthfed.data.harmonise import canonical_unit
 from healthfed.data.sql import quote_ident, sql_literal
@@ -108,24 +109,23 @@ def _sniff(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, bool]:
 
 
 def _decimal_comma(con: duckdb.DuckDBPyConnection, source: str, names: list[str]) -> bool:
-    """True when some column's values are numbers written with a decimal comma (``50,5``)
-    and no column mixes them with other text: the CSV then needs ``decimal = ","``."""
-    comma = r"^\s*[+-]?[0-9]+,[0-9]+\s*$"
-    found = False
+    """True when some column holds only numbers (or missing-value spellings), some of them
+    written with a decimal comma (``50,5``): the CSV then needs ``decimal = ","``."""
+    comma = sql_literal(DECIMAL_COMMA)
     for name in names:
-        v = f"CAST({quote_ident(name)} AS VARCHAR)"
+        v = f"trim(CAST({quote_ident(name)} AS VARCHAR))"
         row = con.execute(
-            f"SELECT count(*) FILTER (WHERE regexp_matches({v}, {sql_literal(comma)})), "
-            f"count(*) FILTER (WHERE {v} IS NOT NULL AND trim({v}) <> '' "
-            f"AND NOT regexp_matches({v}, {sql_literal(comma)}) AND lower(trim({v})) NOT IN "
+            f"SELECT count(*) FILTER (WHERE regexp_matches({v}, {comma})), "
+            f"count(*) FILTER (WHERE {v} IS NOT NULL AND {v} <> '' "
+            f"AND NOT regexp_matches({v}, {comma}) AND lower({v}) NOT IN "
             f"({', '.join(sql_literal(t) for t in NA_TOKENS)}) "
             f"AND TRY_CAST({v} AS DOUBLE) IS NULL) FROM {source}"
         ).fetchone()
         assert row is not None
         commas, other_text = int(row[0]), int(row[1])
         if commas and other_text == 0:
-            found = True
-    return found
+            return True
+    return False
 
 
 def _analyse(
