@@ -73,6 +73,16 @@ def _missing(message: str) -> DataError:
     return err
 
 
+def _coded_expr(spec: Any, name: str, sql_type: str) -> str:
+    """A binary, categorical or text column as the ``data`` view codes it (0/1, its level
+    or its text): the view and the generated id hash the same values."""
+    if spec.type == "binary":
+        return binary_expr(spec, sql_type)
+    if spec.type == "categorical":
+        return level_expr(spec, sql_type)
+    return str_expr(name, sql_type)
+
+
 class NodeDataset:
     """A dataset held by a hospital node, exposed as a typed, unit-harmonised DuckDB view.
 
@@ -377,12 +387,8 @@ class NodeDataset:
             q, t = quote_ident(c), have[c]
             if spec.is_numeric:
                 v = f"NULLIF(TRY_CAST({q} AS DOUBLE), 'NaN'::DOUBLE)"
-            elif spec.type == "binary":
-                v = binary_expr(spec, t)
-            elif spec.type == "categorical":
-                v = level_expr(spec, t)
             else:
-                v = str_expr(c, t)
+                v = _coded_expr(spec, c, t)
             parts.append(f"coalesce(CAST({v} AS VARCHAR), chr(30))")
         h = f"sha256(concat_ws(chr(31), {', '.join(parts)}))"
         gid = "'g' || substr(__h, 1, 16) || CASE WHEN __k > 1 THEN '-' || __k ELSE '' END"
@@ -478,12 +484,8 @@ class NodeDataset:
                 expr = self._conversions[name].sql(double_expr(name, t))
             elif typed:
                 expr = f"CAST({q} AS INTEGER)" if spec.type == "binary" else f"CAST({q} AS VARCHAR)"
-            elif spec.type == "binary":
-                expr = binary_expr(spec, t)
-            elif spec.type == "categorical":
-                expr = level_expr(spec, t)
             else:
-                expr = str_expr(name, t)
+                expr = _coded_expr(spec, name, t)
             exprs.append(f"{expr} AS {quote_ident(name)}")
         return f"CREATE VIEW data AS SELECT {', '.join(exprs)} FROM {source}"
 
