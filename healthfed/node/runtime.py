@@ -57,6 +57,7 @@ from healthfed.node.airlock import ApprovalQueue, request_fingerprint
 from healthfed.node.config import read_node_file, write_node_file
 from healthfed.node.connection import RequestConnection
 from healthfed.node.limits import check_request_shape, check_workload, request_deadline
+from healthfed.node.memory import no_huge_page_advice
 from healthfed.node.optout import OptOutStore
 from healthfed.node.request import (
     apply_output_rules,
@@ -105,6 +106,9 @@ class Node:
     _warned: bool = field(default=False, repr=False, compare=False)
     _bounds_checked: set[str] = field(default_factory=set, repr=False, compare=False)
     _checked_cohorts: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        no_huge_page_advice()  # fresh arrays without direct compaction: healthfed.node.memory
 
     @classmethod
     def from_toml(cls, path: str | Path, dataset_errors: dict[str, str] | None = None) -> Node:
