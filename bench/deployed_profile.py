@@ -61,7 +61,7 @@ def cpu_s(pid: int) -> float:
 
 
 def kind(cmd: str) -> str:
-    if "flower-superlink" in cmd:
+    if "flower-superlink" in cmd or "deploy superlink" in cmd:
         return "superlink"
     if "flower-superexec" in cmd:
         return "superexec"

@@ -1,8 +1,10 @@
 """The private parts of flwr 1.42 healthfed relies on, pinned by the hash of their source.
 
 healthfed's SuperNode (:mod:`~healthfed.federation.deploy.supernode`) drives flwr's
-own pull/push functions with its own waits, and both ends shorten the retry
-back-off of flwr's ``pull_objects`` (:func:`fast_object_pulls`). Those are private
+own pull/push functions with its own waits; healthfed's SuperLink
+(:mod:`~healthfed.federation.deploy.superlink_app`) builds flwr's app with its own
+middleware list; both ends shorten the retry back-off of flwr's ``pull_objects``
+(:func:`fast_object_pulls`). Those are private
 functions that may change in any flwr release, even a patch one. :data:`FINGERPRINTS`
 holds the SHA-256 of ``inspect.getsource`` of each; ``tests/federation/test_flower_loop.py``
 fails when the installed flwr differs and names the function to re-read.
@@ -60,6 +62,48 @@ FINGERPRINTS: dict[str, str] = {
     # (executor.TaskToken) instead of building a client, and a TLS connection, per task
     "flwr.supercore.interceptors.http.runtime_token.RuntimeTokenHttpInterceptor": (
         "06cbf14d2ea81c278ff1bbf715727c41387287c7829cc7446a3a2307ff448ac4"
+    ),
+    # healthfed's SuperLink (superlink_app) builds flwr's app with its own middleware list
+    "flwr.superlink.main._get_middleware": (
+        "911d5e2a5aaf11ec21b9830e7f08948ba3676bbc9462da5b8f466fbb73e5724a"
+    ),
+    "flwr.superlink.main.create_app": (
+        "ee966b630c8ba8b56315e8db3296df6c2ae6d9bd3a9826e28be63c85e321dbe1"
+    ),
+    "flwr.superlink.cli.flower_superlink.flower_superlink": (
+        "398ce9c85755e9eec63ac0a11ec71230f99a68cbb504ea54c1e60b92fca03dde"
+    ),
+    "flwr.superlink.cli.flower_superlink._run_superlink_http_api": (
+        "eb0d78b85f99957695c35e93ab10cc2766116f2fdb0c96bb982ff75f4e5cfc45"
+    ),
+    # ...skips these for Fleet/Runtime paths (re-read: their dispatch must pass those on)
+    "flwr.superlink.routers.control.middlewares.ControlSensitiveResponseMiddleware": (
+        "25cca938600324c2f1834aceba94915a6c8ea26871d796c5af5608ad9b18a90b"
+    ),
+    "flwr.superlink.routers.control.middlewares.ControlAuthenticationMiddleware": (
+        "1495e41d9bbbd25d2fce0e7b81da0780ed9c9064fa9651a18987987daa87df21"
+    ),
+    "flwr.superlink.routers.control.middlewares.ControlLicenseMiddleware": (
+        "0f57194171e921a3d5cbea4f1d59d8313c386c3b8a66ee79dfed6f845b0a15dc"
+    ),
+    "flwr.superlink.routers.control.middlewares.ControlEventLogMiddleware": (
+        "d8db2d506ca7d0c5bc27c81bb5c1eebd6c41fc27e758e3ad47c687b0ee002636"
+    ),
+    "flwr.superlink.routers.fleet.middlewares.FleetEventLogMiddleware": (
+        "4466ecde96fb2315fe44027e038b8ac693b49dc65c7a3810c2b2c5844305ae76"
+    ),
+    "flwr.superlink.routers.fleet.node_auth.NodeAuthMiddleware": (
+        "36b9ef8b482a1722710dfe45def3d5d9620294c340f25b6dfed5130aaa66e90e"
+    ),
+    # ...and holds an empty pull, asking these again (re-read: an empty answer has no side effect; a unary answer is the raw protobuf)
+    "flwr.supercore.protobuf.translation.ProtobufTranslationMiddleware": (
+        "5ff23a6fdd06d0f99db4c972721307fb8523778ca380a8e6e9427562e571fd0f"
+    ),
+    "flwr.superlink.servicer.fleet.fleet_handlers.pull_messages": (
+        "5f1d8861a9eb14651a1cea9ec21b4d7955470e5559ea76dc84745bf2d1964bd0"
+    ),
+    "flwr.superlink.servicer.runtime.runtime_handlers.pull_messages": (
+        "8c998d6d197c09e4e7c9ceca1e16c49b9976510a827d759cab7928809431a288"
     ),
 }
 

@@ -52,8 +52,11 @@ def test_pinned_flwr_function_is_unchanged(name: str) -> None:
         f"the installed flwr changed {name} (sha256 {got[:16]}..., pinned "
         f"{FINGERPRINTS[name][:16]}...). Re-read it: healthfed's SuperNode loop "
         "(healthfed/federation/deploy/supernode.py) mirrors start_client_internal and "
-        "calls its helpers; fast_object_pulls (healthfed/federation/flwr_pins.py) "
-        "changes the pulls' back-off. Then update FINGERPRINTS there."
+        "calls its helpers; healthfed's SuperLink (healthfed/federation/deploy/"
+        "superlink_app.py) replaces flwr's middleware list and holds empty pulls; "
+        "fast_object_pulls (healthfed/federation/flwr_pins.py) changes the pulls' "
+        "back-off. The comment above its entry in FINGERPRINTS says what to check; "
+        "then update FINGERPRINTS there."
     )
 
 

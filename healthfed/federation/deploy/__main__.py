@@ -2,6 +2,8 @@
 
 * ``supernode`` — healthfed's SuperNode (:mod:`~healthfed.federation.deploy.supernode`):
   ``flower-supernode``'s flags plus healthfed's poll and worker options;
+* ``superlink`` — healthfed's SuperLink
+  (:mod:`~healthfed.federation.deploy.superlink_app`): ``flower-superlink``'s flags;
 * ``node-exec`` — the node executor (:mod:`~healthfed.federation.deploy.executor`),
   started by the local deployment and ``healthfed node serve`` next to a stock
   SuperNode (:func:`~healthfed.federation.deploy.commands.node_exec_argv`) and by
@@ -31,9 +33,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         supernode_main(args_in[1:])
         return
+    if args_in[:1] == ["superlink"]:
+        from healthfed.federation.deploy.superlink_app import main as superlink_main
+
+        superlink_main(args_in[1:])
+        return
     parser = argparse.ArgumentParser(prog="python -m healthfed.federation.deploy")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("supernode", help="healthfed's SuperNode (flower-supernode's flags and more)")
+    sub.add_parser("superlink", help="healthfed's SuperLink (flower-superlink's flags)")
     node = sub.add_parser("node-exec", help="serve a --isolation process SuperNode")
     node.add_argument("--runtime-api-address", required=True)
     node.add_argument("--root-certificates", default=None)

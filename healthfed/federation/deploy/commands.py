@@ -18,19 +18,33 @@ from healthfed.federation.deploy.tls import TlsFiles
 from healthfed.federation.messages import NODE_CONFIG_KEY
 
 
-def superlink_argv(bin_dir: Path, host: str, port: int, tls: TlsFiles) -> list[str]:
-    """The ``flower-superlink`` command: TLS on its one port, no runtime installs.
+def superlink_argv(
+    bin_dir: Path, host: str, port: int, tls: TlsFiles, *, kind: str = "healthfed"
+) -> list[str]:
+    """The SuperLink command: TLS on its one port, no runtime installs.
 
+    ``kind="healthfed"`` (default) is flwr's SuperLink with held pulls
+    (:mod:`~healthfed.federation.deploy.superlink_app`); ``"stock"`` is
+    ``flower-superlink`` itself. Both take ``flower-superlink``'s flags.
     ``--disable-runtime-dependency-installation`` keeps the SuperLink from running
     ``uv sync`` for a pushed app (network access and foreign code on its machine).
     """
+    if kind not in SUPERLINK_KINDS:
+        raise FederationError(f"superlink kind must be one of {SUPERLINK_KINDS}, not {kind!r}")
+    if kind == "healthfed":
+        head = [sys.executable, "-m", "healthfed.federation.deploy", "superlink"]
+    else:
+        head = [str(bin_dir / "flower-superlink")]
     return [
-        str(bin_dir / "flower-superlink"),
+        *head,
         *_tls_server_args(host, port, tls),
         "--isolation",
         "subprocess",
         "--disable-runtime-dependency-installation",
     ]
+
+
+SUPERLINK_KINDS = ("healthfed", "stock")
 
 
 def _tls_server_args(host: str, port: int, tls: TlsFiles) -> list[str]:

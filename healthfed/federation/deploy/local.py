@@ -21,6 +21,9 @@ Measured against flwr 1.42 (see ``docs/flower-deployment.md``):
   (:mod:`~healthfed.federation.deploy.supernode`: 20 ms-0.5 s poll instead of
   flwr's 3 s, and one long-lived data worker it spawns itself); ``node_kind="stock"``
   runs ``flower-supernode`` plus a separately started executor, for comparison.
+* The SuperLink is flwr's with held pulls
+  (:mod:`~healthfed.federation.deploy.superlink_app`); ``superlink_kind="stock"``
+  runs ``flower-superlink`` itself.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from healthfed.errors import FederationError
 from healthfed.federation.deploy.bundle import CLIENTAPP_REF
 from healthfed.federation.deploy.commands import (
     NODE_KINDS,
+    SUPERLINK_KINDS,
     node_exec_argv,
     superlink_argv,
     supernode_argv,
@@ -82,6 +86,9 @@ class LocalFlowerDeployment:
     node_kind
         ``"healthfed"`` (default: healthfed's SuperNode loop and data worker) or
         ``"stock"`` (``flower-supernode`` and a separate executor process).
+    superlink_kind
+        ``"healthfed"`` (default: flwr's SuperLink answering an empty pull at the next
+        push) or ``"stock"`` (``flower-superlink``).
     worker_idle
         Seconds an idle data worker of a healthfed SuperNode lives (default 120).
     open_session
@@ -110,12 +117,17 @@ class LocalFlowerDeployment:
         clientapp_ref: str = CLIENTAPP_REF,
         node_pythonpath: Sequence[str | Path] = (),
         node_kind: str = "healthfed",
+        superlink_kind: str = "healthfed",
         worker_idle: float | None = None,
         open_session: bool = False,
         node_blas_threads: int | None = None,
     ) -> None:
         if node_kind not in NODE_KINDS:
             raise FederationError(f"node_kind must be one of {NODE_KINDS}, got {node_kind!r}")
+        if superlink_kind not in SUPERLINK_KINDS:
+            raise FederationError(
+                f"superlink_kind must be one of {SUPERLINK_KINDS}, got {superlink_kind!r}"
+            )
         if not node_files:
             raise FederationError("a deployment needs at least one node file")
         self.node_files = [Path(p).resolve() for p in node_files]
@@ -129,6 +141,7 @@ class LocalFlowerDeployment:
         self.clientapp_ref = clientapp_ref
         self.node_pythonpath = [str(Path(p).resolve()) for p in node_pythonpath]
         self.node_kind = node_kind
+        self.superlink_kind = superlink_kind
         self.worker_idle = worker_idle
         self.open_session = open_session
         cores = os.cpu_count() or 1
@@ -195,7 +208,7 @@ class LocalFlowerDeployment:
         self.superlink_address = f"{LOOPBACK}:{port}"
         superlink = self._spawn(
             "superlink",
-            superlink_argv(bin_dir, LOOPBACK, port, tls),
+            superlink_argv(bin_dir, LOOPBACK, port, tls, kind=self.superlink_kind),
             self.work_dir / "home" / "superlink",
         )
         self._control = SuperLinkControl(

@@ -14,7 +14,11 @@ and its pull/store and push functions (``_pull_and_store_message``,
 ``_push_messages``). Only the waiting differs:
 
 * idle, the node polls after 20 ms, each wait 1.5 times the last, up to
-  ``--poll-max`` (0.5 s; about 3 polls a second when idle); a message resets it;
+  ``--poll-max`` (0.5 s; about 3 polls a second when idle); a message resets it.
+  The wait is a period: a pull that took that long already is followed by the next
+  at once, so against healthfed's SuperLink, which holds an empty pull until the
+  next push or 1 s (:mod:`~healthfed.federation.deploy.superlink_app`), a node has
+  one pull open, answered as soon as the hub pushes, and asks once a second idle;
 * after storing a message it wakes its data worker
   (:class:`~healthfed.federation.deploy.worker.DataWorker`) and checks for the reply
   every 5–50 ms, then pushes it with flwr's ``_push_messages``.
@@ -175,6 +179,7 @@ def run_loop(
         log(INFO, "SuperNode ID: %s", node_id)
         wait = POLL_MIN_S
         while True:
+            asked = time.monotonic()
             run_id = _loop._pull_and_store_message(
                 state=state,
                 object_store=store,
@@ -188,7 +193,9 @@ def run_loop(
             )
             if run_id is None:
                 worker.alive()  # reaps a worker that left when idle (no zombie)
-                time.sleep(wait)
+                # a period, not a gap: a SuperLink that held the pull (healthfed's
+                # answers an empty pull at the next push) is asked again at once
+                time.sleep(max(0.0, wait - (time.monotonic() - asked)))
                 if wait < poll_max <= wait * POLL_GROWTH:
                     _return_memory()  # just became idle: give the rounds' heap back
                 wait = min(wait * POLL_GROWTH, poll_max)

@@ -103,6 +103,7 @@ class PollingGrid(DelegatingGrid):
         replies: list[Message] = []
         wait = 0.02
         while ids:
+            asked = time.monotonic()
             got = list(self.inner.pull_messages(ids))
             if got and not replies and self.node_timeout is not None:
                 first = time.monotonic() + self.node_timeout
@@ -113,7 +114,8 @@ class PollingGrid(DelegatingGrid):
                 break
             if self.node_timeout is not None and {node_of[i] for i in ids} <= self.dropped:
                 break
-            time.sleep(wait)
+            # a period, not a gap: a pull the SuperLink held (until a node's push) counts
+            time.sleep(max(0.0, wait - (time.monotonic() - asked)))
             wait = min(wait * 1.5, 0.1)
         silent = {node_of[i] for i in ids}
         self.dropped = (self.dropped | silent) - (set(node_of.values()) - silent)
