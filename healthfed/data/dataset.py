@@ -34,6 +34,8 @@ import json
 import os
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +66,45 @@ __all__ = ["NodeDataset", "render_descriptor_toml"]
 
 _ROW_GROUP_SIZE = 122_880  # DuckDB's own row-group size: lets scans run in parallel
 _FRAME_TABLE = "__healthfed_src"
+POOL_SIZE = 2  # connections kept per dataset for later requests (NodeDataset.lease)
+# What a request may create or change in a connection's catalogue; lease() keeps a
+# connection only while this reads as it did when the connection was new.
+_CATALOGUE_SQL = (
+    "SELECT 'view', database_name, schema_name, view_name, sql FROM duckdb_views() "
+    "WHERE NOT internal UNION ALL "
+    "SELECT 'table', database_name, schema_name, table_name, sql FROM duckdb_tables() "
+    "UNION ALL SELECT 'sequence', database_name, schema_name, sequence_name, sql "
+    "FROM duckdb_sequences() UNION ALL "
+    "SELECT 'index', database_name, schema_name, index_name, sql FROM duckdb_indexes() "
+    "UNION ALL SELECT 'database', database_name, '', coalesce(path, ''), type "
+    "FROM duckdb_databases() WHERE NOT internal ORDER BY ALL"
+)
+
+
+def _catalogue(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
+    return con.execute(_CATALOGUE_SQL).fetchall()
+
+
+@contextmanager
+def leased_connection(source: Any) -> Iterator[Any]:
+    """``source``'s connection with the view ``data`` for one use, always ended.
+
+    A :class:`NodeDataset` lends a pooled one (:meth:`NodeDataset.lease`); anything
+    else with a ``connect()`` (tests' stand-ins) gives a new one, closed after.
+    """
+    lease = getattr(source, "lease", None)
+    if callable(lease):
+        con = lease()
+        try:
+            yield con
+        finally:
+            source.give_back(con)
+        return
+    con = source.connect()
+    try:
+        yield con
+    finally:
+        con.close()
 
 
 def _missing(message: str) -> DataError:
@@ -110,6 +151,10 @@ class NodeDataset:
         self._n_rows: int | None = None
         self._hash: tuple[Any, str] | None = None
         self._source_path: Path | None = None  # the Parquet file the view reads
+        # connections a request gave back exactly as lease() made them (see lease)
+        self._pool: list[tuple[duckdb.DuckDBPyConnection, str, Any]] = []
+        self._leased: dict[int, tuple[str, Any]] = {}
+        self._pool_lock = threading.Lock()
         for spec in descriptor.columns.values():
             if spec.type == "binary" and spec.levels is not None and len(spec.levels) != 2:
                 raise DataError(
@@ -179,7 +224,7 @@ class NodeDataset:
             for n, b in cols
             if b is not None
         )
-        with self.connect() as con:
+        with leased_connection(self) as con:
             row = con.execute(f"SELECT {aggs} FROM data").fetchone()
         assert row is not None
         return {n: int(c) for (n, _), c in zip(cols, row, strict=True) if c}
@@ -212,6 +257,57 @@ class NodeDataset:
             con.close()
             raise DataError(f"{self._label}: cannot open the data: {exc}") from None
         return con
+
+    def lease(self) -> duckdb.DuckDBPyConnection:
+        """A connection with the view ``data`` inside a transaction; :meth:`give_back` it.
+
+        Opening a DuckDB database costs ~13 ms of CPU, as much as a whole small
+        request. So a connection is used again by later requests, but only as it was
+        made: every request runs in a transaction that :meth:`give_back` rolls back (a
+        request's views, tables and renames vanish with it), and the connection is
+        kept only if its catalogue then equals the one it had when new (views and
+        their SQL, no tables). Anything else, or any error, closes it. (Settings are
+        not rolled back: no computation changes one; the SQL they run is healthfed's.)
+        """
+        self._prepare()
+        assert self._view_sql is not None
+        con: duckdb.DuckDBPyConnection | None = None
+        with self._pool_lock:
+            while self._pool and con is None:
+                pooled, sql, snapshot = self._pool.pop()
+                if sql == self._view_sql:
+                    con = pooled
+                    self._leased[id(con)] = (sql, snapshot)
+                else:
+                    pooled.close()
+        if con is None:
+            con = self.connect()
+            with self._pool_lock:
+                self._leased[id(con)] = (self._view_sql, _catalogue(con))
+        try:
+            con.execute("BEGIN TRANSACTION")
+        except duckdb.Error:
+            self.give_back(con, reusable=False)
+            raise
+        return con
+
+    def give_back(self, con: duckdb.DuckDBPyConnection, reusable: bool = True) -> None:
+        """End the request's use of ``con`` (from :meth:`lease`): roll back, keep or close.
+
+        ``reusable=False`` (e.g. the request's deadline interrupted it) always closes.
+        """
+        with self._pool_lock:
+            made = self._leased.pop(id(con), None)
+        try:
+            con.execute("ROLLBACK")
+            if reusable and made is not None and _catalogue(con) == made[1]:
+                with self._pool_lock:
+                    if len(self._pool) < POOL_SIZE:
+                        self._pool.append((con, made[0], made[1]))
+                        return
+        except duckdb.Error:
+            pass
+        con.close()
 
     def data_identity(self) -> tuple[Any, ...] | None:
         """Identify the rows of the view ``data`` without opening DuckDB, or None.

@@ -108,7 +108,9 @@ def _fmt(x: float) -> str:
 def profile_dataset(ds: NodeDataset) -> DatasetProfile:
     """Profile a dataset that passed validation (:meth:`NodeDataset.validate`)."""
     d = ds.descriptor
-    with ds.connect() as con:
+    from healthfed.data.dataset import leased_connection  # dataset imports this module
+
+    with leased_connection(ds) as con:
         return _profile(con, ds, d)
 
 

@@ -47,6 +47,7 @@ class LazyConnection:
         self._dataset = dataset
         self._con: Any = None
         self._closed = False
+        self._interrupted = False
 
     @property
     def opened(self) -> bool:
@@ -61,11 +62,18 @@ class LazyConnection:
 
             raise duckdb.ConnectionException("Connection already closed!")
         if self._con is None:
-            self._con = self._dataset.connect()
+            lease = getattr(self._dataset, "lease", None)
+            self._con = lease() if callable(lease) else self._dataset.connect()
         return self._con
 
+    def interrupt(self) -> None:
+        """Stop the running query (the request's deadline); the connection is not reused."""
+        self._interrupted = True
+        if self._con is not None:
+            self._con.interrupt()
+
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_dataset", "_con", "_closed"):
+        if name.startswith("__") or name in ("_dataset", "_con", "_closed", "_interrupted"):
             raise AttributeError(name)
         return getattr(self._open(), name)
 
@@ -80,7 +88,11 @@ class LazyConnection:
         self._closed = True
         if self._con is not None:
             con, self._con = self._con, None
-            con.close()
+            give_back = getattr(self._dataset, "give_back", None)
+            if callable(give_back):
+                give_back(con, reusable=not self._interrupted)
+            else:
+                con.close()
 
     def __enter__(self) -> LazyConnection:
         return self

@@ -41,6 +41,7 @@ from typing import Any
 
 from healthfed.compute import get_computation
 from healthfed.compute.subgroups import DERIVED_VARIABLES
+from healthfed.data.dataset import leased_connection
 from healthfed.errors import (
     DataError,
     HealthfedError,
@@ -404,11 +405,8 @@ class Node:
             return
         # Count on a connection of its own, so the request's lazy connection stays
         # unopened and the computation's caches keep recognising the data.
-        scratch = dataset.connect()
-        try:
+        with leased_connection(dataset) as scratch:
             guarded.check_cohort(scratch)
-        finally:
-            scratch.close()
         if ticket.checked is not None:
             self._checked_cohorts[key] = ticket.checked
 

@@ -182,11 +182,10 @@ class PrivacyGuard:
             if cached[1] == identity:
                 return known
         desc = source.descriptor
-        con = source.connect()
-        try:
+        from healthfed.data.dataset import leased_connection  # DuckDB: the node side only
+
+        with leased_connection(source) as con:
             hashes, _ = self.populations.scan(con, desc.id_column, "TRUE")
-        finally:
-            con.close()
         pop, _ = self.populations.resolve(dataset, hashes, _declared(desc), self._rekey)
         self._resolved[dataset] = (source, identity)
         return pop

@@ -108,18 +108,18 @@ class _Counter:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.connects = 0
         self.scans = 0
-        real_connect = NodeDataset.connect
+        real_lease = NodeDataset.lease  # every connection a request uses is leased
         real_fetch = pp_cache._fetch_raw
 
-        def connect(ds: NodeDataset) -> Any:
+        def lease(ds: NodeDataset) -> Any:
             self.connects += 1
-            return real_connect(ds)
+            return real_lease(ds)
 
         def fetch(*a: Any, **k: Any) -> Any:
             self.scans += 1
             return real_fetch(*a, **k)
 
-        monkeypatch.setattr(NodeDataset, "connect", connect)
+        monkeypatch.setattr(NodeDataset, "lease", lease)
         monkeypatch.setattr(pp_cache, "_fetch_raw", fetch)
 
     def reset(self) -> None:

@@ -113,6 +113,50 @@ def test_connections_are_independent(tmp_path: Path) -> None:
     b.close()
 
 
+def _objects(con: object) -> list[tuple]:
+    return con.execute(  # type: ignore[attr-defined]
+        "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal AND NOT temporary "
+        "UNION ALL SELECT table_name, sql FROM duckdb_tables() ORDER BY ALL"
+    ).fetchall()
+
+
+@pytest.mark.parametrize("source", ["csv", "frame"])
+def test_a_leased_connection_comes_back_as_it_was_made(tmp_path: Path, source: str) -> None:
+    if source == "csv":
+        ds = NodeDataset.from_descriptor_file(write_csv_dataset(tmp_path), cache_dir=tmp_path / "c")
+    else:
+        ds = NodeDataset.from_frame(frame(), load_descriptor(write_csv_dataset(tmp_path)))
+    con = ds.lease()
+    pristine = _objects(con)
+    # what requests do: swap the view (opt-outs, subgroups), scratch tables
+    con.execute("ALTER VIEW data RENAME TO all_rows")
+    con.execute("CREATE TABLE hashes (h VARCHAR)")
+    con.execute("CREATE VIEW data AS SELECT * FROM all_rows WHERE age > 50")
+    con.execute("CREATE TEMP TABLE rows AS SELECT * FROM data")
+    assert con.execute("SELECT count(*) FROM data").fetchone() == (2,)
+    ds.give_back(con)
+    again = ds.lease()
+    assert again is con  # the same database, used again...
+    assert _objects(again) == pristine  # ...with none of the request's objects
+    assert again.execute("SELECT count(*) FROM data").fetchone() == (3,)
+    ds.give_back(again)
+
+
+def test_a_connection_that_failed_or_was_interrupted_is_not_reused(tmp_path: Path) -> None:
+    ds = NodeDataset.from_descriptor_file(write_csv_dataset(tmp_path), cache_dir=tmp_path / "c")
+    con = ds.lease()
+    with pytest.raises(Exception, match="no_such_table"):
+        con.execute("SELECT * FROM no_such_table")
+    ds.give_back(con)  # the transaction is rolled back; the catalogue is as new: kept
+    kept = ds.lease()
+    assert kept is con and kept.execute("SELECT count(*) FROM data").fetchone() == (3,)
+    ds.give_back(kept, reusable=False)  # e.g. the request's deadline interrupted it
+    fresh = ds.lease()
+    assert fresh is not con
+    assert fresh.execute("SELECT count(*) FROM data").fetchone() == (3,)
+    ds.give_back(fresh)
+
+
 def test_csv_cache_is_reused_then_invalidated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
