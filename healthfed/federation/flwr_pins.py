@@ -63,6 +63,11 @@ FINGERPRINTS: dict[str, str] = {
     "flwr.supercore.interceptors.http.runtime_token.RuntimeTokenHttpInterceptor": (
         "06cbf14d2ea81c278ff1bbf715727c41387287c7829cc7446a3a2307ff448ac4"
     ),
+    # healthfed's SuperNode replaces the SQL store module this factory imports
+    # (memory_store; re-read: SqlObjectStore only for a database other than in-memory)
+    "flwr.supercore.object_store.object_store_factory.ObjectStoreFactory": (
+        "8737747562399b1a075b52fb6e9b3155c1f86775f2a468c0e2467316401733ad"
+    ),
     # healthfed's SuperLink (superlink_app) builds flwr's app with its own middleware list
     "flwr.superlink.main._get_middleware": (
         "911d5e2a5aaf11ec21b9830e7f08948ba3676bbc9462da5b8f466fbb73e5724a"

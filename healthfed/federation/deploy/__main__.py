@@ -29,6 +29,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Parse the command line and run the chosen part until SIGTERM/SIGINT."""
     args_in = list(sys.argv[1:] if argv is None else argv)
     if args_in[:1] == ["supernode"]:
+        from healthfed.federation.deploy.memory_store import without_sql_object_store
+
+        without_sql_object_store()  # before flwr is imported: ~30 MB less for an idle node
         from healthfed.federation.deploy.supernode import main as supernode_main
 
         supernode_main(args_in[1:])
