@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["lazy_getattr"]
+__all__ = ["imported_on_call", "lazy_getattr"]
 
 
 def lazy_getattr(
@@ -29,3 +29,23 @@ def lazy_getattr(
         return value
 
     return __getattr__
+
+
+def imported_on_call(module: str, name: str) -> Callable[..., Any]:
+    """``module.name`` as a function that imports ``module`` when first called.
+
+    A computation registers its aggregator side (``combine``) this way when that side
+    needs what a node does not (pandas result tables): a node registering the
+    computation never calls it, so never imports it.
+    """
+    target: list[Callable[..., Any]] = []
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if not target:
+            target.append(getattr(importlib.import_module(module), name))
+        return target[0](*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__module__ = module
+    call.__doc__ = f"{module}.{name}, imported on first call."
+    return call

@@ -34,12 +34,11 @@ pair of releases reveals (the ledger composes them).
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from healthfed.compute.registry import Computation, register
-from healthfed.compute.results import DPResult, SumResult
 from healthfed.data.sql import quote_ident, validate_where, where_sql
 from healthfed.errors import BudgetExceeded, DataError, PolicyDenied, ThresholdViolation
 from healthfed.policy import SitePolicy
@@ -354,8 +353,14 @@ def _dp_replies(replies: dict[str, dict]) -> dict[str, dict]:
     return replies
 
 
+if TYPE_CHECKING:  # result tables are the hub's: pandas is not imported at a node
+    from healthfed.compute.results import DPResult, SumResult
+
+
 def _result(name: str, replies: dict[str, dict], value: Any, per_site: dict) -> DPResult:
     first = next(iter(replies.values()))
+    from healthfed.compute.results import DPResult
+
     return DPResult(
         name,
         value,
@@ -443,6 +448,8 @@ def combine_sum(replies: dict[str, dict], params: dict) -> SumResult:
     }
     S = sum(v["sum"] for v in per.values())
     N = sum(int(v["n"]) for v in per.values())
+    from healthfed.compute.results import SumResult
+
     return SumResult(S, N, S / N if N else float("nan"), per, sorted(per))
 
 

@@ -16,21 +16,13 @@ Hub side, ``combine`` pools the disclosed dicts into result objects
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
 
 from healthfed.compute.registry import Computation, register
-from healthfed.compute.results import (
-    ALL,
-    MISSING,
-    CountResult,
-    CrosstabResult,
-    DescribeResult,
-    Table1Result,
-    combine_summary,
-)
+from healthfed.compute.results.pooling import ALL, MISSING
 from healthfed.compute.stats_sql import (
     key_expr,
     key_sum,
@@ -292,14 +284,36 @@ def run_count(
 # --------------------------------------------------------------------------------------
 # aggregator side
 # --------------------------------------------------------------------------------------
+if TYPE_CHECKING:  # the result tables are the hub's (pandas): a node never imports them
+    from healthfed.compute.results import CountResult, CrosstabResult, DescribeResult, Table1Result
+
+
 def combine_table1(replies: dict[str, dict[str, Any]], params: dict[str, Any]) -> Table1Result:
     """Pool the sites' disclosed Table 1 replies (see :class:`Table1Result`)."""
+    from healthfed.compute.results import Table1Result, combine_summary
+
     return combine_summary(replies, params, Table1Result)  # type: ignore[return-value]
 
 
 def combine_describe(replies: dict[str, dict[str, Any]], params: dict[str, Any]) -> DescribeResult:
     """Pool the sites' disclosed numeric summaries (see :class:`DescribeResult`)."""
+    from healthfed.compute.results import DescribeResult, combine_summary
+
     return combine_summary(replies, params, DescribeResult)  # type: ignore[return-value]
+
+
+def combine_crosstab(replies: dict[str, dict[str, Any]], params: dict[str, Any]) -> CrosstabResult:
+    """Pool the sites' disclosed cross tables (:meth:`CrosstabResult.combine`)."""
+    from healthfed.compute.results import CrosstabResult
+
+    return CrosstabResult.combine(replies, params)
+
+
+def combine_count(replies: dict[str, dict[str, Any]], params: dict[str, Any]) -> CountResult:
+    """Pool the sites' disclosed counts (:meth:`CountResult.combine`)."""
+    from healthfed.compute.results import CountResult
+
+    return CountResult.combine(replies, params)
 
 
 register(
@@ -328,7 +342,7 @@ register(
         "Counts of two categorical variables with margins",
         validate_crosstab,
         run_crosstab,
-        CrosstabResult.combine,
+        combine_crosstab,
         CROSSTAB_PARAMS,
     )
 )
@@ -338,7 +352,7 @@ register(
         "Number of patients, optionally where a categorical variable equals a level",
         validate_count,
         run_count,
-        CountResult.combine,
+        combine_count,
         COUNT_PARAMS,
     )
 )

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
 
 from healthfed.data.cache import (
@@ -60,6 +59,8 @@ from healthfed.data.value_checks import check_values
 from healthfed.errors import DataError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from healthfed.data.profile import DatasetProfile
 
 __all__ = ["NodeDataset", "render_descriptor_toml"]

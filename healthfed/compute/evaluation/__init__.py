@@ -63,8 +63,11 @@ state), :mod:`.computations` (the registered computation) and
 :mod:`.classifier` (:func:`evaluate_classifier`, the researcher's call).
 """
 
-from healthfed.compute.evaluation.classifier import evaluate_classifier, model_spec
-from healthfed.compute.evaluation.combine import METRICS, EvaluationResult
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from healthfed._lazy import lazy_getattr
 from healthfed.compute.evaluation.computations import EVALUATE
 from healthfed.compute.evaluation.maths import (
     DEFAULT_BINS,
@@ -77,6 +80,10 @@ from healthfed.compute.evaluation.maths import (
     merged_counts,
 )
 from healthfed.compute.evaluation.node import validate_evaluate
+
+if TYPE_CHECKING:
+    from healthfed.compute.evaluation.classifier import evaluate_classifier, model_spec
+    from healthfed.compute.evaluation.combine import METRICS, EvaluationResult
 
 __all__ = [
     "DEFAULT_BINS",
@@ -94,3 +101,15 @@ __all__ = [
     "model_spec",
     "validate_evaluate",
 ]
+
+
+# The hub's metrics and result tables (pandas) are imported on first use (PEP 562): a
+# node imports this package to register ``evaluate_binary`` and needs neither.
+_LAZY = {
+    "evaluate_classifier": "healthfed.compute.evaluation.classifier",
+    "model_spec": "healthfed.compute.evaluation.classifier",
+    "METRICS": "healthfed.compute.evaluation.combine",
+    "EvaluationResult": "healthfed.compute.evaluation.combine",
+}
+
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

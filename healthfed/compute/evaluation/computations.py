@@ -5,7 +5,7 @@ Importing this module registers it (:mod:`healthfed.compute.registry`).
 
 from __future__ import annotations
 
-from healthfed.compute.evaluation.combine import combine_evaluate
+from healthfed._lazy import imported_on_call
 from healthfed.compute.evaluation.node import run_evaluate, validate_evaluate
 from healthfed.compute.registry import Computation, register
 
@@ -20,6 +20,6 @@ register(
         "recalibration gradients/Hessians for evaluating a binary classifier.",
         validate=validate_evaluate,
         run=run_evaluate,
-        combine=combine_evaluate,
+        combine=imported_on_call("healthfed.compute.evaluation.combine", "combine_evaluate"),
     )
 )

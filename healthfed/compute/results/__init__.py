@@ -9,15 +9,20 @@ Every result has ``sites`` (contributing sites), ``to_frame()``, ``to_dict()``
 (JSON-able, suppressed values ``None``) and ``to_text()``.
 """
 
-from healthfed.compute.results.dp import DPResult, SumResult
+from typing import TYPE_CHECKING
+
+from healthfed._lazy import lazy_getattr
 from healthfed.compute.results.pooling import ALL, MISSING, OVERALL
-from healthfed.compute.results.summary import (
-    DescribeResult,
-    SummaryResult,
-    Table1Result,
-    combine_summary,
-)
-from healthfed.compute.results.tables import CountResult, CrosstabResult
+
+if TYPE_CHECKING:
+    from healthfed.compute.results.dp import DPResult, SumResult
+    from healthfed.compute.results.summary import (
+        DescribeResult,
+        SummaryResult,
+        Table1Result,
+        combine_summary,
+    )
+    from healthfed.compute.results.tables import CountResult, CrosstabResult
 
 __all__ = [
     "ALL",
@@ -32,3 +37,19 @@ __all__ = [
     "Table1Result",
     "combine_summary",
 ]
+
+
+# The result tables (pandas) are imported on first use (PEP 562): a node imports the
+# computations that build them only to register those, and never builds one.
+_LAZY = {
+    "DPResult": "healthfed.compute.results.dp",
+    "SumResult": "healthfed.compute.results.dp",
+    "DescribeResult": "healthfed.compute.results.summary",
+    "SummaryResult": "healthfed.compute.results.summary",
+    "Table1Result": "healthfed.compute.results.summary",
+    "combine_summary": "healthfed.compute.results.summary",
+    "CountResult": "healthfed.compute.results.tables",
+    "CrosstabResult": "healthfed.compute.results.tables",
+}
+
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

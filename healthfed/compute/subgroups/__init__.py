@@ -50,9 +50,13 @@ Modules
 (:class:`FederatedMetricFrame`) and :mod:`.computations` (registration).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from healthfed._lazy import lazy_getattr
 from healthfed.compute.subgroups import computations as computations  # registers both
 from healthfed.compute.subgroups.fingerprint import DATASET_FINGERPRINT, combine_fingerprint
-from healthfed.compute.subgroups.metric_frame import FAIRNESS_METRICS, FederatedMetricFrame
 from healthfed.compute.subgroups.node import (
     AGE_BAND_LABELS,
     AGE_BANDS,
@@ -62,7 +66,10 @@ from healthfed.compute.subgroups.node import (
     attribute_groups,
 )
 from healthfed.compute.subgroups.pooling import GroupStats, SitePart, expand_merged, wilson
-from healthfed.compute.subgroups.result import SubgroupResult, combine_subgroups
+
+if TYPE_CHECKING:
+    from healthfed.compute.subgroups.metric_frame import FAIRNESS_METRICS, FederatedMetricFrame
+    from healthfed.compute.subgroups.result import SubgroupResult, combine_subgroups
 
 __all__ = [
     "AGE_BANDS",
@@ -82,3 +89,15 @@ __all__ = [
     "expand_merged",
     "wilson",
 ]
+
+
+# The hub's results (pandas) are imported on first use (PEP 562): a node imports this
+# package for its computations and derived variables and never builds a result.
+_LAZY = {
+    "FAIRNESS_METRICS": "healthfed.compute.subgroups.metric_frame",
+    "FederatedMetricFrame": "healthfed.compute.subgroups.metric_frame",
+    "SubgroupResult": "healthfed.compute.subgroups.result",
+    "combine_subgroups": "healthfed.compute.subgroups.result",
+}
+
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

@@ -5,6 +5,7 @@ Importing this module registers them (:mod:`healthfed.compute.registry`).
 
 from __future__ import annotations
 
+from healthfed._lazy import imported_on_call
 from healthfed.compute.registry import Computation, register
 from healthfed.compute.subgroups.fingerprint import (
     DATASET_FINGERPRINT,
@@ -13,7 +14,6 @@ from healthfed.compute.subgroups.fingerprint import (
     validate_fingerprint,
 )
 from healthfed.compute.subgroups.node import SUBGROUP_METRICS, run_subgroups, validate_subgroups
-from healthfed.compute.subgroups.result import combine_subgroups
 
 __all__: list[str] = []
 
@@ -24,7 +24,7 @@ register(
         "classifier per group of sensitive attributes (sex, age band, ...), disclosure-filtered.",
         validate=validate_subgroups,
         run=run_subgroups,
-        combine=combine_subgroups,
+        combine=imported_on_call("healthfed.compute.subgroups.result", "combine_subgroups"),
     )
 )
 register(

@@ -107,7 +107,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from healthfed._lazy import lazy_getattr
-from healthfed.compute.survival.combine import CIndexResult, KaplanMeierResult
 from healthfed.compute.survival.computations import CINDEX, COX_RISK_SETS, COX_STRATIFIED, KM_COUNTS
 from healthfed.compute.survival.maths import (
     breslow_from_risk_sets,
@@ -123,6 +122,7 @@ from healthfed.compute.survival.maths import (
 from healthfed.compute.survival.node import GRID_TOO_FINE
 
 if TYPE_CHECKING:
+    from healthfed.compute.survival.combine import CIndexResult, KaplanMeierResult
     from healthfed.compute.survival.estimator import FederatedCoxPH, concordance_index, kaplan_meier
 
 __all__ = [
@@ -148,9 +148,12 @@ __all__ = [
 ]
 
 
-# The researcher's estimators (scikit-learn, scipy) are imported on first use (PEP 562):
-# a node imports this package to register its computations and needs none of them.
+# The researcher's estimators (scikit-learn, scipy) and the hub's results (pandas) are
+# imported on first use (PEP 562): a node imports this package to register its
+# computations and needs none of them.
 _LAZY = {
+    "CIndexResult": "healthfed.compute.survival.combine",
+    "KaplanMeierResult": "healthfed.compute.survival.combine",
     "FederatedCoxPH": "healthfed.compute.survival.estimator",
     "concordance_index": "healthfed.compute.survival.estimator",
     "kaplan_meier": "healthfed.compute.survival.estimator",

@@ -6,13 +6,8 @@ estimator names them by the constants below.
 
 from __future__ import annotations
 
+from healthfed._lazy import imported_on_call
 from healthfed.compute.registry import Computation, register
-from healthfed.compute.survival.combine import (
-    combine_cindex,
-    combine_cox_risk_sets,
-    combine_cox_stratified,
-    combine_km,
-)
 from healthfed.compute.survival.node import (
     run_cindex,
     run_cox_risk_sets,
@@ -26,6 +21,12 @@ from healthfed.compute.survival.node import (
 
 __all__ = ["CINDEX", "COX_RISK_SETS", "COX_STRATIFIED", "KM_COUNTS"]
 
+# the hub's pooling (pandas result tables), imported when a round is combined
+_COMBINE = {
+    name: imported_on_call("healthfed.compute.survival.combine", name)
+    for name in ("combine_cindex", "combine_cox_risk_sets", "combine_cox_stratified", "combine_km")
+}
+
 COX_STRATIFIED = "cox_site_newton"
 COX_RISK_SETS = "cox_risk_sets"
 KM_COUNTS = "km_counts"
@@ -38,7 +39,7 @@ register(
         "gradient and Hessian at the aggregator's coefficients.",
         validate=validate_cox_stratified,
         run=run_cox_stratified,
-        combine=combine_cox_stratified,
+        combine=_COMBINE["combine_cox_stratified"],
     )
 )
 register(
@@ -48,7 +49,7 @@ register(
         "counts per step of a public time grid (steps with 1..k-1 events or censorings refused).",
         validate=validate_cox_risk_sets,
         run=run_cox_risk_sets,
-        combine=combine_cox_risk_sets,
+        combine=_COMBINE["combine_cox_risk_sets"],
     )
 )
 register(
@@ -58,7 +59,7 @@ register(
         "every count is 0 or >= min_cell_count.",
         validate=validate_km,
         run=run_km,
-        combine=combine_km,
+        combine=_COMBINE["combine_km"],
     )
 )
 register(
@@ -68,6 +69,6 @@ register(
         "risk score on this site's rows.",
         validate=validate_cindex,
         run=run_cindex,
-        combine=combine_cindex,
+        combine=_COMBINE["combine_cindex"],
     )
 )

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from healthfed.errors import DataError, FederationError, HealthfedError, PolicyDenied
 
@@ -371,6 +370,8 @@ def fit_pooled_breslow(
 
     The baseline the federated fit must reproduce; used by the benchmark.
     """
+    import pandas as pd  # the pooled baseline only: nodes never run it
+
     X = np.asarray(X, dtype=float)
     p = X.shape[1]
     groups = (
