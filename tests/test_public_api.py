@@ -32,8 +32,9 @@ def test_every_module_imports_and_its_all_resolves(module: str) -> None:
 
 def test_the_node_side_imports_no_hub_side_libraries() -> None:
     """The data worker (executor + installed ClientApp, every computation registered)
-    and the SuperNode entry import neither scikit-learn nor scipy: those serve the
-    researcher's estimators and, lazily, a few audits (cold start pays per worker)."""
+    and the SuperNode entry import neither scikit-learn, scipy nor pandas: those serve
+    the researcher's estimators and result tables and, lazily, a few audits (cold start
+    pays per worker)."""
     import subprocess
     import sys
 
@@ -42,7 +43,7 @@ def test_the_node_side_imports_no_hub_side_libraries() -> None:
         "healthfed.federation.client_app, healthfed.compute\n"
         "from healthfed.compute import registered_computations\n"
         "assert 'glm_step' in registered_computations()\n"
-        "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))"
+        "print(sorted(m for m in ('sklearn', 'scipy', 'pandas') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
