@@ -57,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     node.add_argument(
         "--clientapp", default=CLIENTAPP_REF, help="module:attribute, imported locally"
     )
+    node.add_argument("--done-fd", type=int, default=None, help="write a byte here after each task")
     sub.add_parser("fab-hash", help="print the SHA-256 of the healthfed app bundle")
     args = parser.parse_args(args_in)
     if args.cmd == "fab-hash":
@@ -84,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         clientapp_ref=args.clientapp,
         idle_exit=args.idle_exit,
         wake_fd=sys.stdin.fileno() if args.wake_stdin else None,
+        done_fd=args.done_fd,
     )
 
 

@@ -65,6 +65,7 @@ def run_node_executor(
     clientapp_ref: str = CLIENTAPP_REF,
     idle_exit: float | None = None,
     wake_fd: int | None = None,
+    done_fd: int | None = None,
 ) -> None:
     """Serve a ``--isolation process`` SuperNode with the installed healthfed ClientApp.
 
@@ -92,6 +93,9 @@ def run_node_executor(
     wake_fd
         Readable file descriptor (the worker's stdin): a byte means "a task is
         waiting", end-of-file means the SuperNode is gone and the executor returns.
+    done_fd
+        Writable file descriptor: a byte after each task's reply and output are stored,
+        so the SuperNode pushes the reply at once (its own check is every 5-50 ms).
     """
     client_app = _load_clientapp(clientapp_ref)  # from the installed package, never the FAB
     # A task is visible while its SuperNode still pulls the message's objects: retry
@@ -137,6 +141,7 @@ def run_node_executor(
                     _run_task(task_client, client_app, expected)
                 finally:
                     token.set(None)
+                    _signal(done_fd)
                 last_task, wait = time.monotonic(), POLL_MIN_S
                 continue
             if idle_exit is not None and time.monotonic() - last_task > idle_exit:
@@ -172,6 +177,16 @@ class TaskToken(RuntimeTokenHttpInterceptor):
     def set(self, token: str | None) -> None:
         """Use ``token`` for the requests that follow (``None``: no task)."""
         self._token = token or ""
+
+
+def _signal(fd: int | None) -> None:
+    """One byte on ``fd`` (a pipe to the SuperNode); a SuperNode gone is not an error."""
+    if fd is None:
+        return
+    try:
+        os.write(fd, b"\n")
+    except OSError:
+        pass
 
 
 def _wait_for_wake(fd: int, timeout: float) -> bool:

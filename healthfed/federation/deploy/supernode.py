@@ -225,7 +225,8 @@ def _return_memory() -> None:
 
 
 def _wait_for_replies(state: Any, store: Any, worker: DataWorker) -> Sequence[Any]:
-    """The stored replies with all their objects, checked every 5-50 ms (flwr: 0.5 s).
+    """The stored replies with all their objects: checked when the worker says it is
+    done, and every 5-50 ms besides (flwr: every 0.5 s).
 
     The worker stores a reply's message before its objects; pushing it then would
     make flwr's ``_push_messages`` wait 0.5 s per missing object, and the hub, which
@@ -238,11 +239,11 @@ def _wait_for_replies(state: Any, store: Any, worker: DataWorker) -> Sequence[An
         if not worker.alive():
             log(WARN, "data worker not running while a task waits; starting it")
             worker.wake()
-        time.sleep(wait)
+        worker.wait_done(wait)  # returns as soon as the worker says it is done
         wait = min(wait * 2, REPLY_CHECK_MAX_S)
     wait = 0.005
     while not all(_complete(store, reply) for reply in replies):
-        time.sleep(wait)
+        worker.wait_done(wait)
         wait = min(wait * 2, REPLY_CHECK_MAX_S)
     return replies
 

@@ -10,11 +10,15 @@ node holds only the small SuperNode process; the next message spawns it again.
 
 The SuperNode writes one byte to the worker's stdin whenever it stored a message,
 so the worker claims the task at once instead of polling; when the SuperNode dies,
-the worker reads end-of-file and exits (no orphan holds the data).
+the worker reads end-of-file and exits (no orphan holds the data). The worker writes
+one byte back on a pipe of its own (``--done-fd``) when it has stored a task's reply
+and output, so the SuperNode pushes the reply at once instead of at its next check.
 """
 
 from __future__ import annotations
 
+import os
+import select
 import subprocess
 
 from healthfed.federation.deploy.commands import node_exec_argv
@@ -59,6 +63,7 @@ class DataWorker:
             f"{WAKE_FALLBACK_POLL_S:g}",
         ]
         self._proc: subprocess.Popen[bytes] | None = None
+        self._done: int | None = None  # read end of the worker's "task done" pipe
         self.spawned = 0
 
     def alive(self) -> bool:
@@ -71,8 +76,33 @@ class DataWorker:
             return
         # Same stdout/stderr as the SuperNode (one node log); same process group, so
         # stopping the node's group stops the worker.
-        self._proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE)
+        self._close_done()
+        done_r, done_w = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                [*self.argv, "--done-fd", str(done_w)], stdin=subprocess.PIPE, pass_fds=(done_w,)
+            )
+        except BaseException:
+            os.close(done_r)
+            raise
+        finally:
+            os.close(done_w)  # the worker holds the write end now
+        self._done = done_r
         self.spawned += 1
+
+    def wait_done(self, timeout: float) -> None:
+        """Sleep until the worker says it finished a task, or ``timeout`` seconds pass."""
+        if self._done is None:
+            select.select([], [], [], timeout)
+            return
+        ready, _, _ = select.select([self._done], [], [], timeout)
+        if ready and os.read(self._done, 4096) == b"":  # the worker is gone
+            self._close_done()
+
+    def _close_done(self) -> None:
+        if self._done is not None:
+            os.close(self._done)
+            self._done = None
 
     def wake(self) -> None:
         """Tell the worker a task is waiting (it claims it now rather than on its next poll)."""
@@ -99,3 +129,4 @@ class DataWorker:
         except subprocess.TimeoutExpired:
             self._proc.kill()
         self._proc = None
+        self._close_done()
