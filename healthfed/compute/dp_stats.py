@@ -358,9 +358,9 @@ if TYPE_CHECKING:  # result tables are the hub's: pandas is not imported at a no
 
 
 def _result(name: str, replies: dict[str, dict], value: Any, per_site: dict) -> DPResult:
-    first = next(iter(replies.values()))
     from healthfed.compute.results import DPResult
 
+    first = next(iter(replies.values()))
     return DPResult(
         name,
         value,
@@ -442,14 +442,14 @@ def combine_dp_quantiles(replies: dict[str, dict], params: dict) -> DPResult:
 
 
 def combine_sum(replies: dict[str, dict], params: dict) -> SumResult:
+    from healthfed.compute.results import SumResult
+
     per = {
         s: {"sum": float(r["arrays"]["sum"]["data"][0]), "n": int(r["n_rows"])}
         for s, r in replies.items()
     }
     S = sum(v["sum"] for v in per.values())
     N = sum(int(v["n"]) for v in per.values())
-    from healthfed.compute.results import SumResult
-
     return SumResult(S, N, S / N if N else float("nan"), per, sorted(per))
 
 

@@ -63,7 +63,13 @@ if TYPE_CHECKING:
 
     from healthfed.data.profile import DatasetProfile
 
-__all__ = ["NodeDataset", "render_descriptor_toml"]
+__all__ = [
+    "NodeDataset",
+    "give_back_to",
+    "lease_from",
+    "leased_connection",
+    "render_descriptor_toml",
+]
 
 _ROW_GROUP_SIZE = 122_880  # DuckDB's own row-group size: lets scans run in parallel
 _FRAME_TABLE = "__healthfed_src"
@@ -86,26 +92,32 @@ def _catalogue(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
     return con.execute(_CATALOGUE_SQL).fetchall()
 
 
+def lease_from(source: Any) -> Any:
+    """A connection with the view ``data`` from ``source``: a :class:`NodeDataset` lends a
+    pooled one (:meth:`NodeDataset.lease`); anything else with a ``connect()`` (tests'
+    stand-ins) gives a new one. End it with :func:`give_back_to`."""
+    lease = getattr(source, "lease", None)
+    return lease() if callable(lease) else source.connect()
+
+
+def give_back_to(source: Any, con: Any, reusable: bool = True) -> None:
+    """End a connection :func:`lease_from` gave: back to the pool, or closed."""
+    give_back = getattr(source, "give_back", None)
+    if callable(give_back):
+        give_back(con, reusable=reusable)
+    else:
+        con.close()
+
+
 @contextmanager
 def leased_connection(source: Any) -> Iterator[Any]:
-    """``source``'s connection with the view ``data`` for one use, always ended.
-
-    A :class:`NodeDataset` lends a pooled one (:meth:`NodeDataset.lease`); anything
-    else with a ``connect()`` (tests' stand-ins) gives a new one, closed after.
-    """
-    lease = getattr(source, "lease", None)
-    if callable(lease):
-        con = lease()
-        try:
-            yield con
-        finally:
-            source.give_back(con)
-        return
-    con = source.connect()
+    """``source``'s connection with the view ``data`` for one use, always ended
+    (:func:`lease_from`, :func:`give_back_to`)."""
+    con = lease_from(source)
     try:
         yield con
     finally:
-        con.close()
+        give_back_to(source, con)
 
 
 def _missing(message: str) -> DataError:

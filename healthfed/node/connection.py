@@ -62,8 +62,9 @@ class LazyConnection:
 
             raise duckdb.ConnectionException("Connection already closed!")
         if self._con is None:
-            lease = getattr(self._dataset, "lease", None)
-            self._con = lease() if callable(lease) else self._dataset.connect()
+            from healthfed.data.dataset import lease_from  # DuckDB: the node side only
+
+            self._con = lease_from(self._dataset)
         return self._con
 
     def interrupt(self) -> None:
@@ -88,11 +89,9 @@ class LazyConnection:
         self._closed = True
         if self._con is not None:
             con, self._con = self._con, None
-            give_back = getattr(self._dataset, "give_back", None)
-            if callable(give_back):
-                give_back(con, reusable=not self._interrupted)
-            else:
-                con.close()
+            from healthfed.data.dataset import give_back_to
+
+            give_back_to(self._dataset, con, reusable=not self._interrupted)
 
     def __enter__(self) -> LazyConnection:
         return self
