@@ -28,6 +28,7 @@ product of two dummies gives every cell of their 2 x 2 table, not only ``a & b``
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -333,14 +334,17 @@ class DesignProfiles:
     ``Z = [X, 1 - X[:, ind]]`` (:func:`with_complements`). An iterative fit asks the
     same design every round with new weights, so what does not depend on them is kept:
     ``|Z|`` in single precision, the per-pair non-zero counts ``nz(Z)' nz(Z)`` and the
-    per-column counts. Each round is then two symmetric products (``a = |Z| sqrt(w)``:
-    ``a'a`` is the ``|.|`` sums and ``(a*a)'(a*a)`` the squares, as
-    :func:`gram_profile_blocks` computes them) in blocks of ``2^16`` rows; the support
+    per-column counts and maxima. Each round is then one symmetric product (``a = |Z|
+    sqrt(w)``: ``a'a`` is the ``|.|`` sums, as :func:`gram_profile_blocks` computes them)
+    in blocks of ``2^16`` rows, and the top-``n`` bound is ``n`` times the largest term
+    (at most ``max(w) max|z_j| max|z_k|``, from the kept column maxima); the sums of squares for Cauchy-Schwarz are formed only for
+    the columns of entries that bound leaves open (few, for a large site); the support
     is the kept count minus the rows whose weight is zero (none, for a logistic or
     Poisson fit inside the bounded region). The exact top-``n`` pass is the same as
-    :func:`gram_profile_blocks`'. The numbers equal that function's up to single
-    precision rounding of the ``|.|`` sums (relative ``1e-6``); supports are exact
-    (pinned by ``tests/privacy/test_costs_fast_paths.py``).
+    :func:`gram_profile_blocks`'. Supports equal that function's, the ``|.|`` sums up to
+    single precision rounding (relative ``1e-6``); ``top`` is its bound or a tighter one,
+    never below the exact top-``n``, so the verdicts are the same (pinned by
+    ``tests/privacy/test_costs_fast_paths.py``).
     """
 
     def __init__(self, X: np.ndarray, ind: np.ndarray | None = None) -> None:
@@ -358,6 +362,8 @@ class DesignProfiles:
             nz += b.T @ b
         self.pair_support = nz
         self.col_support = np.diag(nz).copy()  # a column's non-zeros: its pair with itself
+        # max_i |z_ij| per column (0 for an empty design), for the largest-term bound
+        self.col_max = self.abs.max(axis=0).astype(float) if self.n else np.zeros(self.q)
 
     def block(self, lo: int, hi: int) -> np.ndarray:
         """Rows ``lo:hi`` of ``Z`` in double precision."""
@@ -415,48 +421,85 @@ class DesignProfiles:
         """Packed upper-triangle profile of ``Z' diag(w) Z`` (as :func:`gram_profile_blocks`).
 
         ``refine_above``: see :func:`refine_threshold` (the policy's ``k`` decides the rest).
+        The top-``n`` bound is tightened in three steps, each only where the one before
+        left the verdict open (:func:`_largest_term_bound`): ``n`` times the largest
+        term, then Cauchy-Schwarz on the columns still open, then the exact top-``n``.
         """
         w = np.asarray(w, dtype=float)
         if np.any(w < 0):
             return gram_profile_blocks(self.block, w, self.n, n_top)
         abs_sum: np.ndarray = np.zeros((self.q, self.q))
-        sq_sum: np.ndarray = np.zeros((self.q, self.q))
         for lo in range(0, self.n, _BIG_BLOCK):
             hi = min(self.n, lo + _BIG_BLOCK)
             a = self.abs[lo:hi] * np.sqrt(w[lo:hi].astype(np.float32))[:, None]
             abs_sum += a.T @ a
-            a *= a
-            sq_sum += a.T @ a
         support = self.pair_support
         zero = np.flatnonzero(w == 0)
         if zero.size:
             b = self._nonzero_rows(zero)
             support = support - b.T @ b
         iu = np.triu_indices(self.q)
-        support, abs_sum, sq_sum = support[iu], abs_sum[iu], sq_sum[iu]
-        top = np.minimum(abs_sum, np.sqrt(n_top * np.maximum(sq_sum, 0.0)))
+        support, abs_sum = support[iu], abs_sum[iu]
+        # |w_i z_ij z_ik| <= max(w) max|z_j| max|z_k|: no pass over the rows for it
+        m = self.col_max * math.sqrt(float(w.max())) if self.n else self.col_max
+        top = np.minimum(abs_sum, _largest_term_bound(n_top, m[iu[0]] * m[iu[1]]))
         todo = _undecided(top, abs_sum, refine_above)
+        if todo.size:  # Cauchy-Schwarz on the open entries' columns only
+            cols = np.unique(np.concatenate([iu[0][todo], iu[1][todo]]))
+            sq_sum: np.ndarray = np.zeros((cols.size, cols.size))
+            for lo in range(0, self.n, _BIG_BLOCK):
+                hi = min(self.n, lo + _BIG_BLOCK)
+                a = self.abs[lo:hi, cols] * np.sqrt(w[lo:hi].astype(np.float32))[:, None]
+                a *= a
+                sq_sum += a.T @ a
+            ia = np.searchsorted(cols, iu[0][todo])
+            ib = np.searchsorted(cols, iu[1][todo])
+            cs = np.sqrt(n_top * np.maximum(sq_sum[ia, ib], 0.0))
+            top[todo] = np.minimum(top[todo], cs)
+            todo = _undecided(top, abs_sum, refine_above)
         self._exact(todo, iu[0], iu[1], w, None, top, n_top)
         return ContributionProfile(np.rint(support).astype(np.int64), abs_sum, top, n_top)
 
     def cross(
         self, v: np.ndarray, n_top: int, refine_above: float = _REFINE_ABOVE
     ) -> ContributionProfile:
-        """Profile of ``Z' v`` (``q`` entries; as :func:`cross_profile_blocks` of ``(Z, v)``)."""
+        """Profile of ``Z' v`` (``q`` entries; as :func:`cross_profile_blocks` of ``(Z, v)``).
+
+        The top-``n`` bound is tightened as in :meth:`gram`: ``n`` times the largest
+        term ``max|z_j| max|v|``, then Cauchy-Schwarz, then exact, each only where open.
+        """
         v = np.asarray(v, dtype=float)
-        abs_sum, sq_sum = np.zeros(self.q), np.zeros(self.q)
+        abs_sum = np.zeros(self.q)
+        av_all = np.abs(v)
         for lo in range(0, self.n, _BIG_BLOCK):
             hi = min(self.n, lo + _BIG_BLOCK)
-            a = self.abs[lo:hi]
-            av = np.abs(v[lo:hi]).astype(np.float32)
-            abs_sum += a.T @ av
-            sq_sum += (a * a).T @ (av * av)
+            abs_sum += self.abs[lo:hi].T @ av_all[lo:hi].astype(np.float32)
         support = self.col_support
         zero = np.flatnonzero(v == 0)
         if zero.size:
             support = support - self._nonzero_rows(zero).sum(axis=0)
-        top = np.minimum(abs_sum, np.sqrt(n_top * np.maximum(sq_sum, 0.0)))
+        v_max = float(av_all.max()) if self.n else 0.0
+        top = np.minimum(abs_sum, _largest_term_bound(n_top, self.col_max * v_max))
         todo = _undecided(top, abs_sum, refine_above)
+        if todo.size:  # Cauchy-Schwarz on the open columns only
+            sq_sum = np.zeros(todo.size)
+            for lo in range(0, self.n, _BIG_BLOCK):
+                hi = min(self.n, lo + _BIG_BLOCK)
+                a = self.abs[lo:hi, todo]
+                av = av_all[lo:hi].astype(np.float32)
+                sq_sum += (a * a).T @ (av * av)
+            top[todo] = np.minimum(top[todo], np.sqrt(n_top * np.maximum(sq_sum, 0.0)))
+            todo = _undecided(top, abs_sum, refine_above)
         cols = np.arange(self.q)
         self._exact(todo, cols, cols, None, v, top, n_top)
         return ContributionProfile(np.rint(support).astype(np.int64), abs_sum, top, n_top)
+
+
+# The largest-term bound is computed from single-precision |z| (and sqrt(w)); widen it by
+# more than their relative rounding so it stays an upper bound on the double-precision terms.
+_BOUND_SLACK = 1e-5
+
+
+def _largest_term_bound(n_top: int, largest: np.ndarray) -> np.ndarray:
+    """``n`` times the largest term: the ``n`` largest ``|c_i|`` never sum to more."""
+    return n_top * np.asarray(largest, dtype=float) * (1.0 + _BOUND_SLACK)

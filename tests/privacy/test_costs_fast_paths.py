@@ -303,3 +303,47 @@ def ContributionProfileOf(ref: Any, mask: np.ndarray) -> Any:  # noqa: N802 - re
     from healthfed.privacy.contributions import ContributionProfile
 
     return ContributionProfile(ref.support[mask], ref.abs_sum[mask], ref.top[mask], ref.n_top)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(20, 3000),
+    st.integers(0, 10_000),
+    st.floats(1.0, 1e4),
+    st.sampled_from([2, 3, 5]),
+    st.sampled_from([0.5, 0.6, 0.85, 1.0]),
+)
+def test_the_largest_term_bound_never_undercuts_the_exact_top_n(
+    n: int, seed: int, outlier: float, n_top: int, refine: float
+) -> None:
+    """A crafted outlier row (a huge value, a huge weight) is still caught.
+
+    The round's bound is ``n`` times the largest term, then Cauchy-Schwarz, then exact,
+    each only where the step before left the verdict open: every ``top`` is at least the
+    exact top-``n``, and an entry the bounds cannot settle gets the exact value.
+    """
+    from healthfed.privacy.contributions import DesignProfiles, with_complements
+
+    rng = np.random.default_rng(seed)
+    X = np.array(_design(rng, n))
+    X[rng.integers(n), 1] = outlier  # one patient far from everyone else
+    X.flags.writeable = False
+    w = rng.uniform(0.0, 0.25, size=n)
+    w[rng.integers(n)] = outlier  # a model that weighs one row heavily
+    v = rng.normal(size=n)
+    v[rng.integers(n)] = -outlier
+    prof = DesignProfiles(X)
+    Z = with_complements(X, prof.ind)
+    iu = np.triu_indices(Z.shape[1])
+    for got, C in (
+        (prof.gram(w, n_top, refine), w[:, None] * Z[:, iu[0]] * Z[:, iu[1]]),
+        (prof.cross(v, n_top, refine), Z * v[:, None]),
+    ):
+        ref = _reference_profile(C, n_top)
+        assert np.array_equal(got.support, ref.support)
+        # |.| sums in single precision: a few 1e-6 relative with a 1e4 outlier squared
+        np.testing.assert_allclose(got.abs_sum, ref.abs_sum, rtol=1e-5, atol=1e-9)
+        assert np.all(got.top >= ref.top * (1 - 1e-5) - 1e-9)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            open_ = np.where(got.abs_sum > 0, got.top / got.abs_sum, 0.0) > refine
+        np.testing.assert_allclose(got.top[open_], ref.top[open_], rtol=1e-9, atol=1e-12)
