@@ -293,3 +293,25 @@ def test_heart_disease_bench_default_refused_and_public_policy_equals_pooled():
     )  # + Switzerland: params/row
     assert r["max_abs_coef_diff_vs_pooled"] < 1e-6
     assert r["site_policy_0.5"]["sites"] == sorted(r["train_sizes"])
+
+
+@pytest.mark.parametrize("family", ["binomial", "poisson", "gaussian"])
+@pytest.mark.parametrize("n", [0, 1, 9_000, 20_001])
+def test_a_rounds_sums_from_the_row_terms_equal_the_one_pass_derivatives(family, n):
+    """The node sums the row terms its release filter profiles (glm_sums) instead of a
+    second pass over the design (glm_derivatives): the same four numbers, to rounding."""
+    from healthfed.compute.glm.maths import glm_row_terms, glm_sums
+
+    rng = np.random.default_rng(n)
+    X = np.asfortranarray(np.column_stack([np.ones(n), rng.normal(size=(n, 4))]))
+    beta = rng.normal(scale=0.4, size=5)
+    eta = X @ beta
+    y = {
+        "binomial": (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float),
+        "poisson": rng.poisson(np.exp(np.clip(eta, -5, 3))).astype(float),
+        "gaussian": eta + rng.normal(size=n),
+    }[family]
+    want = glm_derivatives(family, X, y, beta)
+    got = glm_sums(family, X, *glm_row_terms(family, eta, y))
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-9)

@@ -67,10 +67,10 @@ import numpy as np
 from healthfed.compute.glm.combine import combine_glm_step
 from healthfed.compute.glm.maths import (
     FAMILIES,
-    glm_derivatives,
     glm_row_terms,
     glm_start,
     glm_start_weights,
+    glm_sums,
     pack_upper,
 )
 from healthfed.compute.preprocess import cached_design, feature_names, validate_spec
@@ -170,8 +170,8 @@ def run_glm_step(con: Any, descriptor: Any, params: dict[str, Any], policy: Any)
         )
     eta = X @ params["beta"]
     check_trusted_region(family, eta, float(policy.eta_bound))
-    score, hessian, deviance, loglik = glm_derivatives(family, X, y, params["beta"])
     resid, w, ll, dev = glm_row_terms(family, eta, y)
+    score, hessian, deviance, loglik = glm_sums(family, X, resid, w, ll, dev)
     profiles = glm_profiles(X, w, {"score": resid}, n_top, missing, policy.dominance_k)
     profiles["loglik"] = profile_rows(ll, n_top, (1,))
     profiles["deviance"] = profile_rows(dev, n_top, (1,))
