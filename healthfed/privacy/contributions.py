@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,8 +172,12 @@ def indicator_columns(X: np.ndarray) -> np.ndarray:
     """Indices of the columns of ``X`` whose values are all 0 or 1 and not all 1."""
     if X.shape[0] == 0:
         return np.zeros(0, dtype=int)
-    binary = np.all((X == 0) | (X == 1), axis=0) & ~np.all(X == 1, axis=0)
-    return np.flatnonzero(binary)
+    out = []
+    for j in range(X.shape[1]):  # column by column: no n x p temporaries
+        c = X[:, j]
+        if np.all((c == 0) | (c == 1)) and not np.all(c == 1):
+            out.append(j)
+    return np.asarray(out, dtype=int)
 
 
 def with_complements(X: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
@@ -325,7 +329,10 @@ def _exact_top(
 # --------------------------------------------------------------------------------------
 # a design's profiles, round after round: what does not depend on the weights, once
 # --------------------------------------------------------------------------------------
-_BIG_BLOCK = 1 << 16  # rows per float32 product (counts stay exact: < 2^24 per block)
+# Rows per float32 product: counts stay exact (< 2^24 per block), and every temporary is a
+# ~1.6 MB block that the allocator hands back round after round (fresh pages cost: see
+# docs/flower-deployment.md, "Fresh memory").
+_BIG_BLOCK = 1 << 13
 
 
 class DesignProfiles:
@@ -333,12 +340,13 @@ class DesignProfiles:
 
     ``Z = [X, 1 - X[:, ind]]`` (:func:`with_complements`). An iterative fit asks the
     same design every round with new weights, so what does not depend on them is kept:
-    ``|Z|`` in single precision, the per-pair non-zero counts ``nz(Z)' nz(Z)`` and the
-    per-column counts and maxima. Each round is then one symmetric product (``a = |Z|
-    sqrt(w)``: ``a'a`` is the ``|.|`` sums, as :func:`gram_profile_blocks` computes them)
-    in blocks of ``2^16`` rows, and the top-``n`` bound is ``n`` times the largest term
-    (at most ``max(w) max|z_j| max|z_k|``, from the kept column maxima); the sums of squares for Cauchy-Schwarz are formed only for
-    the columns of entries that bound leaves open (few, for a large site); the support
+    the per-pair non-zero counts ``nz(Z)' nz(Z)`` and the per-column counts and maxima
+    of ``|Z|``. Each round is then one symmetric product (``a = |Z| sqrt(w)``, single
+    precision: ``a'a`` is the ``|.|`` sums, as :func:`gram_profile_blocks` computes
+    them) in blocks of ``2^13`` rows built from ``X`` as they are used, and the top-``n``
+    bound is ``n`` times the largest term (at most ``max(w) max|z_j| max|z_k|``, from the
+    kept column maxima); the sums of squares for Cauchy-Schwarz are formed only for the
+    columns of entries that bound leaves open (few, for a large site); the support
     is the kept count minus the rows whose weight is zero (none, for a logistic or
     Poisson fit inside the bounded region). The exact top-``n`` pass is the same as
     :func:`gram_profile_blocks`'. Supports equal that function's, the ``|.|`` sums up to
@@ -352,35 +360,63 @@ class DesignProfiles:
         self.ind = indicator_columns(X) if ind is None else np.asarray(ind, dtype=int)
         self.n, self.p = X.shape
         self.q = self.p + len(self.ind)
-        self.abs = np.empty((self.n, self.q), dtype=np.float32)
-        np.abs(X, out=self.abs[:, : self.p], casting="same_kind")
-        if len(self.ind):
-            self.abs[:, self.p :] = 1.0 - X[:, self.ind]  # 0/1 columns: no sign to drop
         nz: np.ndarray = np.zeros((self.q, self.q))
-        for lo in range(0, self.n, _BIG_BLOCK):
-            b = (self.abs[lo : lo + _BIG_BLOCK] != 0).astype(np.float32)
-            nz += b.T @ b
+        col_max = np.zeros(self.q, dtype=np.float32)
+        rows = min(self.n, _BIG_BLOCK)
+        buf = np.empty((rows, self.q), dtype=np.float32, order="F")
+        flags = np.empty((rows, self.q), dtype=bool, order="F")
+        for lo in range(0, self.n, _BIG_BLOCK):  # in row blocks: no n x q temporary
+            hi = min(self.n, lo + _BIG_BLOCK)
+            blk = self._abs_block(X, lo, hi, buf)
+            np.maximum(col_max, blk.max(axis=0), out=col_max)
+            np.not_equal(blk, 0, out=flags[: hi - lo])
+            blk[...] = flags[: hi - lo]
+            nz += blk.T @ blk
         self.pair_support = nz
         self.col_support = np.diag(nz).copy()  # a column's non-zeros: its pair with itself
-        # max_i |z_ij| per column (0 for an empty design), for the largest-term bound
-        self.col_max = self.abs.max(axis=0).astype(float) if self.n else np.zeros(self.q)
+        self.col_max = col_max.astype(float)  # max_i |z_ij|, for the largest-term bound
+        # columns of X with a negative value (|x| differs from x)
+        self.signed = X.min(axis=0) < 0 if self.n else np.zeros(self.p, dtype=bool)
+
+    def _design(self) -> np.ndarray:
+        X = self._X()
+        if X is None:
+            raise RuntimeError("DesignProfiles: its design matrix no longer exists")
+        return X
+
+    def _abs_block(self, X: np.ndarray, lo: int, hi: int, out: np.ndarray) -> np.ndarray:
+        """``|Z|`` rows ``lo:hi`` in single precision, written into ``out`` (a block buffer).
+
+        Built from ``X`` every time rather than kept: an ``n x q`` copy is tens of MB of
+        fresh memory per fit for a few milliseconds a round.
+        """
+        blk = out[: hi - lo]
+        np.abs(X[lo:hi], out=blk[:, : self.p], casting="same_kind")
+        if len(self.ind):  # 0/1 columns: no sign to drop
+            np.subtract(1.0, X[lo:hi, self.ind], out=blk[:, self.p :], casting="same_kind")
+        return blk
+
+    def _abs_blocks(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        """``(lo, hi, |Z|[lo:hi])`` over the design, through one reused block buffer."""
+        X = self._design()
+        buf = np.empty((min(self.n, _BIG_BLOCK), self.q), dtype=np.float32, order="F")
+        for lo in range(0, self.n, _BIG_BLOCK):
+            hi = min(self.n, lo + _BIG_BLOCK)
+            yield lo, hi, self._abs_block(X, lo, hi, buf)
 
     def block(self, lo: int, hi: int) -> np.ndarray:
         """Rows ``lo:hi`` of ``Z`` in double precision."""
-        X = self._X()
-        if X is None:
-            raise RuntimeError("DesignProfiles: its design matrix no longer exists")
-        xc = X[lo:hi]
+        xc = self._design()[lo:hi]
         return np.column_stack([xc, 1.0 - xc[:, self.ind]]) if len(self.ind) else xc
 
     def _nonzero_rows(self, rows: np.ndarray) -> np.ndarray:
-        return (self.abs[rows] != 0).astype(float)
+        xr = self._design()[rows]
+        z = np.column_stack([xr, 1.0 - xr[:, self.ind]]) if len(self.ind) else xr
+        return (z != 0).astype(float)
 
     def column(self, j: int, lo: int, hi: int) -> np.ndarray:
         """Rows ``lo:hi`` of column ``j`` of ``Z`` in double precision."""
-        X = self._X()
-        if X is None:
-            raise RuntimeError("DesignProfiles: its design matrix no longer exists")
+        X = self._design()
         return X[lo:hi, j] if j < self.p else 1.0 - X[lo:hi, self.ind[j - self.p]]
 
     def _exact(
@@ -415,6 +451,21 @@ class DesignProfiles:
                 prof.add((zc[:, ia] * w[lo:hi, None]) * zc[:, ib])
         top[todo] = prof.profile().top
 
+    def _abs_cross(self, av: np.ndarray) -> np.ndarray:
+        """``|Z|' av`` for ``av >= 0``, in double precision, column by column of ``X``.
+
+        A complement ``1 - x`` of a 0/1 column is non-negative, so its sum is
+        ``sum(av) - x' av``; only the signed columns need an ``|x|`` (one column at a time).
+        """
+        X = self._design()
+        out = np.empty(self.q)
+        for j in range(self.p):
+            col = X[:, j]
+            out[j] = (np.abs(col) if self.signed[j] else col) @ av
+        if len(self.ind):
+            out[self.p :] = np.maximum(float(av.sum()) - out[self.ind], 0.0)
+        return out
+
     def gram(
         self, w: np.ndarray, n_top: int, refine_above: float = _REFINE_ABOVE
     ) -> ContributionProfile:
@@ -429,9 +480,9 @@ class DesignProfiles:
         if np.any(w < 0):
             return gram_profile_blocks(self.block, w, self.n, n_top)
         abs_sum: np.ndarray = np.zeros((self.q, self.q))
-        for lo in range(0, self.n, _BIG_BLOCK):
-            hi = min(self.n, lo + _BIG_BLOCK)
-            a = self.abs[lo:hi] * np.sqrt(w[lo:hi].astype(np.float32))[:, None]
+        sw = np.sqrt(w.astype(np.float32))
+        for lo, hi, a in self._abs_blocks():
+            a *= sw[lo:hi, None]
             abs_sum += a.T @ a
         support = self.pair_support
         zero = np.flatnonzero(w == 0)
@@ -447,9 +498,8 @@ class DesignProfiles:
         if todo.size:  # Cauchy-Schwarz on the open entries' columns only
             cols = np.unique(np.concatenate([iu[0][todo], iu[1][todo]]))
             sq_sum: np.ndarray = np.zeros((cols.size, cols.size))
-            for lo in range(0, self.n, _BIG_BLOCK):
-                hi = min(self.n, lo + _BIG_BLOCK)
-                a = self.abs[lo:hi, cols] * np.sqrt(w[lo:hi].astype(np.float32))[:, None]
+            for lo, hi, blk in self._abs_blocks():
+                a = blk[:, cols] * sw[lo:hi, None]
                 a *= a
                 sq_sum += a.T @ a
             ia = np.searchsorted(cols, iu[0][todo])
@@ -469,11 +519,8 @@ class DesignProfiles:
         term ``max|z_j| max|v|``, then Cauchy-Schwarz, then exact, each only where open.
         """
         v = np.asarray(v, dtype=float)
-        abs_sum = np.zeros(self.q)
         av_all = np.abs(v)
-        for lo in range(0, self.n, _BIG_BLOCK):
-            hi = min(self.n, lo + _BIG_BLOCK)
-            abs_sum += self.abs[lo:hi].T @ av_all[lo:hi].astype(np.float32)
+        abs_sum = self._abs_cross(av_all)
         support = self.col_support
         zero = np.flatnonzero(v == 0)
         if zero.size:
@@ -483,9 +530,8 @@ class DesignProfiles:
         todo = _undecided(top, abs_sum, refine_above)
         if todo.size:  # Cauchy-Schwarz on the open columns only
             sq_sum = np.zeros(todo.size)
-            for lo in range(0, self.n, _BIG_BLOCK):
-                hi = min(self.n, lo + _BIG_BLOCK)
-                a = self.abs[lo:hi, todo]
+            for lo, hi, blk in self._abs_blocks():
+                a = blk[:, todo]
                 av = av_all[lo:hi].astype(np.float32)
                 sq_sum += (a * a).T @ (av * av)
             top[todo] = np.minimum(top[todo], np.sqrt(n_top * np.maximum(sq_sum, 0.0)))
