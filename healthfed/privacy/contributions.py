@@ -364,13 +364,11 @@ class DesignProfiles:
         col_max = np.zeros(self.q, dtype=np.float32)
         rows = min(self.n, _BIG_BLOCK)
         buf = np.empty((rows, self.q), dtype=np.float32, order="F")
-        flags = np.empty((rows, self.q), dtype=bool, order="F")
         for lo in range(0, self.n, _BIG_BLOCK):  # in row blocks: no n x q temporary
             hi = min(self.n, lo + _BIG_BLOCK)
             blk = self._abs_block(X, lo, hi, buf)
             np.maximum(col_max, blk.max(axis=0), out=col_max)
-            np.not_equal(blk, 0, out=flags[: hi - lo])
-            blk[...] = flags[: hi - lo]
+            np.not_equal(blk, 0, out=blk)  # the block's non-zero flags, as 0/1
             nz += blk.T @ blk
         self.pair_support = nz
         self.col_support = np.diag(nz).copy()  # a column's non-zeros: its pair with itself
@@ -406,13 +404,10 @@ class DesignProfiles:
 
     def block(self, lo: int, hi: int) -> np.ndarray:
         """Rows ``lo:hi`` of ``Z`` in double precision."""
-        xc = self._design()[lo:hi]
-        return np.column_stack([xc, 1.0 - xc[:, self.ind]]) if len(self.ind) else xc
+        return with_complements(self._design()[lo:hi], self.ind)
 
     def _nonzero_rows(self, rows: np.ndarray) -> np.ndarray:
-        xr = self._design()[rows]
-        z = np.column_stack([xr, 1.0 - xr[:, self.ind]]) if len(self.ind) else xr
-        return (z != 0).astype(float)
+        return (with_complements(self._design()[rows], self.ind) != 0).astype(float)
 
     def column(self, j: int, lo: int, hi: int) -> np.ndarray:
         """Rows ``lo:hi`` of column ``j`` of ``Z`` in double precision."""

@@ -47,25 +47,28 @@ def _block_buffer(X: np.ndarray, rows: int) -> np.ndarray:
     return np.empty((rows, X.shape[1]))
 
 
-def _sum_log1pexp(eta: np.ndarray) -> float:
-    """``sum(log(1 + exp(eta)))``, stably: ``max(eta, 0) + log1p(exp(-|eta|))``.
+def _log1p_exp_neg_abs(eta: np.ndarray) -> np.ndarray:
+    """``log1p(exp(-|eta|))``: the part of ``log(1 + exp(eta))`` beyond ``max(eta, 0)``.
 
-    The formula of ``np.logaddexp(0, eta)``, written with vectorised ufuncs
-    (several times faster than ``logaddexp``'s scalar loop).
+    ``log(1 + exp(eta)) = max(eta, 0) + log1p(exp(-|eta|))`` is the formula of
+    ``np.logaddexp(0, eta)``, written with vectorised ufuncs in one buffer (several
+    times faster than ``logaddexp``'s scalar loop).
     """
     t = np.abs(eta)
     np.negative(t, out=t)
     np.exp(t, out=t)
     np.log1p(t, out=t)
-    return float(np.sum(t) + np.sum(np.maximum(eta, 0.0)))
+    return t
+
+
+def _sum_log1pexp(eta: np.ndarray) -> float:
+    """``sum(log(1 + exp(eta)))``, stably (:func:`_log1p_exp_neg_abs`)."""
+    return float(np.sum(_log1p_exp_neg_abs(eta)) + np.sum(np.maximum(eta, 0.0)))
 
 
 def _log1pexp(eta: np.ndarray) -> np.ndarray:
-    """``log(1 + exp(eta))`` per row, in :func:`_sum_log1pexp`'s stable form."""
-    t = np.abs(eta)
-    np.negative(t, out=t)
-    np.exp(t, out=t)
-    np.log1p(t, out=t)
+    """``log(1 + exp(eta))`` per row, stably (:func:`_log1p_exp_neg_abs`)."""
+    t = _log1p_exp_neg_abs(eta)
     t += np.maximum(eta, 0.0)
     return t
 
