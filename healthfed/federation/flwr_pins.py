@@ -63,6 +63,42 @@ FINGERPRINTS: dict[str, str] = {
     "flwr.supercore.interceptors.http.runtime_token.RuntimeTokenHttpInterceptor": (
         "06cbf14d2ea81c278ff1bbf715727c41387287c7829cc7446a3a2307ff448ac4"
     ),
+    # runtime_pipe answers the data worker's Runtime requests with these handlers (re-read:
+    # their arguments, what they do with the state; a new request the worker makes)...
+    "flwr.supernode.servicer.runtime.runtime_handlers.acquire_task": (
+        "d11e03ec4b0b06a4775d46a180c0aca16aee4ddd02a6f7c17806c03e032ee171"
+    ),
+    "flwr.supernode.servicer.runtime.runtime_handlers.pull_task_input": (
+        "035e6c69a7cffcad980d6a38af68941151a7f6979031638d7cb28c5431df4d3d"
+    ),
+    "flwr.supernode.servicer.runtime.runtime_handlers.push_task_output": (
+        "1d148b25ce523291effd343fb4016288ac42e3a673d811cbde5c7032feb5075d"
+    ),
+    "flwr.supernode.servicer.runtime.runtime_handlers.pull_messages": (
+        "49089949d9fd1246197f3f40e25e6e0d4e211bfd8e76a63e0f64cb3a6602dc11"
+    ),
+    "flwr.supernode.servicer.runtime.runtime_handlers.push_messages": (
+        "f0b01d8d3c43d44a09f516e4192e6ab2aa16a211292ae0d5750b8ddeb87a1678"
+    ),
+    "flwr.supernode.servicer.runtime.runtime_handlers.push_object": (
+        "c6dad970cb51b02bbf509eac14d8f59a17d0fa492dec2758f466b2288067566f"
+    ),
+    "flwr.supernode.servicer.runtime.runtime_handlers.pull_object": (
+        "cf11db1e6a098b4a57a04d02f2eb2230ba1f6b8a65dbe4e51e840886a0595340"
+    ),
+    "flwr.supernode.servicer.runtime.runtime_handlers.confirm_message_received": (
+        "d922673fae155c8e5a0a1b9526a81246060206ea35ce51a2e7a91c5c472acbfc"
+    ),
+    "flwr.supercore.servicer.runtime.runtime_handlers.acquire_task": (
+        "e3701406b5547001d679f65d5aeb1ebdaf1e53a680fca9e39455d55ea3b0e003"
+    ),
+    "flwr.supercore.servicer.runtime.runtime_handlers.send_task_heartbeat": (
+        "0664b523bbb1a7f6b574b0709fb639335cfc47fb9f71479d16ef65884e5c8172"
+    ),
+    # ...after resolving the task token as this does (re-read: any other check it adds)
+    "flwr.supercore.dependencies.task.authenticate_task": (
+        "7b4c0c58ea91353a9075df3af90acc2e5139cfa8f0ae9772651fbafecf25cc38"
+    ),
     # healthfed's SuperNode replaces the SQL store module this factory imports
     # (memory_store; re-read: SqlObjectStore only for a database other than in-memory)
     "flwr.supercore.object_store.object_store_factory.ObjectStoreFactory": (

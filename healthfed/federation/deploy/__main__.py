@@ -58,6 +58,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--clientapp", default=CLIENTAPP_REF, help="module:attribute, imported locally"
     )
     node.add_argument("--done-fd", type=int, default=None, help="write a byte here after each task")
+    node.add_argument(
+        "--runtime-fd",
+        type=int,
+        default=None,
+        help="a socket from the SuperNode: ask the Runtime API over it, not over HTTPS",
+    )
     sub.add_parser("fab-hash", help="print the SHA-256 of the healthfed app bundle")
     args = parser.parse_args(args_in)
     if args.cmd == "fab-hash":
@@ -86,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         idle_exit=args.idle_exit,
         wake_fd=sys.stdin.fileno() if args.wake_stdin else None,
         done_fd=args.done_fd,
+        runtime_fd=args.runtime_fd,
     )
 
 

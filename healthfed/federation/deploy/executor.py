@@ -26,8 +26,10 @@ from __future__ import annotations
 import importlib
 import os
 import select
+import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,11 @@ from flwr.supernode.runtime.run_clientapp import (
 
 from healthfed.errors import FederationError
 from healthfed.federation.deploy.bundle import CLIENTAPP_REF, app_fab_hash, fab_refusal
+from healthfed.federation.deploy.runtime_pipe import (
+    PipeClosed,
+    PipeRuntimeClient,
+    pipe_heartbeat,
+)
 from healthfed.federation.flwr_pins import fast_object_pulls
 
 
@@ -66,6 +73,7 @@ def run_node_executor(
     idle_exit: float | None = None,
     wake_fd: int | None = None,
     done_fd: int | None = None,
+    runtime_fd: int | None = None,
 ) -> None:
     """Serve a ``--isolation process`` SuperNode with the installed healthfed ClientApp.
 
@@ -96,6 +104,11 @@ def run_node_executor(
     done_fd
         Writable file descriptor: a byte after each task's reply and output are stored,
         so the SuperNode pushes the reply at once (its own check is every 5-50 ms).
+    runtime_fd
+        A connected socket (the worker's end of the pair its healthfed SuperNode made):
+        the Runtime API is asked over it
+        (:mod:`~healthfed.federation.deploy.runtime_pipe`), not over HTTPS at
+        ``runtime_api_address``.
     """
     client_app = _load_clientapp(clientapp_ref)  # from the installed package, never the FAB
     # A task is visible while its SuperNode still pulls the message's objects: retry
@@ -103,6 +116,64 @@ def run_node_executor(
     fast_object_pulls(pull_task_input.__module__, "pull_and_inflate_object_from_tree")
 
     expected = app_fab_hash()
+    client: Any
+    task_client: Any
+    set_token: Callable[[str | None], None]
+    heartbeat_fn: Callable[[Any], Callable[[], bool]]
+    if runtime_fd is not None:
+        client = task_client = PipeRuntimeClient(socket.socket(fileno=runtime_fd))
+        set_token = client.set_token
+        heartbeat_fn = pipe_heartbeat
+        transport = "the SuperNode's socket pair"
+    else:
+        client, task_client, set_token = _http_clients(
+            runtime_api_address, root_certificates, auth_secret
+        )
+        heartbeat_fn = make_task_heartbeat_fn_http
+        transport = f"HTTPS at {runtime_api_address}"
+    print(
+        f"healthfed node executor ready (Runtime API over {transport}); "
+        f"accepting only FAB {expected}",
+        flush=True,
+    )
+    last_task = time.monotonic()
+    wait = POLL_MIN_S
+    try:
+        while stop is None or not stop.is_set():
+            res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
+            if res.HasField("task") and res.token:
+                set_token(res.token)
+                try:
+                    _run_task(task_client, client_app, expected, heartbeat_fn)
+                finally:
+                    set_token(None)
+                    _signal(done_fd)
+                last_task, wait = time.monotonic(), POLL_MIN_S
+                continue
+            if idle_exit is not None and time.monotonic() - last_task > idle_exit:
+                print(f"node executor idle for {idle_exit:g}s; exiting", flush=True)
+                return
+            if wake_fd is not None:
+                if not _wait_for_wake(wake_fd, poll_interval):
+                    return  # the SuperNode is gone
+            else:
+                time.sleep(wait)
+                wait = min(wait * 2, poll_interval)
+    except PipeClosed:
+        print("node executor: the SuperNode is gone; exiting", flush=True)
+    finally:
+        client.close()
+        task_client.close()
+
+
+POLL_MIN_S = 0.02
+
+
+def _http_clients(
+    runtime_api_address: str, root_certificates: str | None, auth_secret: bytes | None
+) -> tuple[Any, Any, Callable[[str | None], None]]:
+    """flwr's Runtime HTTPS clients: one to claim tasks, one (its token set per task)
+    for each task's requests, and the function that sets that token."""
     interceptors: list[Any] = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
     if auth_secret:
         interceptors.append(
@@ -129,36 +200,7 @@ def run_node_executor(
         interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"), token],
         retry_invoker=make_simple_http_retry_invoker(),
     )
-    print(f"healthfed node executor ready; accepting only FAB {expected}", flush=True)
-    last_task = time.monotonic()
-    wait = POLL_MIN_S
-    try:
-        while stop is None or not stop.is_set():
-            res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
-            if res.HasField("task") and res.token:
-                token.set(res.token)
-                try:
-                    _run_task(task_client, client_app, expected)
-                finally:
-                    token.set(None)
-                    _signal(done_fd)
-                last_task, wait = time.monotonic(), POLL_MIN_S
-                continue
-            if idle_exit is not None and time.monotonic() - last_task > idle_exit:
-                print(f"node executor idle for {idle_exit:g}s; exiting", flush=True)
-                return
-            if wake_fd is not None:
-                if not _wait_for_wake(wake_fd, poll_interval):
-                    return  # the SuperNode is gone
-            else:
-                time.sleep(wait)
-                wait = min(wait * 2, poll_interval)
-    finally:
-        client.close()
-        task_client.close()
-
-
-POLL_MIN_S = 0.02
+    return client, task_client, token.set
 
 
 class TaskToken(RuntimeTokenHttpInterceptor):
@@ -206,12 +248,14 @@ def _load_clientapp(ref: str) -> Any:
     return app
 
 
-def _run_task(client: Any, client_app: Any, expected: str) -> None:
+def _run_task(
+    client: Any, client_app: Any, expected: str, heartbeat_fn: Callable[[Any], Any]
+) -> None:
     """One message: check the bundle, answer with the installed ClientApp or refuse.
 
     ``client`` is the worker's Runtime client, holding this task's token.
     """
-    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    heartbeat = HeartbeatSender(heartbeat_fn(client))
     heartbeat.start()
     message = context = reply = None
     sub_status, details = SubStatus.FAILED, "healthfed node executor failed"

@@ -122,6 +122,7 @@ def main(argv: Sequence[str]) -> None:
         secret_file,
         ours.clientapp,
         ours.worker_idle,
+        state=state_factory.state(),
     )
     add_exit_handler(worker.stop)
     if not ours.no_prewarm:

@@ -13,13 +13,20 @@ so the worker claims the task at once instead of polling; when the SuperNode die
 the worker reads end-of-file and exits (no orphan holds the data). The worker writes
 one byte back on a pipe of its own (``--done-fd``) when it has stored a task's reply
 and output, so the SuperNode pushes the reply at once instead of at its next check.
+
+Given the node's state, the worker asks the Runtime API over a socket pair made for it
+(``--runtime-fd``, :mod:`~healthfed.federation.deploy.runtime_pipe`) rather than over
+the SuperNode's HTTPS port: the same flwr handlers answer, without ~14 HTTPS requests
+per message.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import socket
 import subprocess
+from typing import Any
 
 from healthfed.federation.deploy.commands import node_exec_argv
 
@@ -44,6 +51,11 @@ class DataWorker:
         ``module:attribute`` of the installed ClientApp the worker imports.
     idle_s
         Seconds without a task after which the worker exits.
+    state
+        The SuperNode's ``NodeState``: each worker gets a socket pair and its requests
+        are answered from this state in the SuperNode
+        (:class:`~healthfed.federation.deploy.runtime_pipe.RuntimePipeServer`).
+        ``None``: the worker uses the HTTPS Runtime API at ``runtime_address``.
     """
 
     def __init__(
@@ -53,6 +65,7 @@ class DataWorker:
         secret_file: str | None,
         clientapp_ref: str,
         idle_s: float = WORKER_IDLE_S,
+        state: Any | None = None,
     ) -> None:
         self.argv = [
             *node_exec_argv(runtime_address, root_certificates, secret_file, clientapp_ref),
@@ -62,6 +75,7 @@ class DataWorker:
             "--poll-interval",
             f"{WAKE_FALLBACK_POLL_S:g}",
         ]
+        self._state = state
         self._proc: subprocess.Popen[bytes] | None = None
         self._done: int | None = None  # read end of the worker's "task done" pipe
         self.spawned = 0
@@ -78,16 +92,28 @@ class DataWorker:
         # stopping the node's group stops the worker.
         self._close_done()
         done_r, done_w = os.pipe()
+        argv, keep = [*self.argv, "--done-fd", str(done_w)], [done_w]
+        ours = theirs = None
+        if self._state is not None:
+            ours, theirs = socket.socketpair()
+            argv += ["--runtime-fd", str(theirs.fileno())]
+            keep.append(theirs.fileno())
         try:
-            self._proc = subprocess.Popen(
-                [*self.argv, "--done-fd", str(done_w)], stdin=subprocess.PIPE, pass_fds=(done_w,)
-            )
+            self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, pass_fds=keep)
         except BaseException:
             os.close(done_r)
+            if ours is not None:
+                ours.close()
             raise
         finally:
             os.close(done_w)  # the worker holds the write end now
+            if theirs is not None:
+                theirs.close()
         self._done = done_r
+        if ours is not None:
+            from healthfed.federation.deploy.runtime_pipe import RuntimePipeServer
+
+            RuntimePipeServer(self._state, ours).start()  # ends when the worker exits
         self.spawned += 1
 
     def wait_done(self, timeout: float) -> None:
