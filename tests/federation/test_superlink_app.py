@@ -152,7 +152,19 @@ def _flwr_app(monkeypatch: pytest.MonkeyPatch, ours: bool) -> Any:
     stock = flwr_main._get_middleware
     if ours:
         monkeypatch.setattr(flwr_main, "_get_middleware", lambda: sa.healthfed_middleware(stock()))
+        _inline_handlers(monkeypatch)
     return flwr_main.create_app()
+
+
+def _inline_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sa.inline_data_handlers()``, undone after the test."""
+    import importlib
+
+    for name in sa.THREADPOOL_CALLERS:
+        module = importlib.import_module(name)
+        monkeypatch.setattr(module, "run_in_threadpool", module.run_in_threadpool)
+    sa.inline_data_handlers()
+    sa.inline_data_handlers()  # twice is once
 
 
 REQUESTS = [
@@ -191,17 +203,54 @@ def test_only_control_middleware_is_skipped_and_only_off_control_paths() -> None
 
     stock = _get_middleware()
     ours = sa.healthfed_middleware(stock)
-    assert ours[0].cls is sa.HeldPulls and len(ours) == len(stock) + 1
+    assert ours[0].cls is sa.InlineDataHandlers and ours[1].cls is sa.HeldPulls
+    assert len(ours) == len(stock) + 2
     wrapped = {
         m.kwargs["middleware"].cls.__name__: m.kwargs["acts"] for m in ours if m.cls is sa.OnlyWhere
     }
     assert set(wrapped) == set(sa.ACTS_ON)
-    kept = {m.cls.__name__ for m in ours[1:] if m.cls is not sa.OnlyWhere}
+    kept = {m.cls.__name__ for m in ours[2:] if m.cls is not sa.OnlyWhere}
     assert "ProtobufTranslationMiddleware" in kept  # protobuf and error translation: always
     for name, acts in wrapped.items():
         assert not acts({"path": "/v1/runtime/pull-messages"}), name
         assert acts({"path": "/v1/control/list-runs"}) == name.startswith("Control"), name
     assert wrapped["NodeAuthMiddleware"]({"path": "/v1/fleet/pull-messages"})
+
+
+def test_sync_handlers_run_inline_only_on_fleet_and_runtime_paths(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from fastapi import Depends, FastAPI
+    from starlette.middleware import Middleware
+
+    _inline_handlers(monkeypatch)
+
+    def dependency() -> int:  # a sync dependency: FastAPI's other thread hand-off
+        return threading.get_ident()
+
+    app = FastAPI(middleware=[Middleware(sa.InlineDataHandlers)])
+    for path in ("/v1/fleet/where", "/v1/runtime/where", "/v1/control/where", "/where"):
+
+        @app.post(path)
+        def where(dep: int = Depends(dependency)) -> list[int]:
+            return [dep, threading.get_ident()]
+
+    async def ask() -> dict[str, tuple[list[int], int]]:
+        loop_thread = threading.get_ident()
+        out = {}
+        async with await _client(app) as client:
+            for prefix in ("/v1/fleet", "/v1/runtime", "/v1/control", ""):
+                r = await client.post(f"{prefix}/where")
+                out[prefix] = (r.json(), loop_thread)
+        return out
+
+    for prefix, (threads, loop_thread) in asyncio.run(ask()).items():
+        inline = prefix in ("/v1/fleet", "/v1/runtime")
+        assert (threads == [loop_thread, loop_thread]) == inline, prefix
+        if not inline:
+            assert loop_thread not in threads, prefix
 
 
 def test_unknown_superlink_kind_is_refused(tmp_path: Path) -> None:

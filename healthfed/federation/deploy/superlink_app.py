@@ -24,6 +24,14 @@ uvicorn server: ``flower_superlink``) and changes only the ASGI middleware list 
   source hash in :mod:`healthfed.federation.flwr_pins`). Control and every other
   path go through the whole stock stack; error translation, protobuf translation
   and node authentication run for every request as in flwr.
+* **Fleet and Runtime handlers run on the event loop.** FastAPI runs every sync
+  endpoint, and every sync dependency of one, in anyio's thread pool: a Runtime request
+  made ~5 thread hand-offs (lock, notify, wake, GIL), a large share of the SuperLink's
+  CPU per request. flwr's Fleet and Runtime handlers only read and write its in-memory
+  state (no sleeps, no waits; their long waits are ``async``), so for those paths
+  (:class:`InlineDataHandlers` marks them) FastAPI's ``run_in_threadpool`` calls the
+  function directly (:func:`inline_data_handlers`). Control and other paths keep the
+  thread pool. The answers are the same; only the thread differs.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import asyncio
 import importlib
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from healthfed.errors import FederationError
@@ -249,13 +258,65 @@ ACTS_ON: dict[str, Callable[[Scope], bool]] = {
 }
 
 
+# --------------------------------------------------------------------------------------
+# Fleet and Runtime handlers without a thread hand-off
+# --------------------------------------------------------------------------------------
+_INLINE: ContextVar[bool] = ContextVar("healthfed_inline_handlers", default=False)
+# the modules whose ``run_in_threadpool`` FastAPI calls for sync endpoints and dependencies
+THREADPOOL_CALLERS = ("fastapi.routing", "fastapi.dependencies.utils")
+
+
+class InlineDataHandlers:
+    """Pure ASGI: mark Fleet and Runtime requests, whose sync handlers then run inline."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(DATA_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        token = _INLINE.set(True)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _INLINE.reset(token)
+
+
+def _inline_when_marked(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def run_in_threadpool(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if _INLINE.get():
+            return func(*args, **kwargs)
+        return await original(func, *args, **kwargs)
+
+    run_in_threadpool.healthfed_inline = True  # type: ignore[attr-defined]
+    return run_in_threadpool
+
+
+def inline_data_handlers() -> None:
+    """Make FastAPI call sync functions directly for requests :class:`InlineDataHandlers`
+    marked (this process only; before the app's routes are built, since FastAPI binds
+    ``run_in_threadpool`` into each route then)."""
+    for name in THREADPOOL_CALLERS:
+        module = importlib.import_module(name)
+        original = getattr(module, "run_in_threadpool", None)
+        if original is None:
+            raise FederationError(
+                f"{name} has no run_in_threadpool any more; re-read "
+                "healthfed/federation/deploy/superlink_app.py"
+            )
+        if not getattr(original, "healthfed_inline", False):
+            module.run_in_threadpool = _inline_when_marked(original)  # type: ignore[attr-defined]
+
+
 def healthfed_middleware(stock: Sequence[Any]) -> list[Any]:
-    """flwr's middleware list with :class:`HeldPulls` outermost and :data:`ACTS_ON`'s
-    layers wrapped in :class:`OnlyWhere`; every other layer as flwr has it."""
+    """flwr's middleware list with :class:`InlineDataHandlers` and :class:`HeldPulls`
+    outermost and :data:`ACTS_ON`'s layers wrapped in :class:`OnlyWhere`; every other
+    layer as flwr has it."""
     from starlette.middleware import Middleware
 
     _check_control_routes()
-    out = [Middleware(HeldPulls)]
+    out = [Middleware(InlineDataHandlers), Middleware(HeldPulls)]
     for entry in stock:
         acts = ACTS_ON.get(getattr(entry.cls, "__name__", ""))
         out.append(entry if acts is None else Middleware(OnlyWhere, middleware=entry, acts=acts))
@@ -281,5 +342,6 @@ def main(argv: Sequence[str]) -> None:
     cli = importlib.import_module("flwr.superlink.cli.flower_superlink")
     stock = flwr_main._get_middleware  # type: ignore[attr-defined]
     flwr_main._get_middleware = lambda: healthfed_middleware(stock())  # type: ignore[attr-defined]
+    inline_data_handlers()
     sys.argv = ["flower-superlink", *argv]  # flwr's parser reads sys.argv
     cli.flower_superlink()
