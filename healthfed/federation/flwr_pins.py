@@ -168,18 +168,42 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(inspect.getsource(obj).encode("utf-8")).hexdigest()
 
 
-def fast_object_pulls(module_name: str, name: str = "pull_objects") -> None:
+def fast_object_pulls(
+    module_name: str, name: str = "pull_objects", *, stall_s: float | None = None
+) -> None:
     """Make ``module_name``'s ``name`` (``pull_objects`` or
     ``pull_and_inflate_object_from_tree``) retry a missing object after 20 ms.
 
     A sender pushes a message before its objects; a receiver that pulls in between
     finds the message but not yet its objects, and flwr's ``pull_objects`` then waits
-    1 s before asking again. With a fast poll that race is common. Only the two
-    documented back-off parameters change, in this process only.
+    1 s before asking again. With a fast poll that race is common. Only documented
+    parameters change, in this process only.
+
+    ``stall_s`` bounds how long one object may stay unavailable (flwr's
+    ``max_tries_per_object``, from the back-off; ``None``: flwr's 500 tries). A sender
+    killed after pushing a message but before its objects never sends them, and
+    flwr's ``HttpGrid.pull_messages`` waits for them before it returns *any* reply
+    it pulled; with 500 tries that held a whole round for minutes. Calling again
+    with another ``stall_s`` replaces the bound.
     """
     module = importlib.import_module(module_name)
     original = getattr(module, name)
     if isinstance(original, functools.partial):
-        return
+        original = original.func
     initial, cap = OBJECT_PULL_BACKOFF_S
-    setattr(module, name, functools.partial(original, initial_backoff=initial, backoff_cap=cap))
+    keywords: dict[str, Any] = {"initial_backoff": initial, "backoff_cap": cap}
+    if stall_s is not None:
+        keywords["max_tries_per_object"] = tries_within(stall_s)
+    setattr(module, name, functools.partial(original, **keywords))
+
+
+def tries_within(seconds: float) -> int:
+    """Pull attempts whose back-off waits (20 ms doubling to 0.5 s) add up to
+    ``seconds``: flwr gives up on the attempt after the last wait."""
+    initial, cap = OBJECT_PULL_BACKOFF_S
+    tries, waited, delay = 1, 0.0, initial
+    while waited + delay <= seconds:
+        waited += delay
+        delay = min(delay * 2, cap)
+        tries += 1
+    return tries

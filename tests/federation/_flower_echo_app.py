@@ -4,7 +4,10 @@ It honours the same contract as ``healthfed.federation.client_app``: the node's
 TOML path comes from ``context.node_config["healthfed-node"]``, the request is
 the JSON in ConfigRecord ``request`` and the reply is JSON in ConfigRecord
 ``reply``. It touches no data. ``params["hold_s"]`` makes the sites named in
-``params["hold_sites"]`` wait that long before answering (a node to kill mid-round).
+``params["hold_sites"]`` wait that long before answering (a node to kill mid-round);
+``params["pad_mb"]`` adds that many MB to the replies of ``params["pad_sites"]`` (a
+reply whose objects take a while to upload, to kill a node between its reply message
+and the reply's objects).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def query(msg: Message, context: Context) -> Message:
     if site in params.get("hold_sites", []):
         time.sleep(float(params.get("hold_s", 0)))
     reply = {"site": site, "status": "ok", "result": {"echo": request.get("params")}}
-    return Message(
-        content=RecordDict({"reply": ConfigRecord({"json": json.dumps(reply)})}), reply_to=msg
-    )
+    records = {"reply": ConfigRecord({"json": json.dumps(reply)})}
+    if site in params.get("pad_sites", []):
+        records["pad"] = ConfigRecord({"bytes": b"\0" * int(float(params["pad_mb"]) * 2**20)})
+    return Message(content=RecordDict(records), reply_to=msg)

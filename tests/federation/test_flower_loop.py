@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
 import threading
 import time
@@ -30,6 +31,7 @@ from healthfed.federation.flwr_pins import (
     fast_object_pulls,
     fingerprint,
     resolve,
+    tries_within,
 )
 
 TESTS = Path(__file__).resolve().parent
@@ -207,3 +209,64 @@ def test_a_node_killed_mid_round_is_dropped_and_the_round_finishes(
     # Flower still lists the dead node; the hub, having dropped it, does not wait for it.
     later = _federation(deployment, 2).round("echo", "none", {})
     assert sorted(later.contributed) == ["site_a", "site_b"] and later.missing == ["site_c"]
+
+
+@pytest.mark.flower
+def test_a_node_killed_between_its_reply_and_the_replys_objects_is_dropped(
+    tmp_path: Path,
+) -> None:
+    """The SuperLink holds the victim's reply message but never its objects: Flower's
+    Grid would retry them 500 times (minutes) before returning any reply it pulled."""
+    nodes = []
+    for name in SITES:
+        (tmp_path / f"{name}.toml").write_text(f'[node]\nname = "{name}"\n', encoding="utf-8")
+        nodes.append(tmp_path / f"{name}.toml")
+    with LocalFlowerDeployment(
+        nodes,
+        work_dir=tmp_path / "work",
+        clientapp_ref=ECHO_APP,
+        node_pythonpath=[TESTS],
+        worker_idle=30,
+    ) as dep:
+        victim = dep.node_processes()["site_c"]
+        _federation(dep, 3).round("echo", "none", {})  # every worker up
+        node_id = re.search(r"SuperNode ID: (\d+)", victim.log.read_text()).group(1)  # type: ignore[union-attr]
+        superlink_log = dep.work_dir / "logs" / "superlink.log"
+        pushed = f"Push replies from node_id={node_id}"
+        before = superlink_log.read_text().count(pushed)
+        outcome: dict[str, object] = {}
+
+        def run_round() -> None:
+            try:
+                # site_c's reply comes first, so the hub pulls it before any other
+                params = {"pad_sites": ["site_c"], "pad_mb": 64}
+                params |= {"hold_sites": ["site_a", "site_b"], "hold_s": 4}
+                outcome["ok"] = _federation(dep, 2).round("echo", "none", params)
+            except Exception as exc:  # noqa: BLE001 - checked below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=run_round)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while superlink_log.read_text().count(pushed) == before:
+            assert time.monotonic() < deadline, "site_c never pushed its reply"
+            time.sleep(0.005)
+        os.killpg(victim.popen.pid, signal.SIGKILL)  # its 64 MB object is still uploading
+        thread.join(timeout=120)
+        assert not thread.is_alive()
+        assert "error" not in outcome, outcome
+        result = outcome["ok"]
+        assert sorted(result.contributed) == ["site_a", "site_b"]  # type: ignore[attr-defined]
+        assert result.missing == ["site_c"]  # type: ignore[attr-defined]
+
+
+def test_hub_object_pulls_give_up_after_the_node_timeout() -> None:
+    module = "flwr.superlink.grid.http_grid"
+    fast_object_pulls(module, stall_s=5.0)
+    patched = resolve(f"{module}.pull_objects")
+    tries = patched.keywords["max_tries_per_object"]
+    assert tries == tries_within(5.0)
+    # waits of 20, 40, 80, 160, 320 ms, then 0.5 s: 13 waits (4.62 s) fit in 5 s, 14 do not
+    assert tries == 14
+    fast_object_pulls(module)  # no bound again: flwr's own
+    assert "max_tries_per_object" not in resolve(f"{module}.pull_objects").keywords

@@ -7,6 +7,10 @@ cost at least 3 s on top of the nodes' own polling. ``PollingGrid`` pulls every
 20-100 ms instead, so the aggregator code calls ``send_and_receive`` on any grid
 alike. It also drops nodes that stay silent ``node_timeout`` seconds after the
 first reply (a node killed mid-round), instead of waiting the whole round timeout.
+A node killed after pushing its reply but before the reply's objects is dropped
+the same way: a reply object unavailable for ``node_timeout`` seconds ends the
+wait for it (Flower's own bound is 500 retries, minutes), and the error message
+Flower's Grid makes for it in the hub's name is not passed on as a reply.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import time
 from collections.abc import Iterable
 
 from flwr.app import Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
@@ -85,7 +90,18 @@ class PollingGrid(DelegatingGrid):
         # Nodes dropped before: Flower lists a killed node as online for about a minute
         # (two missed 30 s heartbeats), so later rounds do not wait for it again.
         self.dropped: set[int] = set()
-        fast_object_pulls(HTTP_GRID_MODULE)  # replies' objects: retry after 20 ms, not 1 s
+
+    @property
+    def node_timeout(self) -> float | None:
+        """Seconds the others get once one node answered; also how long one reply
+        object may stay unavailable before that reply counts as not delivered."""
+        return self._node_timeout
+
+    @node_timeout.setter
+    def node_timeout(self, seconds: float | None) -> None:
+        self._node_timeout = seconds
+        # replies' objects: retry after 20 ms, not 1 s; give up after node_timeout
+        fast_object_pulls(HTTP_GRID_MODULE, stall_s=seconds)
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
@@ -95,6 +111,7 @@ class PollingGrid(DelegatingGrid):
         earlier exchange get no such grace: once every other node has answered, the
         exchange ends."""
         messages = list(messages)
+        undelivered: list[Message] = []  # replies whose objects never came
         pushed = list(self.inner.push_messages(messages))
         # flwr returns [] or None entries for messages it could not push
         node_of = {mid: m.metadata.dst_node_id for mid, m in zip(pushed, messages) if mid}  # noqa: B905
@@ -104,7 +121,10 @@ class PollingGrid(DelegatingGrid):
         wait = 0.02
         while ids:
             asked = time.monotonic()
-            got = list(self.inner.pull_messages(ids))
+            got: list[Message] = []
+            for m in self.inner.pull_messages(ids):
+                (undelivered if _undelivered(m, node_of) else got).append(m)
+            ids -= {m.metadata.reply_to_message_id for m in undelivered}
             if got and not replies and self.node_timeout is not None:
                 first = time.monotonic() + self.node_timeout
                 deadline = first if deadline is None else min(deadline, first)
@@ -117,6 +137,18 @@ class PollingGrid(DelegatingGrid):
             # a period, not a gap: a pull the SuperLink held (until a node's push) counts
             time.sleep(max(0.0, wait - (time.monotonic() - asked)))
             wait = min(wait * 1.5, 0.1)
-        silent = {node_of[i] for i in ids}
+        silent = {node_of[i] for i in ids} | {
+            node_of[m.metadata.reply_to_message_id] for m in undelivered
+        }
         self.dropped = (self.dropped | silent) - (set(node_of.values()) - silent)
         return replies
+
+
+def _undelivered(message: Message, node_of: dict[str, int]) -> bool:
+    """Whether ``message`` is the error Flower's Grid makes *in the hub's name* for a
+    reply whose objects never arrived (``MESSAGE_UNAVAILABLE``, sent from the hub's
+    own node id): the node did not deliver, it did not answer with an error."""
+    if not message.has_error() or message.error.code != ErrorCode.MESSAGE_UNAVAILABLE:
+        return False
+    node = node_of.get(message.metadata.reply_to_message_id)
+    return node is not None and node != message.metadata.src_node_id
