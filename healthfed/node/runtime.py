@@ -292,18 +292,6 @@ class Node:
             return "ok", self._compute(computation, dataset, params, policy, info)
         return self._airlock(request, computation, dataset, raw_params, params, policy, info)
 
-    def open_datasets(self) -> None:
-        """Check every dataset now (as the first request on it would).
-
-        A dataset that fails is logged (:meth:`_usable`) and refused at each request as
-        always; this only moves the work before the first request.
-        """
-        for dataset in self.datasets.values():
-            try:
-                self._usable(dataset)
-            except DataError:
-                pass  # logged by _usable; every request on it is refused, naming why
-
     def _usable(self, dataset: Any) -> Any:
         """``dataset``, validated; a refusal that names no value and no path if it is not usable.
 

@@ -212,9 +212,6 @@ def test_federation_flower_runs_the_installed_client_app_on_real_nodes(tmp_path:
         third = fed.round("count", "covid")
         assert third.contributed == outcome.contributed
         assert deployment._session is not session and deployment._session.alive
-        # each worker checked its node's datasets when it started, before the first task
-        logs = deployment.node_logs()
-        assert all("open, 1 dataset(s) checked" in t for t in logs.values()), logs
     finally:
         fed.close()
     assert outcome.contributed == ["hospital_1", "hospital_2"], (outcome.refused, outcome.missing)

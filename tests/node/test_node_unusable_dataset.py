@@ -83,27 +83,3 @@ def test_out_of_bounds_values_are_logged_at_the_node_once(
     ]
     assert len(warnings) == 1
     assert "'oob'" in warnings[0] and "['age']" in warnings[0] and "987654" not in warnings[0]
-
-
-def test_open_datasets_checks_every_dataset_up_front_and_refuses_later_as_before(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """What a deployed worker runs at start (``node-exec --open-node``): every dataset's
-    check and its log line, no exception; requests are answered as without it."""
-    node = _node(tmp_path)
-    rows = "".join(f"p{i},{30 + i},No\n" for i in range(30))
-    (tmp_path / "good.csv").write_text("pid,age,smoker\n" + rows + "p99,987654.5,Yes\n")
-    node.datasets["good"] = _dataset(tmp_path, "good", "good.csv")
-    with caplog.at_level(logging.WARNING, logger="healthfed.node.runtime"):
-        node.open_datasets()
-    logged = " ".join(r.getMessage() for r in caplog.records)
-    for name in ("header_only", "zero", "bad", "gone"):
-        assert f"dataset {name!r} is not usable" in logged
-    assert "'good' has values outside the declared bounds" in logged
-    caplog.clear()
-    good = {"computation": "count", "dataset": "good", "params": {}}
-    with caplog.at_level(logging.WARNING, logger="healthfed.node.runtime"):
-        assert node.handle(good)["status"] == "ok"
-    assert "outside the declared bounds" not in caplog.text  # logged once per process
-    bad = node.handle({"computation": "count", "dataset": "bad", "params": {}})
-    assert bad["status"] == "refused" and "is not usable" in bad["reason"]

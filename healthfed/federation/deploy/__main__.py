@@ -64,11 +64,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=None,
         help="a socket from the SuperNode: ask the Runtime API over it, not over HTTPS",
     )
-    node.add_argument(
-        "--open-node",
-        default=None,
-        help="node TOML whose datasets to check at start, before the first task",
-    )
     sub.add_parser("fab-hash", help="print the SHA-256 of the healthfed app bundle")
     args = parser.parse_args(args_in)
     if args.cmd == "fab-hash":
@@ -98,7 +93,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         wake_fd=sys.stdin.fileno() if args.wake_stdin else None,
         done_fd=args.done_fd,
         runtime_fd=args.runtime_fd,
-        open_node=args.open_node,
     )
 
 

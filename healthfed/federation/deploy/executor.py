@@ -74,7 +74,6 @@ def run_node_executor(
     wake_fd: int | None = None,
     done_fd: int | None = None,
     runtime_fd: int | None = None,
-    open_node: str | None = None,
 ) -> None:
     """Serve a ``--isolation process`` SuperNode with the installed healthfed ClientApp.
 
@@ -110,9 +109,6 @@ def run_node_executor(
         the Runtime API is asked over it
         (:mod:`~healthfed.federation.deploy.runtime_pipe`), not over HTTPS at
         ``runtime_api_address``.
-    open_node
-        The node TOML the SuperNode serves: its datasets are checked once the worker
-        is ready, before it claims a task (:func:`_open_node`).
     """
     client_app = _load_clientapp(clientapp_ref)  # from the installed package, never the FAB
     # A task is visible while its SuperNode still pulls the message's objects: retry
@@ -140,8 +136,6 @@ def run_node_executor(
         f"accepting only FAB {expected}",
         flush=True,
     )
-    if open_node is not None:
-        _open_node(open_node)
     last_task = time.monotonic()
     wait = POLL_MIN_S
     try:
@@ -173,29 +167,6 @@ def run_node_executor(
 
 
 POLL_MIN_S = 0.02
-
-
-def _open_node(path: str) -> None:
-    """Load the node and check its datasets now, while no task waits.
-
-    The first request would otherwise pay it (reading and checking every row of a
-    dataset: ~0.2-0.4 s a site here), and a steward sees a broken file in the node's
-    log at start. The same cached node and checks the ClientApp uses
-    (:func:`~healthfed.node.runtime.load_node`, :meth:`Node.open_datasets`); a
-    failure is only logged by type: the first request reports it as always.
-    """
-    from healthfed.node.runtime import load_node
-
-    try:
-        node = load_node(path)
-        node.open_datasets()
-    except Exception as exc:  # noqa: BLE001 - the first request reports it in full
-        print(f"node executor: node not opened at start ({type(exc).__name__})", flush=True)
-        return
-    print(
-        f"node executor: node {node.name!r} open, {len(node.datasets)} dataset(s) checked",
-        flush=True,
-    )
 
 
 def _http_clients(

@@ -56,9 +56,6 @@ class DataWorker:
         are answered from this state in the SuperNode
         (:class:`~healthfed.federation.deploy.runtime_pipe.RuntimePipeServer`).
         ``None``: the worker uses the HTTPS Runtime API at ``runtime_address``.
-    node_file
-        The node TOML (the SuperNode's ``healthfed-node`` config): each worker checks
-        its datasets as soon as it is ready, before the first task.
     """
 
     def __init__(
@@ -69,7 +66,6 @@ class DataWorker:
         clientapp_ref: str,
         idle_s: float = WORKER_IDLE_S,
         state: Any | None = None,
-        node_file: str | None = None,
     ) -> None:
         self.argv = [
             *node_exec_argv(runtime_address, root_certificates, secret_file, clientapp_ref),
@@ -78,7 +74,6 @@ class DataWorker:
             "--wake-stdin",
             "--poll-interval",
             f"{WAKE_FALLBACK_POLL_S:g}",
-            *(["--open-node", node_file] if node_file else []),
         ]
         self._state = state
         self._proc: subprocess.Popen[bytes] | None = None
