@@ -104,13 +104,8 @@ def test_unknown_node_kind_is_refused(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFlowerDeployment]:
     root = tmp_path_factory.mktemp("loop")
-    nodes = []
-    for name in SITES:
-        path = root / f"{name}.toml"
-        path.write_text(f'[node]\nname = "{name}"\n', encoding="utf-8")
-        nodes.append(path)
     dep = LocalFlowerDeployment(
-        nodes,
+        _echo_nodes(root),
         work_dir=root / "work",
         clientapp_ref=ECHO_APP,
         node_pythonpath=[TESTS],
@@ -123,13 +118,23 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFlower
         dep.close()
 
 
-def _wait_for(predicate: object, what: str, limit: float = 60.0) -> None:
+def _echo_nodes(root: Path) -> list[Path]:
+    """One node TOML per site of ``SITES`` (the echo app needs only the name)."""
+    nodes = []
+    for name in SITES:
+        path = root / f"{name}.toml"
+        path.write_text(f'[node]\nname = "{name}"\n', encoding="utf-8")
+        nodes.append(path)
+    return nodes
+
+
+def _wait_for(predicate: object, what: str, limit: float = 60.0, poll: float = 0.1) -> None:
     """Poll until ``predicate()``; a generous limit so a loaded machine never fails it."""
     deadline = time.monotonic() + limit
     while not predicate():  # type: ignore[operator]
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.1)
+        time.sleep(poll)
 
 
 def _federation(dep: LocalFlowerDeployment, min_sites: int, node_timeout: float = 2) -> Federation:
@@ -141,6 +146,39 @@ def _federation(dep: LocalFlowerDeployment, min_sites: int, node_timeout: float 
         timeout=60,
         node_timeout=node_timeout,
     )
+
+
+def _round_without_site_c(
+    dep: LocalFlowerDeployment,
+    params: dict[str, object],
+    kill_when: object,
+    what: str,
+    poll: float = 0.1,
+) -> set[int]:
+    """An echo round (``min_sites=2``) during which site_c's SuperNode and worker are
+    SIGKILLed once ``kill_when()``; the round must finish with site_a and site_b, site_c
+    missing. Returns the process tree that was killed."""
+    victim = dep.node_processes()["site_c"]
+    outcome: dict[str, object] = {}
+
+    def run_round() -> None:
+        try:
+            outcome["ok"] = _federation(dep, 2).round("echo", "none", params)
+        except Exception as exc:  # noqa: BLE001 - checked below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run_round)
+    thread.start()
+    _wait_for(kill_when, what, poll=poll)
+    tree = process_tree([victim.popen.pid])
+    os.killpg(victim.popen.pid, signal.SIGKILL)  # the SuperNode and its worker
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert "error" not in outcome, outcome
+    result = outcome["ok"]
+    assert sorted(result.contributed) == ["site_a", "site_b"]  # type: ignore[attr-defined]
+    assert result.missing == ["site_c"]  # type: ignore[attr-defined]
+    return tree
 
 
 @pytest.mark.flower
@@ -177,29 +215,12 @@ def test_a_node_killed_mid_round_is_dropped_and_the_round_finishes(
 ) -> None:
     victim = deployment.node_processes()["site_c"]
     received = victim.log.read_text().count("Receiving: query")
-    outcome: dict[str, object] = {}
-
-    def run_round() -> None:
-        fed = _federation(deployment, 2)
-        try:
-            outcome["ok"] = fed.round("echo", "none", {"hold_sites": ["site_c"], "hold_s": 120})
-        except Exception as exc:  # noqa: BLE001 - checked below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run_round)
-    thread.start()
-    _wait_for(
+    tree = _round_without_site_c(
+        deployment,
+        {"hold_sites": ["site_c"], "hold_s": 120},
         lambda: victim.log.read_text().count("Receiving: query") > received,
         "site_c to receive the round",
     )
-    tree = process_tree([victim.popen.pid])
-    os.killpg(victim.popen.pid, signal.SIGKILL)  # the SuperNode and its worker
-    thread.join(timeout=120)
-    assert not thread.is_alive()
-    assert "error" not in outcome, outcome
-    result = outcome["ok"]
-    assert sorted(result.contributed) == ["site_a", "site_b"]  # type: ignore[attr-defined]
-    assert result.missing == ["site_c"]  # type: ignore[attr-defined]
     assert not [pid for pid in tree if alive(pid)]
 
     # With three sites required, the same dead node fails the round, named.
@@ -217,12 +238,8 @@ def test_a_node_killed_between_its_reply_and_the_replys_objects_is_dropped(
 ) -> None:
     """The SuperLink holds the victim's reply message but never its objects: Flower's
     Grid would retry them 500 times (minutes) before returning any reply it pulled."""
-    nodes = []
-    for name in SITES:
-        (tmp_path / f"{name}.toml").write_text(f'[node]\nname = "{name}"\n', encoding="utf-8")
-        nodes.append(tmp_path / f"{name}.toml")
     with LocalFlowerDeployment(
-        nodes,
+        _echo_nodes(tmp_path),
         work_dir=tmp_path / "work",
         clientapp_ref=ECHO_APP,
         node_pythonpath=[TESTS],
@@ -234,30 +251,20 @@ def test_a_node_killed_between_its_reply_and_the_replys_objects_is_dropped(
         superlink_log = dep.work_dir / "logs" / "superlink.log"
         pushed = f"Push replies from node_id={node_id}"
         before = superlink_log.read_text().count(pushed)
-        outcome: dict[str, object] = {}
-
-        def run_round() -> None:
-            try:
-                # site_c's reply comes first, so the hub pulls it before any other
-                params = {"pad_sites": ["site_c"], "pad_mb": 64}
-                params |= {"hold_sites": ["site_a", "site_b"], "hold_s": 4}
-                outcome["ok"] = _federation(dep, 2).round("echo", "none", params)
-            except Exception as exc:  # noqa: BLE001 - checked below
-                outcome["error"] = exc
-
-        thread = threading.Thread(target=run_round)
-        thread.start()
-        deadline = time.monotonic() + 60
-        while superlink_log.read_text().count(pushed) == before:
-            assert time.monotonic() < deadline, "site_c never pushed its reply"
-            time.sleep(0.005)
-        os.killpg(victim.popen.pid, signal.SIGKILL)  # its 64 MB object is still uploading
-        thread.join(timeout=120)
-        assert not thread.is_alive()
-        assert "error" not in outcome, outcome
-        result = outcome["ok"]
-        assert sorted(result.contributed) == ["site_a", "site_b"]  # type: ignore[attr-defined]
-        assert result.missing == ["site_c"]  # type: ignore[attr-defined]
+        # site_c's reply comes first, so the hub pulls it before any other; it is killed
+        # (polled every 5 ms) while its 64 MB object is still uploading
+        _round_without_site_c(
+            dep,
+            {
+                "pad_sites": ["site_c"],
+                "pad_mb": 64,
+                "hold_sites": ["site_a", "site_b"],
+                "hold_s": 4,
+            },
+            lambda: superlink_log.read_text().count(pushed) > before,
+            "site_c to push its reply",
+            poll=0.005,
+        )
 
 
 def test_hub_object_pulls_give_up_after_the_node_timeout() -> None:
