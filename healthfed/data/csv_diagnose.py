@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CSV_ENCODINGS", "DECIMAL_COMMA", "csv_read_error", "value_hint"]
+__all__ = ["CSV_ENCODINGS", "DECIMAL_COMMA", "NA_TOKENS", "csv_read_error", "value_hint"]
 
 #: Encodings a descriptor's ``[csv] encoding`` may name (those DuckDB reads natively).
 CSV_ENCODINGS = ("utf-8", "utf-16", "latin-1")
@@ -33,7 +33,11 @@ _OTHER_DELIMITERS = (";", "\t", "|", ",")
 #: A number written with a decimal comma (``-1,5``); also what ``describe-data`` looks for.
 DECIMAL_COMMA = r"^-?[0-9]+,[0-9]+$"
 _DECIMAL_COMMA = re.compile(DECIMAL_COMMA)
-_NA_MARKERS = {".", "-", "?", "na", "n/a", "nan", "null", "none", "missing", "unknown", "#n/a"}
+#: Spellings of a missing value ``describe-data`` reads as missing (compared case-insensitively).
+NA_TOKENS = ("", "na", "n/a", "nan", "null", "none", ".", "-", "?", "missing", "#n/a")
+# A rejected number spelled like this is probably a missing value: the error suggests
+# ``na_values``. "unknown" too, which describe-data keeps as a category's level.
+_NA_MARKERS = {*NA_TOKENS, "unknown"} - {""}
 
 
 def _show(delimiter: str) -> str:

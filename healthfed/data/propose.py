@@ -34,7 +34,7 @@ from typing import Any
 import duckdb
 
 from healthfed.data.column_sql import is_bool, is_float, is_int
-from healthfed.data.csv_diagnose import DECIMAL_COMMA
+from healthfed.data.csv_diagnose import DECIMAL_COMMA, NA_TOKENS
 from healthfed.data.dataset import _toml_key, _toml_value
 from healthfed.data.harmonise import canonical_unit
 from healthfed.data.sql import quote_ident, sql_literal
@@ -43,8 +43,6 @@ from healthfed.errors import DataError
 __all__ = ["nice_bounds", "propose_descriptor"]
 
 MAX_LEVELS = 40
-#: Spellings of a missing value looked for in a CSV (compared case-insensitively).
-NA_TOKENS = ("", "na", "n/a", "nan", "null", "none", ".", "-", "?", "missing", "#n/a")
 _NEGATIVE = ("0", "no", "n", "false", "f", "negative", "neg", "absent", "never", "none", "off")
 _ID_NAME = re.compile(r"(^|_)(id|pid|patient|patientid|mrn|subject|record|case)(_?id)?($|_)", re.I)
 _NO_NA = "\x01"  # a null string no cell holds: read every cell's own text
