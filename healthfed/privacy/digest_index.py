@@ -65,13 +65,34 @@ class DigestIndex:
         return view
 
     def append(self, digests: np.ndarray) -> None:
-        """Give the (new, distinct) ``digests`` the next indices, in their order."""
+        """Give the (new, distinct) ``digests`` the next indices, in their order.
+
+        Only the new batch is sorted; it is merged into the stored order (a copy of
+        the index, not a sort of it), so a request that brings a few new patients to
+        a registry of millions costs a merge. The result is the stable sort of all
+        digests by first word, as if sorted afresh: among equal first words, lower
+        indices first (stored ones before new ones, new ones in their order).
+        """
         digests = np.asarray(digests, dtype=np.uint64).reshape(-1, 2)
-        if digests.shape[0] == 0:
+        m = digests.shape[0]
+        if m == 0:
             return
+        start = self.size
+        new_order = np.argsort(digests[:, 0], kind="stable")
+        new_first = digests[new_order, 0]
         self._digests = np.concatenate([self._digests, digests])
-        self._order = np.argsort(self._digests[:, 0], kind="stable")
-        self._first = self._digests[self._order, 0]
+        if start == 0:
+            self._order, self._first = new_order.astype(np.int64, copy=False), new_first
+            return
+        # Where each new digest lands: after the stored ones with the same first word.
+        slots = np.searchsorted(self._first, new_first, side="right") + np.arange(m)
+        stored = np.ones(start + m, dtype=bool)
+        stored[slots] = False
+        order = np.empty(start + m, dtype=np.int64)
+        first = np.empty(start + m, dtype=np.uint64)
+        order[stored], first[stored] = self._order, self._first
+        order[slots], first[slots] = start + new_order, new_first
+        self._order, self._first = order, first
 
     def lookup(self, digests: np.ndarray) -> np.ndarray:
         """Index of every row of ``digests`` (``(n, 2)``), ``-1`` where not stored."""

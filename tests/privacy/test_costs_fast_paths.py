@@ -347,3 +347,25 @@ def test_the_largest_term_bound_never_undercuts_the_exact_top_n(
         with np.errstate(invalid="ignore", divide="ignore"):
             open_ = np.where(got.abs_sum > 0, got.top / got.abs_sum, 0.0) > refine
         np.testing.assert_allclose(got.top[open_], ref.top[open_], rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3)), max_size=12, unique=True),
+        max_size=5,
+    )
+)
+def test_digest_index_appends_merge_into_the_order_a_fresh_sort_gives(batches: Any) -> None:
+    # Batches appended one by one (merged) keep the order and answers of sorting them all.
+    index, seen = DigestIndex(), set()
+    for batch in batches:
+        new = [b for b in batch if b not in seen]
+        seen.update(new)
+        index.append(np.asarray(new, dtype=np.uint64).reshape(-1, 2))
+    stored = index.digests()
+    assert index._order.tolist() == np.argsort(stored[:, 0], kind="stable").tolist()
+    assert index._first.tolist() == stored[index._order, 0].tolist()
+    asked = np.asarray([(a, b) for a in range(6) for b in range(4)], dtype=np.uint64)
+    position = {tuple(int(x) for x in d): i for i, d in enumerate(stored)}
+    assert index.lookup(asked).tolist() == [position.get(tuple(a), -1) for a in asked.tolist()]
