@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DigestIndex", "first_occurrences"]
+__all__ = ["DigestIndex", "distinct_sorted", "first_occurrences"]
 
 
 def first_occurrences(digests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -25,13 +25,24 @@ def first_occurrences(digests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``digests`` is ``(n, 2)``; returns ``(distinct (m, 2), rank (n,))`` with
     ``distinct[rank[i]] == digests[i]``.
     """
+    distinct, rank, _ = distinct_sorted(digests)
+    return distinct, rank
+
+
+def distinct_sorted(digests: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`first_occurrences`, plus ``distinct``'s stable order by first word when it
+    came for free (every digest distinct, the usual case), else ``None``.
+
+    :meth:`DigestIndex.append` takes that order, so registering a request's new patients
+    sorts them once, not twice.
+    """
     n = digests.shape[0]
     if n == 0:
-        return digests.reshape(0, 2), np.zeros(0, dtype=np.int64)
+        return digests.reshape(0, 2), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     by_first = np.argsort(digests[:, 0], kind="stable")
     first = digests[by_first, 0]
     if not np.any(first[1:] == first[:-1]):  # the usual case: all distinct, keep their order
-        return digests, np.arange(n, dtype=np.int64)
+        return digests, np.arange(n, dtype=np.int64), by_first
     order = np.lexsort((np.arange(n), digests[:, 1], digests[:, 0]))  # ties: first row first
     d = digests[order]
     head = np.ones(n, dtype=bool)
@@ -43,7 +54,7 @@ def first_occurrences(digests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rank_of_group[by_appearance] = np.arange(by_appearance.size)
     rank = np.empty(n, dtype=np.int64)
     rank[order] = rank_of_group[group]
-    return digests[firsts[by_appearance]], rank
+    return digests[firsts[by_appearance]], rank, None
 
 
 class DigestIndex:
@@ -64,8 +75,11 @@ class DigestIndex:
         view.flags.writeable = False
         return view
 
-    def append(self, digests: np.ndarray) -> None:
+    def append(self, digests: np.ndarray, order: np.ndarray | None = None) -> None:
         """Give the (new, distinct) ``digests`` the next indices, in their order.
+
+        ``order``: the digests' stable order by first word if the caller has it
+        (:func:`distinct_sorted`), else they are sorted here.
 
         Only the new batch is sorted; it is merged into the stored order (a copy of
         the index, not a sort of it), so a request that brings a few new patients to
@@ -78,11 +92,17 @@ class DigestIndex:
         if m == 0:
             return
         start = self.size
-        new_order = np.argsort(digests[:, 0], kind="stable")
-        new_first = digests[new_order, 0]
+        new_order = None if order is None else np.asarray(order, dtype=np.int64)
+        if new_order is not None and len(new_order) == m:
+            new_first = digests[new_order, 0]
+            if np.any(new_first[1:] < new_first[:-1]):  # not sorted after all: sort here
+                new_order = None
+        if new_order is None or len(new_order) != m:
+            new_order = np.argsort(digests[:, 0], kind="stable")
+            new_first = digests[new_order, 0]
         self._digests = np.concatenate([self._digests, digests])
         if start == 0:
-            self._order, self._first = new_order.astype(np.int64, copy=False), new_first
+            self._order, self._first = new_order, new_first
             return
         # Where each new digest lands: after the stored ones with the same first word.
         slots = np.searchsorted(self._first, new_first, side="right") + np.arange(m)

@@ -63,7 +63,7 @@ import numpy as np
 
 from healthfed.data.sql import quote_ident, sql_literal
 from healthfed.errors import PrivacyError
-from healthfed.privacy.digest_index import DigestIndex, first_occurrences
+from healthfed.privacy.digest_index import DigestIndex, distinct_sorted
 
 __all__ = ["POPULATIONS_FILE", "PopulationRegistry", "bits_from_indices"]
 
@@ -291,13 +291,13 @@ class PopulationRegistry:
         if on_merge is not None and dataset != pop:
             on_merge(dataset, pop)  # rows keyed by the dataset's name (older ledgers) follow
         if not known.all():
-            new, rank = first_occurrences(digests[~known])
+            new, rank, order = distinct_sorted(digests[~known])
             start = index.size
             self._con.execute(
                 "INSERT INTO patient_batches VALUES (?, ?, ?)",
                 (start, pop, np.ascontiguousarray(new, dtype="<u8").tobytes()),
             )
-            index.append(new)
+            index.append(new, order)
             self._starts.append(start)
             self._batch_pops.append(pop)
             idx[~known] = start + rank

@@ -24,7 +24,11 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _privacy_helpers import frame  # noqa: E402
 
-from healthfed.privacy.digest_index import DigestIndex, first_occurrences  # noqa: E402
+from healthfed.privacy.digest_index import (  # noqa: E402
+    DigestIndex,
+    distinct_sorted,
+    first_occurrences,
+)
 from healthfed.privacy.population import PopulationRegistry  # noqa: E402
 
 
@@ -359,13 +363,27 @@ def test_the_largest_term_bound_never_undercuts_the_exact_top_n(
 def test_digest_index_appends_merge_into_the_order_a_fresh_sort_gives(batches: Any) -> None:
     # Batches appended one by one (merged) keep the order and answers of sorting them all.
     index, seen = DigestIndex(), set()
-    for batch in batches:
+    for k, batch in enumerate(batches):
         new = [b for b in batch if b not in seen]
         seen.update(new)
-        index.append(np.asarray(new, dtype=np.uint64).reshape(-1, 2))
+        digests = np.asarray(new, dtype=np.uint64).reshape(-1, 2)
+        if k % 2:  # as the registry does: with the order distinct_sorted found
+            distinct, _, order = distinct_sorted(digests)
+            index.append(distinct, order)
+        else:
+            index.append(digests)
     stored = index.digests()
     assert index._order.tolist() == np.argsort(stored[:, 0], kind="stable").tolist()
     assert index._first.tolist() == stored[index._order, 0].tolist()
     asked = np.asarray([(a, b) for a in range(6) for b in range(4)], dtype=np.uint64)
     position = {tuple(int(x) for x in d): i for i, d in enumerate(stored)}
     assert index.lookup(asked).tolist() == [position.get(tuple(a), -1) for a in asked.tolist()]
+
+
+def test_digest_index_sorts_a_batch_itself_when_the_order_given_is_not_sorted() -> None:
+    digests = np.asarray([(5, 0), (1, 1), (3, 2), (1, 3)], dtype=np.uint64)
+    wrong, right = DigestIndex(), DigestIndex()
+    wrong.append(digests, order=np.arange(4))  # not the order by first word
+    right.append(digests)
+    assert wrong._order.tolist() == right._order.tolist() == [1, 3, 2, 0]
+    assert wrong.lookup(digests).tolist() == [0, 1, 2, 3]
