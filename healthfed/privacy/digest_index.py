@@ -57,6 +57,21 @@ def distinct_sorted(digests: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     return digests[firsts[by_appearance]], rank, None
 
 
+def _is_stable_order(first: np.ndarray, order: np.ndarray) -> bool:
+    """True when ``order`` is exactly ``argsort(first, kind="stable")``: in range, first
+    words non-decreasing, row numbers increasing among equal ones (so no row twice)."""
+    order = np.asarray(order)
+    m = first.shape[0]
+    if order.shape != (m,) or order.dtype.kind not in "iu":
+        return False
+    if m == 0:
+        return True
+    if order.min() < 0 or order.max() >= m:
+        return False
+    f = first[order]
+    return bool(np.all((f[1:] > f[:-1]) | ((f[1:] == f[:-1]) & (order[1:] > order[:-1]))))
+
+
 class DigestIndex:
     """Digests with their indices ``0 .. size-1``; see the module docstring."""
 
@@ -79,7 +94,8 @@ class DigestIndex:
         """Give the (new, distinct) ``digests`` the next indices, in their order.
 
         ``order``: the digests' stable order by first word if the caller has it
-        (:func:`distinct_sorted`), else they are sorted here.
+        (:func:`distinct_sorted`); checked in one pass, and the digests are sorted here
+        when it is missing or is not that order.
 
         Only the new batch is sorted; it is merged into the stored order (a copy of
         the index, not a sort of it), so a request that brings a few new patients to
@@ -92,14 +108,10 @@ class DigestIndex:
         if m == 0:
             return
         start = self.size
-        new_order = None if order is None else np.asarray(order, dtype=np.int64)
-        if new_order is not None and len(new_order) == m:
-            new_first = digests[new_order, 0]
-            if np.any(new_first[1:] < new_first[:-1]):  # not sorted after all: sort here
-                new_order = None
-        if new_order is None or len(new_order) != m:
-            new_order = np.argsort(digests[:, 0], kind="stable")
-            new_first = digests[new_order, 0]
+        if order is None or not _is_stable_order(digests[:, 0], order):
+            order = np.argsort(digests[:, 0], kind="stable")
+        new_order = np.asarray(order, dtype=np.int64)
+        new_first = digests[new_order, 0]
         self._digests = np.concatenate([self._digests, digests])
         if start == 0:
             self._order, self._first = new_order, new_first

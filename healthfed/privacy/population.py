@@ -40,9 +40,10 @@ every later request looks its rows up. Hashes are therefore stored in **batches*
 new hashes of one request are one SQLite row (a blob of 16-byte digests in index
 order, its first index and its population), written in the request's one
 transaction, not one row per patient. In memory the node keeps every digest's first
-64 bits sorted (a request's new digests are sorted once and merged in), so a request's
-rows are found with one ``searchsorted`` and confirmed on all 128 bits; the rare digests sharing their first
-64 bits are compared one by one, so the answer is exact. DuckDB computes the digests
+64 bits sorted (a request's new digests are sorted once and merged in), so a
+request's rows are found with one ``searchsorted`` and confirmed on all 128 bits;
+the rare digests sharing their first 64 bits are compared one by one, so the answer
+is exact. DuckDB computes the digests
 as two ``UBIGINT`` columns in the same scan that evaluates the cohort filter. A store
 written by the older one-row-per-patient form is converted on open (same hashes,
 same indices).

@@ -387,3 +387,9 @@ def test_digest_index_sorts_a_batch_itself_when_the_order_given_is_not_sorted() 
     right.append(digests)
     assert wrong._order.tolist() == right._order.tolist() == [1, 3, 2, 0]
     assert wrong.lookup(digests).tolist() == [0, 1, 2, 3]
+    # Sorted by first word but not a permutation (row 1 twice), or not stable: sorted here too.
+    for bad in ([1, 1, 2, 0], [3, 1, 2, 0], [1, 3, 2]):
+        index = DigestIndex()
+        index.append(digests, order=np.asarray(bad))
+        assert index._order.tolist() == [1, 3, 2, 0]
+        assert index.lookup(digests).tolist() == [0, 1, 2, 3]
