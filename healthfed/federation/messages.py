@@ -53,6 +53,7 @@ DEFAULT_ROUND_TIMEOUT_S = 120.0  # a request without its own timeout
 SESSION_REQUESTS = "requests"
 SESSION_RESULTS = "results"
 SESSION_CLOSE = "close"
+SESSION_SERVING = "serving"  # written by the ServerApp once it reads requests
 SESSION_ERROR = "session_error"  # result key: the ServerApp failed on this request
 
 # --- collected replies ---------------------------------------------------------------------

@@ -34,6 +34,7 @@ from healthfed.federation.messages import (
     SESSION_KEY,
     SESSION_REQUESTS,
     SESSION_RESULTS,
+    SESSION_SERVING,
     TIMEOUT_FIELD,
     decode_reply,
     encode_request,
@@ -105,9 +106,11 @@ def serve_session(grid: Grid, folder: Path, idle_s: float = SESSION_IDLE_S) -> N
     :func:`serve_request` and its result written atomically to ``folder/results``
     under the same name; a failure becomes ``{"session_error": ...}`` there, so the
     waiting researcher gets an error instead of a timeout. Returns after ``idle_s``
-    seconds without a request.
+    seconds without a request. It writes ``folder/serving`` first, so whoever started
+    the run can tell a ServerApp still starting from one that waits for requests.
     """
     inbox, outbox = folder / SESSION_REQUESTS, folder / SESSION_RESULTS
+    (folder / SESSION_SERVING).write_text("", encoding="utf-8")
     last = time.monotonic()
     while not (folder / SESSION_CLOSE).exists():
         pending = sorted(inbox.glob("*.json"))

@@ -196,6 +196,9 @@ def test_federation_flower_runs_the_installed_client_app_on_real_nodes(tmp_path:
         pytest.skip(f"node side not importable yet: {exc}")
     fed = Federation.flower(nodes, timeout=30)
     try:
+        # Ready means ready: start() returned only once the session ServerApp serves.
+        started = fed._on_close.__self__  # type: ignore[union-attr]
+        assert started._session is not None and started._session.serving()
         outcome = fed.round("count", "covid")
         again = fed.round("count", "covid")
         # Both rounds went to one long-running ServerApp (one Flower run, a session).

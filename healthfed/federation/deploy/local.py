@@ -93,8 +93,8 @@ class LocalFlowerDeployment:
         Seconds an idle data worker of a healthfed SuperNode lives (default 120).
     open_session
         Start the session ServerApp (:meth:`session_run`) as soon as the SuperLink
-        answers, while the SuperNodes start: the first round does not wait for it
-        (about 3 s of a cold start).
+        answers, while the SuperNodes start (about 3 s of a cold start), and return
+        from :meth:`start` only once it serves: the first round does not wait for it.
     node_blas_threads
         BLAS threads of each node's processes (``OPENBLAS_NUM_THREADS`` and the like;
         an environment that sets one already wins). Default: this machine's cores
@@ -235,6 +235,22 @@ class LocalFlowerDeployment:
             return len(online) >= len(self.node_files) and ready
 
         self._wait(nodes_ready, self._procs, f"{len(self.node_files)} SuperNodes to register")
+        if self._session is not None:
+            # ready means the first request is answered at once, not after the
+            # session ServerApp's start (it starts with the nodes, ~1 s behind them)
+            session = self._session
+
+            def serving() -> bool:
+                if session.serving():
+                    return True
+                if not session.usable():
+                    raise FederationError(
+                        f"session run {session.run_id} ended before serving\n"
+                        f"{self._log_tail('superlink')}"
+                    )
+                return False
+
+            self._wait(serving, self._procs, "the session ServerApp to serve")
 
     def _spawn_nodes(self, bin_dir: Path, tls: TlsFiles) -> None:
         """Start one SuperNode per node file (and, for stock nodes, its executor)."""

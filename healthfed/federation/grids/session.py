@@ -31,6 +31,7 @@ from healthfed.federation.messages import (
     SESSION_KEY,
     SESSION_REQUESTS,
     SESSION_RESULTS,
+    SESSION_SERVING,
     TIMEOUT_FIELD,
 )
 
@@ -83,6 +84,14 @@ class ServerAppSession:
         self.run_id = control.start_run({SESSION_KEY: str(folder)})
         self.alive = True
         self.last_round_s: float | None = None
+
+    def serving(self) -> bool:
+        """True once the run's ServerApp reads requests (its process has started).
+
+        A request handed over earlier is not lost, it waits for the ServerApp's start
+        (~1-3 s); a deployment that must be ready before it returns waits for this.
+        """
+        return (self.folder / SESSION_SERVING).exists()
 
     def usable(self) -> bool:
         """Still serving: not closed, and its run has not finished (e.g. idle timeout)."""
