@@ -167,6 +167,23 @@ class Node:
                 f"site {self.name!r} holds no dataset {name!r}; it holds {sorted(self.datasets)}"
             ) from None
 
+    def prewarm(self) -> list[str]:
+        """Check every dataset now rather than on its first request; the unusable ones' names.
+
+        What the first request of each dataset would otherwise pay: the data check
+        (``validate``, stamped per file) and the bounds scan, both independent of any
+        request. A deployed node's data worker calls it when it starts, so a bad file is
+        in the node's log before a researcher asks. Nothing is registered, counted or
+        released; a dataset that fails stays refused, with the same reason, on request.
+        """
+        unusable = []
+        for name, dataset in sorted(self.datasets.items()):
+            try:
+                self._usable(dataset)
+            except DataError:
+                unusable.append(name)
+        return unusable
+
     # --- answering ----------------------------------------------------------------------------
     def handle(self, request: dict[str, Any], *, secure: bool = False) -> dict[str, Any]:
         """Answer one request; never raises, never returns rows.

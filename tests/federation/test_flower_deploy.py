@@ -199,6 +199,8 @@ def test_federation_flower_runs_the_installed_client_app_on_real_nodes(tmp_path:
         # Ready means ready: start() returned only once the session ServerApp serves.
         started = fed._on_close.__self__  # type: ignore[union-attr]
         assert started._session is not None and started._session.serving()
+        # Each data worker checked its node's datasets before it said ready.
+        assert all("node datasets checked" in log for log in started.node_logs().values())
         outcome = fed.round("count", "covid")
         again = fed.round("count", "covid")
         # Both rounds went to one long-running ServerApp (one Flower run, a session).

@@ -83,3 +83,20 @@ def test_out_of_bounds_values_are_logged_at_the_node_once(
     ]
     assert len(warnings) == 1
     assert "'oob'" in warnings[0] and "['age']" in warnings[0] and "987654" not in warnings[0]
+
+
+def test_prewarm_names_the_unusable_datasets_and_requests_stay_refused(tmp_path: Path) -> None:
+    """A data worker checks every dataset when it starts; that changes no answer."""
+    node = _node(tmp_path)
+    rows = "".join(f"p{i},{30 + i},No\n" for i in range(30))
+    (tmp_path / "good.csv").write_text("pid,age,smoker\n" + rows)
+    node.datasets["good"] = _dataset(tmp_path, "good", "good.csv")
+    assert node.prewarm() == ["bad", "gone", "header_only", "zero"]
+    assert node.prewarm() == ["bad", "gone", "header_only", "zero"]  # the same again
+    request = {"computation": "count", "dataset": "bad", "params": {}}
+    reply = node.handle(request)
+    assert reply["status"] == "refused" and "is not usable" in reply["reason"]
+    fresh = _node(tmp_path)
+    fresh.datasets["good"] = _dataset(tmp_path, "good", "good.csv")
+    count = {"computation": "count", "dataset": "good", "params": {}}
+    assert node.handle(count) == fresh.handle(count)  # the same release, prewarmed or not

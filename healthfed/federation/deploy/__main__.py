@@ -64,6 +64,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=None,
         help="a socket from the SuperNode: ask the Runtime API over it, not over HTTPS",
     )
+    node.add_argument(
+        "--node-file",
+        default=None,
+        help="the node TOML: open and check its datasets before accepting tasks",
+    )
     sub.add_parser("fab-hash", help="print the SHA-256 of the healthfed app bundle")
     args = parser.parse_args(args_in)
     if args.cmd == "fab-hash":
@@ -93,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         wake_fd=sys.stdin.fileno() if args.wake_stdin else None,
         done_fd=args.done_fd,
         runtime_fd=args.runtime_fd,
+        node_file=args.node_file,
     )
 
 

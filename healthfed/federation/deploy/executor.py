@@ -74,6 +74,7 @@ def run_node_executor(
     wake_fd: int | None = None,
     done_fd: int | None = None,
     runtime_fd: int | None = None,
+    node_file: str | None = None,
 ) -> None:
     """Serve a ``--isolation process`` SuperNode with the installed healthfed ClientApp.
 
@@ -109,8 +110,15 @@ def run_node_executor(
         the Runtime API is asked over it
         (:mod:`~healthfed.federation.deploy.runtime_pipe`), not over HTTPS at
         ``runtime_api_address``.
+    node_file
+        The node TOML its SuperNode serves: before saying ready, the executor loads
+        that node and checks its datasets (:meth:`~healthfed.node.runtime.Node.prewarm`),
+        work every request would otherwise wait for; a dataset that fails is logged and
+        refused later, it never stops the executor.
     """
     client_app = _load_clientapp(clientapp_ref)  # from the installed package, never the FAB
+    if node_file is not None:
+        _prewarm(node_file)
     # A task is visible while its SuperNode still pulls the message's objects: retry
     # those after 20 ms, not flwr's 1 s.
     fast_object_pulls(pull_task_input.__module__, "pull_and_inflate_object_from_tree")
@@ -237,6 +245,25 @@ def _wait_for_wake(fd: int, timeout: float) -> bool:
     if ready:
         return os.read(fd, 4096) != b""
     return True
+
+
+def _prewarm(node_file: str) -> None:
+    """Load the node the ClientApp will serve and check its datasets (logged, never raised).
+
+    The ClientApp resolves the same node through ``load_node``'s per-path cache, so the
+    first request finds the datasets checked. A node file that cannot be read is
+    reported here and again, as a refusal, on every request.
+    """
+    from healthfed.node.runtime import load_node
+
+    started = time.perf_counter()
+    try:
+        unusable = load_node(node_file).prewarm()
+    except Exception as exc:  # noqa: BLE001 - the worker still answers (with refusals)
+        print(f"node prewarm failed: {type(exc).__name__}: {exc}", flush=True)
+        return
+    note = f"; not usable: {', '.join(unusable)}" if unusable else ""
+    print(f"node datasets checked in {time.perf_counter() - started:.2f}s{note}", flush=True)
 
 
 def _load_clientapp(ref: str) -> Any:

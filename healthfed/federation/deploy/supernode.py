@@ -58,6 +58,7 @@ from healthfed.errors import FederationError
 from healthfed.federation.deploy.bundle import CLIENTAPP_REF
 from healthfed.federation.deploy.worker import WORKER_IDLE_S, DataWorker
 from healthfed.federation.flwr_pins import fast_object_pulls
+from healthfed.federation.messages import NODE_CONFIG_KEY
 
 # The modules, not the same-named functions their packages re-export.
 _cli = importlib.import_module("flwr.supernode.cli.flower_supernode")
@@ -123,6 +124,7 @@ def main(argv: Sequence[str]) -> None:
         ours.clientapp,
         ours.worker_idle,
         state=state_factory.state(),
+        node_file=_node_file(config.node_config),
     )
     add_exit_handler(worker.stop)
     if not ours.no_prewarm:
@@ -130,6 +132,12 @@ def main(argv: Sequence[str]) -> None:
     log(INFO, "healthfed SuperNode loop: poll %gs growing to %gs", POLL_MIN_S, ours.poll_max)
     _return_memory()
     run_loop(config, state_factory, worker, ours.poll_max)
+
+
+def _node_file(node_config: Any) -> str | None:
+    """The node TOML of ``--node-config`` (for the worker's dataset checks), if set."""
+    path = (node_config or {}).get(NODE_CONFIG_KEY)
+    return path if isinstance(path, str) and path else None
 
 
 SUPERLINK_WAIT_S = 60.0  # at most this long for the SuperLink's port before flwr's retries

@@ -56,6 +56,9 @@ class DataWorker:
         are answered from this state in the SuperNode
         (:class:`~healthfed.federation.deploy.runtime_pipe.RuntimePipeServer`).
         ``None``: the worker uses the HTTPS Runtime API at ``runtime_address``.
+    node_file
+        The node TOML (the SuperNode's ``healthfed-node`` config): each worker checks
+        its datasets when it starts, before it claims a task.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class DataWorker:
         clientapp_ref: str,
         idle_s: float = WORKER_IDLE_S,
         state: Any | None = None,
+        node_file: str | None = None,
     ) -> None:
         self.argv = [
             *node_exec_argv(runtime_address, root_certificates, secret_file, clientapp_ref),
@@ -75,6 +79,8 @@ class DataWorker:
             "--poll-interval",
             f"{WAKE_FALLBACK_POLL_S:g}",
         ]
+        if node_file:
+            self.argv += ["--node-file", node_file]
         self._state = state
         self._proc: subprocess.Popen[bytes] | None = None
         self._done: int | None = None  # read end of the worker's "task done" pipe
